@@ -1,0 +1,83 @@
+"""The `intently` command: `serve` here, `train | evaluate | predict | models` from training."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from app.config import Settings
+from model.artifact import ArtifactError, load
+from model.store import ModelStore, StoreError
+from training import cli as training_cli
+from training.default_model import ensure_default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intently", description="Intent classification for chatbots: train, evaluate, serve."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    training_cli.add_commands(sub)
+    p = sub.add_parser("serve", help="serve a model over HTTP")
+    p.add_argument("--model", help="serve this model directory (default: the model store's active version)")
+    p.add_argument("--store", help="model store directory (default: $INTENTLY_MODEL_STORE)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Workers are separate processes: they read their settings from the environment.
+    for name, value in (
+        ("MODEL_DIR", args.model),
+        ("MODEL_STORE", args.store),
+        ("HOST", args.host),
+        ("PORT", args.port),
+        ("WORKERS", args.workers),
+    ):
+        if value is not None:
+            os.environ[f"INTENTLY_{name}"] = str(value)
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        raise training_cli.CliError(f"invalid setting: {exc}") from None
+    if settings.model_dir is not None:
+        load(settings.model_dir)  # fail here, with one line, rather than in every worker
+    else:
+        store = ModelStore(settings.model_store)
+        if store.active() is None:
+            print("training the built-in default model (first start only) ...", file=sys.stderr)
+            ensure_default(store, show_progress=True)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="intently-metrics-")
+
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return training_cli.run(args)
+    except (ArtifactError, StoreError) as exc:
+        print(f"intently {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""All service settings in one typed place, read from `INTENTLY_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """Where Intently keeps its model store unless told otherwise (XDG data directory)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "intently"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTENTLY_", protected_namespaces=())
+
+    model_dir: Path | None = Field(
+        None, description="Serve this model directory as is (no store, no hot swap, no retraining)."
+    )
+    model_store: Path = Field(
+        default_factory=lambda: default_home() / "store",
+        description="Model store: every version and the active pointer (a shared volume on a cluster).",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="'json' for one JSON object per line.")
+    max_text_chars: int = Field(1000, ge=1, description="Longest accepted utterance, in characters.")
+    max_batch: int = Field(256, ge=1, description="Most texts in one batch request.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body, in bytes.")
+    max_top_k: int = Field(100, ge=1, description="Largest accepted top_k.")
+    reload_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between checks of the store's active version."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for the admin API; the admin API is off without it."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); none by default."
+    )
+    batch_max_size: int = Field(
+        64, ge=1, le=1024, description="Micro-batching: most requests run in one forward pass."
+    )
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, le=100, description="Micro-batching: longest a request waits for company; 0 turns it off."
+    )
+    max_upload_bytes: int = Field(20 * 1_048_576, ge=1024, description="Largest training data upload.")
+    max_train_examples: int = Field(200_000, ge=10, description="Most examples in one training job.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

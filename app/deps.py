@@ -1,0 +1,57 @@
+"""Dependencies shared by the routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.batcher import Batcher
+from app.config import Settings
+from app.errors import ApiError
+from app.model_holder import ModelHolder
+from model.predictor import Predictor
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _holder(request: Request) -> ModelHolder:
+    return request.app.state.holder
+
+
+def _batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+def _predictor(request: Request) -> Predictor:
+    holder: ModelHolder = request.app.state.holder
+    predictor = holder.predictor
+    if predictor is None:
+        reason = holder.error or "the model is still loading"
+        raise ApiError(503, "model_not_ready", f"no model is loaded yet: {reason}", {"Retry-After": "1"})
+    return predictor
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+HolderDep = Annotated[ModelHolder, Depends(_holder)]
+BatcherDep = Annotated[Batcher, Depends(_batcher)]
+PredictorDep = Annotated[Predictor, Depends(_predictor)]
+
+
+def check_text(text: str, settings: Settings, field: str = "text") -> None:
+    """Blank or over-long utterances are client errors; any other Unicode is classified."""
+    if not text.strip():
+        raise ApiError(422, "invalid_request", f"{field}: must not be empty or only whitespace")
+    if len(text) > settings.max_text_chars:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{field}: {len(text)} characters is over the limit of {settings.max_text_chars}",
+        )
+
+
+def check_top_k(top_k: int, settings: Settings) -> None:
+    if not 1 <= top_k <= settings.max_top_k:
+        raise ApiError(422, "invalid_request", f"top_k: must be between 1 and {settings.max_top_k}")

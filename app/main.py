@@ -1,0 +1,63 @@
+"""Builds the FastAPI application: settings, model, middleware, routers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import errors, logs, metrics
+from app.batcher import Batcher
+from app.config import Settings, get_settings
+from app.middleware import RequestContext
+from app.model_holder import ModelHolder
+from app.routes import classify, health, model_info
+from model.store import ModelStore
+from training.default_model import ensure_default
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    store = None if settings.model_dir else ModelStore(settings.model_store)
+    holder = ModelHolder(settings.model_dir, store, settings.reload_interval)
+    holder.on_swap.append(metrics.model_swapped)
+    batcher = Batcher(settings.batch_max_size, settings.batch_max_wait_ms)
+    batcher.on_batch.append(metrics.BATCH_SIZE.observe)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None and store.active() is None:
+            # `intently serve` fills an empty store before starting; this covers
+            # a bare `uvicorn app.main:create_app --factory`.
+            await asyncio.to_thread(ensure_default, store)
+        batcher.start()
+        await holder.start()
+        yield
+        await holder.stop()
+        await batcher.stop()
+
+    app = FastAPI(
+        title="Intently",
+        version="0.1.0",
+        summary="Intent classification for chatbots: a fast recurrent model behind a REST API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.batcher = batcher
+    errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    for router in (classify.router, model_info.router, health.router):
+        app.include_router(router)
+    return app

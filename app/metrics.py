@@ -1,0 +1,72 @@
+"""Prometheus metrics, correct with one worker or many.
+
+With several uvicorn workers each process writes its samples to files in
+`PROMETHEUS_MULTIPROC_DIR` (set by `intently serve` before any worker
+starts) and `/metrics` merges them; with one process the default registry
+is used directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _mp
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter("intently_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram(
+    "intently_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+PREDICTIONS = Counter(
+    "intently_predictions_total",
+    "Utterances classified, by predicted intent ('oos': out of scope)",
+    ["intent"],
+)
+OUT_OF_SCOPE = Counter("intently_out_of_scope_total", "Utterances classified as out of scope")
+CLASSIFIED = Counter("intently_classified_total", "Utterances classified")
+MODEL_INFO = Gauge(
+    "intently_model_info",
+    "1 for the model version a worker serves",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+BATCH_SIZE = Histogram(
+    "intently_inference_batch_size",
+    "Utterances per forward pass",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+
+
+def observe_predictions(intents: list[str | None]) -> None:
+    for intent in intents:
+        PREDICTIONS.labels(intent or "oos").inc()
+    CLASSIFIED.inc(len(intents))
+    out = sum(1 for i in intents if i is None)
+    if out:
+        OUT_OF_SCOPE.inc(out)
+
+
+def model_swapped(old: str | None, new: str) -> None:
+    if old:
+        MODEL_INFO.labels(old).set(0)
+    MODEL_INFO.labels(new).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

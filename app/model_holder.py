@@ -1,0 +1,103 @@
+"""The served model: loaded once, swapped in place when the store's active version changes.
+
+A request takes a reference to the current predictor and finishes on it even
+if a swap happens meanwhile; swapping only rebinds `self.predictor`, so no
+request ever sees a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from model.artifact import ArtifactError
+from model.predictor import Predictor
+from model.store import ModelStore, StoreError
+
+log = logging.getLogger("intently.model")
+
+
+class ModelHolder:
+    def __init__(self, model_dir: Path | None, store: ModelStore | None, reload_interval: float = 1.0):
+        if (model_dir is None) == (store is None):
+            raise ValueError("serve either a model directory or a model store")
+        self.model_dir = model_dir
+        self.store = store
+        self.reload_interval = reload_interval
+        self.predictor: Predictor | None = None
+        self.error: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._failed: str | None = None
+        self.on_swap: list = []  # callbacks(old_version, new_version)
+
+    @property
+    def ready(self) -> bool:
+        return self.predictor is not None
+
+    def _load_current(self) -> Predictor:
+        if self.model_dir is not None:
+            return Predictor.load(self.model_dir)
+        assert self.store is not None
+        path = self.store.active_path()
+        if path is None:
+            raise StoreError(f"model store {self.store.root} has no active version")
+        return Predictor.load(path)
+
+    async def start(self) -> None:
+        """Load in the background, so health checks answer (and /readyz says no) meanwhile."""
+        self._watcher = asyncio.create_task(self._run(), name="intently-model")
+
+    async def _run(self) -> None:
+        try:
+            self._install(await asyncio.to_thread(self._load_current))
+        except (ArtifactError, StoreError, OSError) as exc:
+            self.error = str(exc)
+            log.error("model not loaded: %s", exc)
+        if self.store is not None:
+            await self._watch()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    def _install(self, predictor: Predictor) -> None:
+        old = self.predictor.version if self.predictor else None
+        self.predictor = predictor
+        self.error = None
+        for callback in self.on_swap:
+            callback(old, predictor.version)
+        if old is None:
+            log.info("model %s loaded", predictor.version)
+        else:
+            log.info("model swapped: %s -> %s", old, predictor.version)
+
+    async def check_store(self) -> None:
+        """Swap to the store's active version if it changed; a broken one is logged and skipped."""
+        assert self.store is not None
+        try:
+            active = await asyncio.to_thread(self.store.active)
+        except StoreError as exc:
+            log.warning("cannot read the active version: %s", exc)
+            return
+        current = self.predictor.version if self.predictor else None
+        if active is None or active == current or active == self._failed:
+            return
+        try:
+            predictor = await asyncio.to_thread(Predictor.load, self.store.path(active))
+        except (ArtifactError, StoreError, OSError) as exc:
+            self._failed = active  # logged once, not every interval
+            log.error("active version %s could not be loaded, still serving %s: %s", active, current, exc)
+            return
+        self._install(predictor)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            try:
+                await self.check_store()
+            except Exception:  # the watcher must outlive any one bad check
+                log.exception("model store check failed")

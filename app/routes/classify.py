@@ -1,0 +1,79 @@
+"""Classification: one utterance, a batch, and Rasa NLU's `/model/parse`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import BatcherDep, PredictorDep, SettingsDep, check_text, check_top_k
+from app.errors import ApiError
+from app.metrics import observe_predictions
+from app.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    ParseRequest,
+    ParseResponse,
+    RasaIntent,
+)
+
+router = APIRouter(tags=["classify"])
+_ERRORS = {
+    400: {"model": ErrorResponse, "description": "Malformed JSON"},
+    413: {"model": ErrorResponse, "description": "Body over INTENTLY_MAX_BODY_BYTES"},
+    422: {"model": ErrorResponse, "description": "Invalid field"},
+    503: {"model": ErrorResponse, "description": "No model loaded yet"},
+}
+RASA_FALLBACK = "nlu_fallback"
+
+
+@router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
+async def classify(
+    body: ClassifyRequest, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep
+) -> dict:
+    """Classify one utterance: intent (null when out of scope), confidence and ranking."""
+    check_text(body.text, settings)
+    check_top_k(body.top_k, settings)
+    (prediction,) = await batcher.classify(predictor, [body.text], body.top_k)
+    observe_predictions([prediction.intent])
+    return prediction.to_dict()
+
+
+@router.post("/v1/classify/batch", response_model=BatchResponse, responses=_ERRORS)
+async def classify_batch(
+    body: BatchRequest, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep
+) -> dict:
+    """Classify many utterances in one request; results come back in the order sent."""
+    if len(body.texts) > settings.max_batch:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"texts: {len(body.texts)} is over the batch limit of {settings.max_batch}",
+        )
+    for i, text in enumerate(body.texts):
+        check_text(text, settings, field=f"texts.{i}")
+    check_top_k(body.top_k, settings)
+    predictions = await batcher.classify(predictor, body.texts, body.top_k)
+    observe_predictions([p.intent for p in predictions])
+    return {"results": [p.to_dict() for p in predictions]}
+
+
+@router.post("/model/parse", response_model=ParseResponse, responses=_ERRORS, tags=["rasa"])
+async def parse(
+    body: ParseRequest, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep
+) -> ParseResponse:
+    """Rasa NLU compatible: a client written for Rasa's HTTP API works unchanged.
+
+    Out of scope is reported as Rasa's FallbackClassifier does: intent `nlu_fallback`.
+    """
+    check_text(body.text, settings)
+    (p,) = await batcher.classify(predictor, [body.text], 10)
+    observe_predictions([p.intent])
+    ranking = [RasaIntent(name=r.intent, confidence=r.confidence) for r in p.ranking]
+    if p.out_of_scope:
+        top = RasaIntent(name=RASA_FALLBACK, confidence=p.confidence)
+        ranking = [top, *ranking]
+    else:
+        top = ranking[0]
+    return ParseResponse(text=body.text, intent=top, intent_ranking=ranking, entities=[])

@@ -1,0 +1,108 @@
+"""Request and response bodies of the public API; their fields document the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "What time is it?", "top_k": 3}]})
+
+    text: str = Field(
+        description="The user's utterance: not blank, at most INTENTLY_MAX_TEXT_CHARS characters.",
+        examples=["What time is it?"],
+    )
+    top_k: int = Field(
+        5, ge=1, strict=True, description="How many intents to rank (at most INTENTLY_MAX_TOP_K)."
+    )
+
+
+class RankedIntentOut(BaseModel):
+    intent: str = Field(examples=["ask_time"])
+    confidence: float = Field(ge=0, le=1, examples=[0.97])
+
+
+class ClassifyResponse(BaseModel):
+    text: str = Field(description="The utterance, as sent.")
+    intent: str | None = Field(
+        description="The predicted intent; null when out of scope.", examples=["ask_time"]
+    )
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        description="Calibrated probability of the intent; when out of scope, of the out-of-scope verdict.",
+        examples=[0.97],
+    )
+    out_of_scope: bool = Field(description="True when the utterance matches none of the model's intents.")
+    ranking: list[RankedIntentOut] = Field(description="The top_k intents, most probable first.")
+    model_version: str = Field(description="The model version that answered.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"texts": ["What time is it?", "play some jazz"], "top_k": 3}]}
+    )
+
+    texts: list[str] = Field(
+        min_length=1, description="Utterances to classify, at most INTENTLY_MAX_BATCH of them."
+    )
+    top_k: int = Field(5, ge=1, strict=True, description="How many intents to rank for each text.")
+
+
+class BatchResponse(BaseModel):
+    results: list[ClassifyResponse]
+
+
+class ParseRequest(BaseModel):
+    """Rasa NLU's parse request; extra Rasa fields such as `message_id` are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"text": "What time is it?"}]})
+
+    text: str = Field(description="The user's utterance.")
+    message_id: str | None = Field(None, description="Accepted for Rasa compatibility; not used.")
+
+
+class RasaIntent(BaseModel):
+    name: str = Field(
+        description="The intent; `nlu_fallback` when out of scope, as Rasa's FallbackClassifier says.",
+        examples=["ask_time"],
+    )
+    confidence: float = Field(ge=0, le=1)
+
+
+class ParseResponse(BaseModel):
+    text: str
+    intent: RasaIntent
+    intent_ranking: list[RasaIntent]
+    entities: list[dict[str, Any]] = Field(
+        default_factory=list, description="Always empty: no entity extraction."
+    )
+
+
+class IntentInfo(BaseModel):
+    intent: str = Field(examples=["ask_time"])
+    examples: int = Field(description="Training examples of this intent.", examples=[51])
+
+
+class IntentsResponse(BaseModel):
+    model_version: str
+    intents: list[IntentInfo]
+    oos_examples: int = Field(description="Out-of-scope (`oos`) training examples.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="A short machine-readable code.", examples=["invalid_request"])
+    message: str = Field(description="What is wrong, for a person.")
+    details: list[dict[str, Any]] | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model_version: str | None = None
+    reason: str | None = None

@@ -1,0 +1,270 @@
+"""The model artifact: a directory with `weights.safetensors` and `model.json`.
+
+A model directory is untrusted input (it may come from a shared volume or a
+download), so loading never unpickles anything, checks every field of the
+metadata, and compares tensor shapes from the safetensors header before any
+tensor is read into memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from model.config import ModelConfig, TokenizerConfig, tokenizer_config_from_dict
+from model.network import IntentNet
+from model.tokenizer import Tokenizer
+
+FORMAT = "intently-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "model.json"
+
+# Bounds that no real intent model comes near; past them a file is corrupt or hostile.
+MAX_META_BYTES = 64 * 1024 * 1024
+MAX_VOCAB = 2_000_000
+MAX_LABELS = 10_000
+MAX_DIM = 8192
+MAX_LAYERS = 8
+MAX_BUCKETS = 4_000_000
+MAX_PARAMETERS = 100_000_000
+
+
+class ArtifactError(ValueError):
+    """The directory is not a loadable Intently model; the message says why."""
+
+
+@dataclass
+class ModelMeta:
+    """Everything in `model.json` besides the weights."""
+
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    vocab: list[str]
+    labels: list[str]
+    oos_label: str | None = "oos"
+    threshold: float = 0.0
+    temperature: float = 1.0
+    version: str = field(default_factory=lambda: new_version_id())
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics
+    training: dict[str, Any] = field(default_factory=dict)  # options, seed, time taken
+
+    def to_dict(self, with_vocab: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "created_at": self.created_at,
+            "model": self.model.to_dict(),
+            "tokenizer": {k: getattr(self.tokenizer, k) for k in self.tokenizer.__dataclass_fields__},
+            "labels": self.labels,
+            "oos_label": self.oos_label,
+            "threshold": self.threshold,
+            "temperature": self.temperature,
+            "data": self.data,
+            "metrics": self.metrics,
+            "training": self.training,
+        }
+        if with_vocab:
+            out["vocab"] = self.vocab
+        return out
+
+
+def new_version_id() -> str:
+    """Sortable by creation time, unique, and safe as a directory name."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def save(
+    net: IntentNet,
+    meta: ModelMeta,
+    out_dir: str | Path,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write the artifact to a temporary sibling, then rename it into place.
+
+    A crash at any point leaves either the old directory or the complete new
+    one, never a half-written model that a server could pick up.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), ensure_ascii=False), encoding="utf-8")
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
+        for name in (WEIGHTS_FILE, META_FILE, *(extra_files or {})):
+            _fsync(tmp / name)
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if not dst.exists():
+        os.rename(src, dst)
+        return
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:6]}")
+    os.rename(dst, old)
+    os.rename(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_meta(model_dir: str | Path) -> ModelMeta:
+    """Parse and validate `model.json`, with a message that names the problem."""
+    path = Path(model_dir)
+    if not path.exists():
+        raise ArtifactError(f"model directory not found: {path}")
+    if not path.is_dir():
+        raise ArtifactError(f"not a model directory (a file): {path}")
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise ArtifactError(f"not an Intently model: {meta_path.name} missing in {path}")
+    if meta_path.stat().st_size > MAX_META_BYTES:
+        raise ArtifactError(f"{meta_path} is implausibly large")
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ArtifactError(f"{meta_path} is not an Intently model description")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{meta_path}: format version {raw.get('format_version')!r} is not supported "
+            f"(this Intently reads version {FORMAT_VERSION})"
+        )
+    try:
+        return _meta_from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{meta_path} is invalid: {exc}") from None
+
+
+def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
+    model = raw["model"]
+    tok = raw["tokenizer"]
+    if not isinstance(model, dict) or not isinstance(tok, dict):
+        raise TypeError("'model' and 'tokenizer' must be objects")
+    cfg = ModelConfig.from_dict(model)
+    tcfg = tokenizer_config_from_dict(tok)
+    _check_bounds(cfg, tcfg)
+    vocab, labels = raw["vocab"], raw["labels"]
+    if not _str_list(vocab) or len(vocab) != cfg.vocab_size:
+        raise ValueError("'vocab' must be a list of vocab_size strings")
+    if not _str_list(labels) or len(labels) != cfg.num_labels or len(set(labels)) != len(labels):
+        raise ValueError("'labels' must be num_labels distinct strings")
+    oos = raw.get("oos_label")
+    if oos is not None and not isinstance(oos, str):
+        raise ValueError("'oos_label' must be a string or null")
+    threshold, temperature = float(raw["threshold"]), float(raw["temperature"])
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError("'threshold' must be within [0, 1]")
+    if not 0.01 <= temperature <= 100.0:
+        raise ValueError("'temperature' must be within [0.01, 100]")
+    version = str(raw["version"])
+    if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
+        raise ValueError("'version' must be a short safe name")
+    return ModelMeta(
+        model=cfg,
+        tokenizer=tcfg,
+        vocab=vocab,
+        labels=labels,
+        oos_label=oos,
+        threshold=threshold,
+        temperature=temperature,
+        version=version,
+        created_at=str(raw.get("created_at", "")),
+        data=dict(raw.get("data") or {}),
+        metrics=dict(raw.get("metrics") or {}),
+        training=dict(raw.get("training") or {}),
+    )
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
+    limits = {
+        "vocab_size": (cfg.vocab_size, MAX_VOCAB),
+        "num_labels": (cfg.num_labels, MAX_LABELS),
+        "embed_dim": (cfg.embed_dim, MAX_DIM),
+        "hidden_dim": (cfg.hidden_dim, MAX_DIM),
+        "num_layers": (cfg.num_layers, MAX_LAYERS),
+        "ngram_buckets": (cfg.ngram_buckets, MAX_BUCKETS),
+        "bag_buckets": (cfg.bag_buckets, MAX_BUCKETS),
+    }
+    for name, (value, limit) in limits.items():
+        if not 0 <= value <= limit:
+            raise ValueError(f"{name}={value} is outside 0..{limit}")
+    if tcfg.ngram_buckets != cfg.ngram_buckets:
+        raise ValueError("tokenizer and model disagree on ngram_buckets")
+    if not (1 <= tcfg.ngram_min <= tcfg.ngram_max <= 10 and 1 <= tcfg.max_tokens <= 4096):
+        raise ValueError("tokenizer n-gram or length settings are out of range")
+    params = (cfg.vocab_size + cfg.ngram_buckets) * cfg.embed_dim + cfg.bag_buckets * cfg.num_labels
+    if params > MAX_PARAMETERS:
+        raise ValueError("model is implausibly large")
+
+
+def load(model_dir: str | Path) -> tuple[IntentNet, ModelMeta, Tokenizer]:
+    """Rebuild the network from a directory; raises ArtifactError with a clear message."""
+    path = Path(model_dir)
+    meta = read_meta(path)
+    net = IntentNet(meta.model)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ArtifactError(f"not an Intently model: {WEIGHTS_FILE} missing in {path}")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            if found != expected:
+                raise ArtifactError(_shape_mismatch(weights, expected, found))
+            state = {k: f.get_tensor(k) for k in expected}
+    except ArtifactError:
+        raise
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise ArtifactError(f"{weights} is not a readable safetensors file: {exc}") from None
+    for k, v in state.items():
+        if not v.is_floating_point() or not torch.isfinite(v).all():
+            raise ArtifactError(f"{weights}: tensor {k} is not finite floating point")
+    net.load_state_dict(state)
+    net.eval()
+    return net, meta, Tokenizer(meta.vocab, meta.tokenizer, meta.model.bag_buckets)
+
+
+def _shape_mismatch(path: Path, expected: dict[str, tuple], found: dict[str, tuple]) -> str:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    parts = []
+    if missing:
+        parts.append(f"missing tensors {missing[:3]}")
+    if extra:
+        parts.append(f"unexpected tensors {extra[:3]}")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"tensor {k} has shape {list(found[k])}, expected {list(expected[k])}")
+    return f"{path} does not match model.json: " + "; ".join(parts)

@@ -1,0 +1,127 @@
+"""Classify utterances with a loaded model: intent, confidence, ranking, out-of-scope verdict.
+
+Both the command line and the HTTP service call this; it is also the API for
+classifying inside a user's own process:
+
+    from model import Predictor
+    Predictor.load("models/v1").predict("What time is it?").intent
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.artifact import ModelMeta, load
+from model.network import Batch, IntentNet
+from model.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class RankedIntent:
+    intent: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    text: str
+    intent: str | None  # None when out of scope
+    confidence: float
+    out_of_scope: bool
+    ranking: list[RankedIntent]
+    model_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict for one utterance from its calibrated probabilities."""
+
+    top: int  # index of the most probable in-scope label
+    top_prob: float
+    out_of_scope: bool
+
+
+def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float) -> list[Decision]:
+    """Out of scope when the `oos` class wins or no in-scope intent reaches the threshold.
+
+    Shared with training, which picks the threshold with this same rule.
+    """
+    masked = probs.masked_fill(~in_scope, -1.0)
+    top_prob, top = masked.max(dim=-1)
+    oos_wins = torch.zeros_like(top, dtype=torch.bool)
+    if oos_index is not None:
+        oos_wins = probs[:, oos_index] > top_prob
+    rejected = oos_wins | (top_prob < threshold)
+    return [
+        Decision(int(t), float(p), bool(r))
+        for t, p, r in zip(top.tolist(), top_prob.tolist(), rejected.tolist(), strict=True)
+    ]
+
+
+class Predictor:
+    def __init__(self, net: IntentNet, meta: ModelMeta, tokenizer: Tokenizer):
+        self.net = net.eval()
+        self.meta = meta
+        self.tokenizer = tokenizer
+        self.labels = meta.labels
+        self.oos_index = meta.labels.index(meta.oos_label) if meta.oos_label in meta.labels else None
+        self.in_scope = torch.tensor([i != self.oos_index for i in range(len(self.labels))])
+        self.intents = [lab for i, lab in enumerate(self.labels) if i != self.oos_index]
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Predictor:
+        return cls(*load(model_dir))
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    def logits(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """Raw logits in input order; batches are sorted by length to limit padding."""
+        if not texts:
+            return torch.empty(0, len(self.labels))
+        encoded = [self.tokenizer.encode(t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].words))
+        out = torch.empty(len(texts), len(self.labels))
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                out[idx] = self.net(Batch.from_encoded([encoded[i] for i in idx]))
+        return out
+
+    def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """Calibrated class probabilities (temperature-scaled softmax)."""
+        return torch.softmax(self.logits(texts, batch_size) / self.meta.temperature, dim=-1)
+
+    def predict(self, text: str, top_k: int = 5) -> Prediction:
+        return self.predict_batch([text], top_k=top_k)[0]
+
+    def predict_batch(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
+        probs = self.probabilities(texts)
+        decisions = decide(probs, self.in_scope, self.oos_index, self.meta.threshold)
+        k = max(1, min(top_k, len(self.intents)))
+        ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).topk(k, dim=-1)
+        results = []
+        for text, d, ps, ids in zip(texts, decisions, ranked_p.tolist(), ranked_i.tolist(), strict=True):
+            ranking = [RankedIntent(self.labels[i], round(p, 6)) for p, i in zip(ps, ids, strict=True)]
+            results.append(
+                Prediction(
+                    text=text,
+                    intent=None if d.out_of_scope else self.labels[d.top],
+                    # Out of scope, the confidence is that of the verdict itself.
+                    confidence=round(1.0 - d.top_prob if d.out_of_scope else d.top_prob, 6),
+                    out_of_scope=d.out_of_scope,
+                    ranking=ranking,
+                    model_version=self.version,
+                )
+            )
+        return results

@@ -1,0 +1,238 @@
+"""The model store: every trained version, its training data, and which one is active.
+
+Layout of a store directory (on a cluster, a shared volume):
+
+    versions/<version>/weights.safetensors, model.json, data.jsonl
+    active.json            {"version": ..., "history": [previously active, newest first]}
+    .lock                  serialises writers across processes
+
+Writers take the lock; the pointer is replaced atomically (write, fsync,
+rename), so readers in any process see either the old or the new version,
+never a half-written one. Readers (serving workers) need no lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from model.artifact import ArtifactError, ModelMeta, load, read_meta, save
+from model.network import IntentNet
+
+ACTIVE_FILE = "active.json"
+DATA_FILE = "data.jsonl"
+VERSIONS_DIR = "versions"
+_SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HISTORY_LIMIT = 50
+
+
+class StoreError(ValueError):
+    """A store operation that cannot be done; the message says why."""
+
+
+class VersionNotFound(StoreError):
+    pass
+
+
+class LabelledText(Protocol):
+    text: str
+    intent: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    created_at: str
+    active: bool
+    metrics: dict[str, Any]
+    examples: int
+    intents: int
+    arch: str
+
+
+def check_version_id(version: str) -> str:
+    """Version ids become directory names: letters, digits, '.', '_', '-' only, no '..'."""
+    if not isinstance(version, str) or not _SAFE_VERSION.match(version) or ".." in version:
+        raise StoreError(f"invalid version id {str(version)[:80]!r}")
+    return version
+
+
+class ModelStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.versions_dir = self.root / VERSIONS_DIR
+
+    def ensure(self) -> ModelStore:
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self.ensure()
+        with open(self.root / ".lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def path(self, version: str) -> Path:
+        return self.versions_dir / check_version_id(version)
+
+    def exists(self, version: str) -> bool:
+        return (self.path(version) / "model.json").is_file()
+
+    # --- reading -------------------------------------------------------
+
+    def pointer(self) -> dict[str, Any]:
+        try:
+            raw = json.loads((self.root / ACTIVE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"version": None, "history": []}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self.root / ACTIVE_FILE} is unreadable: {exc}") from None
+        if not isinstance(raw, dict):
+            raise StoreError(f"{self.root / ACTIVE_FILE} is not a JSON object")
+        history = [v for v in raw.get("history", []) if isinstance(v, str)]
+        return {"version": raw.get("version"), "history": history}
+
+    def active(self) -> str | None:
+        version = self.pointer()["version"]
+        return check_version_id(version) if version else None
+
+    def active_path(self) -> Path | None:
+        version = self.active()
+        return self.path(version) if version else None
+
+    def list_ids(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.versions_dir.iterdir()
+            if _SAFE_VERSION.match(p.name) and (p / "model.json").is_file()
+        )
+
+    def info(self, version: str) -> VersionInfo:
+        meta = self.meta(version)
+        return VersionInfo(
+            version=version,
+            created_at=meta.created_at,
+            active=version == self.active(),
+            metrics=meta.metrics,
+            examples=int(meta.data.get("examples", 0)),
+            intents=len([x for x in meta.labels if x != meta.oos_label]),
+            arch=meta.model.arch,
+        )
+
+    def list(self) -> list[VersionInfo]:
+        out = []
+        for version in self.list_ids():
+            try:
+                out.append(self.info(version))
+            except (ArtifactError, StoreError):
+                continue  # a damaged version is not offered; activation would refuse it anyway
+        return out
+
+    def meta(self, version: str) -> ModelMeta:
+        if not self.exists(version):
+            raise VersionNotFound(f"no version {version!r} in the store")
+        return read_meta(self.path(version))
+
+    def read_data(self, version: str) -> list[dict[str, str]]:
+        """The exact examples a version was trained on."""
+        path = self.path(version) / DATA_FILE
+        if not path.is_file():
+            raise StoreError(f"version {version} has no stored training data")
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.append({"text": row["text"], "intent": row["intent"]})
+        return rows
+
+    # --- writing -------------------------------------------------------
+
+    def add(self, net: IntentNet, meta: ModelMeta, examples: Sequence[LabelledText]) -> str:
+        """Store a trained model with its data; the version appears whole or not at all."""
+        version = check_version_id(meta.version)
+        data = "".join(
+            json.dumps({"text": e.text, "intent": e.intent}, ensure_ascii=False) + "\n" for e in examples
+        )
+        self.ensure()
+        with self.lock():
+            if self.path(version).exists():
+                raise StoreError(f"version {version} already exists")
+            save(net, meta, self.path(version), extra_files={DATA_FILE: data.encode("utf-8")})
+        return version
+
+    def activate(self, version: str) -> None:
+        """Point the store at `version` after checking it loads; a corrupt one is refused."""
+        with self.lock():
+            if not self.exists(version):
+                raise VersionNotFound(f"no version {version!r} in the store")
+            try:
+                load(self.path(version))
+            except ArtifactError as exc:
+                raise StoreError(f"version {version} is damaged and was not activated: {exc}") from None
+            current = self.pointer()
+            if current["version"] == version:
+                return
+            history = [v for v in [current["version"], *current["history"]] if v and v != version]
+            self._write_pointer({"version": version, "history": history[:HISTORY_LIMIT]})
+
+    def rollback(self) -> str:
+        """Re-activate the previously active version that still exists."""
+        with self.lock():
+            current = self.pointer()
+            for i, version in enumerate(current["history"]):
+                if self.exists(version):
+                    try:
+                        load(self.path(version))
+                    except ArtifactError:
+                        continue
+                    rest = current["history"][i + 1 :]
+                    history = [current["version"], *rest] if current["version"] else rest
+                    self._write_pointer({"version": version, "history": history[:HISTORY_LIMIT]})
+                    return version
+        raise StoreError("there is no earlier version to roll back to")
+
+    def delete(self, version: str) -> None:
+        with self.lock():
+            if version == self.active():
+                raise StoreError(f"version {version} is active and cannot be deleted")
+            if not self.path(version).exists():
+                raise VersionNotFound(f"no version {version!r} in the store")
+            trash = self.versions_dir / f".deleting-{version}"
+            os.rename(self.path(version), trash)  # disappears at once for readers
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _write_pointer(self, pointer: dict[str, Any]) -> None:
+        tmp = self.root / f".{ACTIVE_FILE}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(pointer, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / ACTIVE_FILE)
+        _fsync_dir(self.root)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,130 @@
+"""Text to token ids: normalisation, word tokens, vocabulary, hashed sub-words.
+
+Tokens are word-level so the recurrent network reads an utterance word by
+word; every token also carries hashed character n-grams so that a word the
+vocabulary never saw ("wether", a new product name) still has a signal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from model.config import TokenizerConfig
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+# Ideographs and kana are written without spaces: one token per character.
+_CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+_TOKEN = re.compile(
+    rf"{_CJK}"  # one CJK character
+    r"|\d+(?:[.,:/]\d+)+"  # 6:30, 3.5, 1,000, 12/05
+    r"|[^\W_]+(?:'[^\W_]+)*"  # words, numbers, contractions (what's, don't)
+    r"|[^\w\s]"  # a punctuation mark or symbol (emoji included)
+)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+def normalize(text: str, lowercase: bool = True) -> str:
+    """NFKC, unified apostrophes, control and format characters turned into spaces."""
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    return text.casefold() if lowercase else text
+
+
+def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
+    config = config or TokenizerConfig()
+    tokens = _TOKEN.findall(normalize(text, config.lowercase))
+    return tokens[: config.max_tokens]
+
+
+def char_ngrams(token: str, n_min: int, n_max: int) -> list[str]:
+    marked = f"<{token}>"
+    return [marked[i : i + n] for n in range(n_min, n_max + 1) for i in range(len(marked) - n + 1)]
+
+
+def stable_hash(text: str) -> int:
+    """A hash that is the same in every process (Python's `hash` is salted)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+@dataclass
+class Encoded:
+    """One utterance as ids: words, per-word n-gram buckets, sentence bag."""
+
+    words: list[int]
+    ngrams: list[list[int]]
+    bag: list[int]
+
+
+class Tokenizer:
+    """Maps text to ids with a fixed vocabulary; cheap to call per request."""
+
+    def __init__(self, vocab: Sequence[str], config: TokenizerConfig, bag_buckets: int = 0):
+        if len(vocab) < 2 or vocab[PAD_ID] != PAD or vocab[UNK_ID] != UNK:
+            raise ValueError("vocabulary must start with <pad>, <unk>")
+        self.config = config
+        self.vocab = list(vocab)
+        self.index = {tok: i for i, tok in enumerate(self.vocab)}
+        if len(self.index) != len(self.vocab):
+            raise ValueError("vocabulary has duplicate entries")
+        self.bag_buckets = bag_buckets
+        self._ngram_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def build(
+        cls,
+        texts: Iterable[str],
+        config: TokenizerConfig,
+        min_count: int = 1,
+        max_size: int = 100_000,
+        bag_buckets: int = 0,
+    ) -> Tokenizer:
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(tokenize(text, config))
+        ranked = sorted(
+            (tok for tok, c in counts.items() if c >= min_count),
+            key=lambda tok: (-counts[tok], tok),
+        )
+        return cls([PAD, UNK, *ranked[: max_size - 2]], config, bag_buckets)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def token_ngrams(self, token: str) -> list[int]:
+        """Bucket ids (1-based; 0 is padding) of a token's character n-grams."""
+        cached = self._ngram_cache.get(token)
+        if cached is not None:
+            return cached
+        cfg = self.config
+        grams = char_ngrams(token, cfg.ngram_min, cfg.ngram_max)[: cfg.max_ngrams_per_token]
+        ids = [1 + stable_hash(g) % cfg.ngram_buckets for g in grams]
+        if len(self._ngram_cache) < 200_000:  # bounded: request text is unbounded
+            self._ngram_cache[token] = ids
+        return ids
+
+    def sentence_bag(self, tokens: Sequence[str]) -> list[int]:
+        """Hashed word uni- and bi-grams of the whole utterance (1-based buckets)."""
+        if not self.bag_buckets:
+            return []
+        grams = [f"w:{t}" for t in tokens]
+        grams += [f"b:{a} {b}" for a, b in itertools.pairwise(tokens)]
+        return [1 + stable_hash(g) % self.bag_buckets for g in grams]
+
+    def encode(self, text: str) -> Encoded:
+        # An utterance with no tokens (only spaces or control characters) is
+        # read as one unknown word, so the network always sees a sequence.
+        tokens = tokenize(text, self.config) or [UNK]
+        words = [self.index.get(t, UNK_ID) for t in tokens]
+        if self.config.uses_subwords:
+            ngrams = [self.token_ngrams(t) if t != UNK else [] for t in tokens]
+        else:
+            ngrams = [[] for _ in tokens]
+        return Encoded(words, ngrams, self.sentence_bag(tokens))

@@ -1,0 +1,162 @@
+"""`intently train | evaluate | predict`: the training package's commands.
+
+`app.cli` adds `serve` and is the `intently` console script; these commands
+never import the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import Any
+
+from model.artifact import ArtifactError, save
+from model.predictor import Predictor
+from training.evaluate import evaluate, format_report, write_report
+from training.readers import DataError, read_file, read_files
+from training.train import TrainConfig, train
+
+# Options the command line spells out; the rest of TrainConfig goes through --set.
+_HELP = {
+    "arch": "recurrent cell: lstm (default), gru or rnn",
+    "epochs": "maximum number of epochs (early stopping may end sooner)",
+    "seed": "random seed; the same data and seed give the same model",
+}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from labelled utterances")
+    p.add_argument("data", nargs="+", help="training files: .csv, .jsonl, .yml/.yaml")
+    p.add_argument("--out", help="model directory to write")
+    p.add_argument("--store", help="add the model as a new version of this model store")
+    p.add_argument("--activate", action="store_true", help="with --store: make it the active version")
+    p.add_argument("--valid", help="validation file (default: a stratified 10%% of the data)")
+    p.add_argument("--arch", choices=["lstm", "gru", "rnn"], default="lstm", help=_HELP["arch"])
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=_HELP["epochs"])
+    p.add_argument("--seed", type=int, default=0, help=_HELP["seed"])
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other training option, e.g. --set hidden_dim=128 (see docs/training.md)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="measure a model on labelled data")
+    p.add_argument("model", help="model directory")
+    p.add_argument("data", help="labelled file: .csv, .jsonl, .yml/.yaml")
+    p.add_argument("--json", action="store_true", help="print the headline metrics as one JSON object")
+    p.add_argument("--report", metavar="DIR", help="write report.json and confusion.png to DIR")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify utterances, one JSON line each")
+    p.add_argument("model", help="model directory")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+
+
+def parse_options(pairs: list[str], base: dict[str, Any]) -> TrainConfig:
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    options = dict(base)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in types:
+            raise CliError(f"--set {pair!r}: expected NAME=VALUE with NAME one of {sorted(types)}")
+        options[name] = _coerce(name, value.strip(), str(types[name]))
+    try:
+        return TrainConfig.from_options(options)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _coerce(name: str, value: str, type_name: str) -> Any:
+    try:
+        if type_name == "bool":
+            if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(value)
+            return value.lower() in {"true", "1", "yes"}
+        if type_name == "int":
+            return int(value)
+        if type_name == "float":
+            return float(value)
+    except ValueError:
+        raise CliError(f"--set {name}: {value!r} is not a valid {type_name}") from None
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if not args.out and not args.store:
+        raise CliError("say where the model goes: --out DIR or --store DIR")
+    config = parse_options(args.set, {"arch": args.arch, "epochs": args.epochs, "seed": args.seed})
+    examples = read_files(args.data)
+    valid = read_file(args.valid) if args.valid else None
+    result = train(examples, config, valid_examples=valid, show_progress=not args.quiet)
+    for line in result.summary.lines():
+        print(line, file=sys.stderr)
+    m = result.meta.metrics
+    if m:
+        print(
+            f"validation accuracy {m['accuracy']:.4f} "
+            f"(without threshold {m['accuracy_without_threshold']:.4f}), "
+            f"macro F1 {m['macro_f1']:.4f}; temperature {result.meta.temperature}, "
+            f"out-of-scope threshold {result.meta.threshold}",
+            file=sys.stderr,
+        )
+    else:
+        print("no validation data: confidences are uncalibrated and no threshold was set", file=sys.stderr)
+    if args.out:
+        path = save(result.net, result.meta, args.out)
+        print(f"model {result.meta.version} written to {path}")
+    if args.store:
+        from model.store import ModelStore
+
+        store = ModelStore(args.store)
+        version = store.add(result.net, result.meta, examples)
+        if args.activate:
+            store.activate(version)
+        print(f"model {version} added to store {args.store}" + (" and activated" if args.activate else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    predictor = Predictor.load(args.model)
+    report = evaluate(predictor, read_file(args.data))
+    if args.report:
+        for path in write_report(report, args.report):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report["metrics"]))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    predictor = Predictor.load(args.model)
+    if args.top_k < 1:
+        raise CliError("--top-k must be at least 1")
+    for prediction in predictor.predict_batch(args.texts, top_k=args.top_k):
+        print(json.dumps(prediction.to_dict(), ensure_ascii=False))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; bad input becomes one clear line on stderr and exit 2."""
+    try:
+        return int(args.func(args))
+    except (CliError, DataError, ArtifactError, ValueError, OSError) as exc:
+        print(f"intently {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

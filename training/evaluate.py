@@ -1,0 +1,99 @@
+"""Evaluate a model on labelled data: headline metrics, per-intent scores, confusions, a picture."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.predictor import Predictor
+from training.metrics import confused_pairs, confusion_matrix, per_label, summary
+from training.readers import OOS, Example
+
+
+def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any]:
+    """The full report; `report["metrics"]` holds the keys DESIGN.md names."""
+    if not examples:
+        raise ValueError("no examples to evaluate on")
+    known = set(predictor.labels) | {OOS}
+    unknown = sorted({e.intent for e in examples} - known)
+    texts = [e.text for e in examples]
+    y_true = [e.intent for e in examples]
+    y_pred = [p.intent or OOS for p in predictor.predict_batch(texts, top_k=1)]
+    labels = sorted(set(y_true) | set(y_pred), key=lambda x: (x == OOS, x))
+    return {
+        "model_version": predictor.version,
+        "metrics": summary(y_true, y_pred),
+        "per_intent": per_label(y_true, y_pred),
+        "confused_pairs": confused_pairs(y_true, y_pred, texts),
+        "labels": labels,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels),
+        "unknown_intents": unknown,  # in the data, never predictable by this model
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    m = report["metrics"]
+    lines = [f"model {report['model_version']}  ({m['n']} examples)"]
+    for key in ("accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "oos_precision"):
+        if key in m:
+            lines.append(f"  {key:<18} {m[key]:.4f}")
+    if report["unknown_intents"]:
+        lines.append(f"  intents this model does not know: {', '.join(report['unknown_intents'])}")
+    lines.append("")
+    lines.append(f"  {'intent':<32} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
+    for intent, s in sorted(report["per_intent"].items(), key=lambda kv: kv[1]["f1"]):
+        lines.append(
+            f"  {intent[:32]:<32} {s['precision']:>9.3f} {s['recall']:>7.3f}"
+            f" {s['f1']:>6.3f} {s['support']:>8}"
+        )
+    if report["confused_pairs"]:
+        lines.append("")
+        lines.append("  most confused (true -> predicted):")
+        for pair in report["confused_pairs"]:
+            example = pair["examples"][0] if pair.get("examples") else ""
+            lines.append(f"    {pair['count']:>4}  {pair['true']} -> {pair['predicted']}   e.g. {example!r}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """`report.json` plus `confusion.png`, a confusion matrix a person can read."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    png_path = out / "confusion.png"
+    plot_confusion(report["labels"], report["confusion_matrix"], png_path)
+    return [json_path, png_path]
+
+
+def plot_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=float)
+    # Row-normalised: each row shows where one true intent's utterances went.
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(labels)
+    size = min(max(6.0, 0.28 * n + 3), 40.0)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=max(4, 10 - n // 20))
+    ax.set_yticks(range(n), labels, fontsize=max(4, 10 - n // 20))
+    ax.set_xlabel("predicted intent")
+    ax.set_ylabel("true intent")
+    ax.set_title("Confusion matrix (share of each true intent)")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    colour = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

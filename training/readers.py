@@ -1,0 +1,239 @@
+"""Read labelled utterances from CSV, JSON Lines or Rasa NLU YAML.
+
+Every problem is reported with the file and line it comes from; nothing is
+dropped without being counted in the `DataSummary`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+OOS = "oos"
+MAX_TEXT_CHARS = 10_000
+MAX_FILE_BYTES = 200 * 1024 * 1024
+_INTENT_NAME = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".yml": "yaml", ".yaml": "yaml"}
+
+
+class DataError(ValueError):
+    """Bad training data; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    intent: str
+    source: str = ""  # "file:line", for messages
+
+
+@dataclass
+class DataSummary:
+    """What was read, and everything that was set aside, with counts."""
+
+    rows: int = 0
+    kept: int = 0
+    duplicates: int = 0  # same text, same intent: kept once
+    conflicts: list[str] = field(default_factory=list)  # same text, several intents: dropped
+    per_intent: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.rows} rows read, {self.kept} examples kept, {len(self.per_intent)} intents"]
+        if self.duplicates:
+            out.append(f"{self.duplicates} exact duplicates kept once")
+        if self.conflicts:
+            out.append(
+                f"{len(self.conflicts)} texts labelled with different intents were left out: "
+                + "; ".join(self.conflicts[:5])
+                + (" ..." if len(self.conflicts) > 5 else "")
+            )
+        return out
+
+
+def read_file(path: str | Path) -> list[Example]:
+    """Examples of one file, in order, in the format its extension names."""
+    p = Path(path)
+    fmt = FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{p}: unknown file type {p.suffix or '(none)'!r}; use .csv, .jsonl, .yml or .yaml")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise DataError(f"{p}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+    return parse_bytes(p.read_bytes(), fmt, str(p))
+
+
+def parse_bytes(raw: bytes, fmt: str, name: str) -> list[Example]:
+    """Parse file contents already in memory (the service's uploads use this too)."""
+    if b"\x00" in raw:
+        raise DataError(f"{name}: contains NUL bytes; is it a binary file?")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{name}:{line}: not valid UTF-8 (save the file as UTF-8)") from None
+    readers = {"csv": _read_csv, "jsonl": _read_jsonl, "yaml": _read_yaml}
+    if fmt not in readers:
+        raise DataError(f"{name}: unknown format {fmt!r}")
+    examples = readers[fmt](text, name)
+    if not examples:
+        raise DataError(f"{name}: no examples found")
+    return examples
+
+
+def _example(text: object, intent: object, where: str) -> Example:
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: empty text")
+    if not isinstance(intent, str) or not intent.strip():
+        raise DataError(f"{where}: empty intent")
+    intent = intent.strip()
+    if not _INTENT_NAME.match(intent):
+        raise DataError(f"{where}: intent name {intent[:40]!r} has spaces or control characters")
+    if len(text) > MAX_TEXT_CHARS:
+        raise DataError(f"{where}: text is longer than {MAX_TEXT_CHARS} characters")
+    return Example(" ".join(text.split()), intent, where)
+
+
+def _read_csv(text: str, name: str) -> list[Example]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "text" not in header or "intent" not in header:
+        raise DataError(f"{name}:1: CSV header must have columns 'text' and 'intent', found {header}")
+    reader.fieldnames = header
+    examples = []
+    try:
+        for row in reader:
+            where = f"{name}:{reader.line_num}"
+            if None in row:
+                raise DataError(f"{where}: more fields than the header has (unquoted comma?)")
+            if all(not (v or "").strip() for v in row.values()):
+                continue  # a blank line
+            examples.append(_example(row.get("text"), row.get("intent"), where))
+    except csv.Error as exc:
+        raise DataError(f"{name}:{reader.line_num}: malformed CSV: {exc}") from None
+    return examples
+
+
+def _read_jsonl(text: str, name: str) -> list[Example]:
+    examples = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict) or "text" not in obj or "intent" not in obj:
+            raise DataError(f"{where}: each line must be an object with 'text' and 'intent'")
+        examples.append(_example(obj["text"], obj["intent"], where))
+    return examples
+
+
+class _SafeNoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: they are the road to a 'billion laughs' bomb."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise DataError(f"line {mark.line + 1}: YAML aliases are not allowed in training data")
+        return super().compose_node(parent, index)
+
+
+def _read_yaml(text: str, name: str) -> list[Example]:
+    try:
+        doc = yaml.load(text, Loader=_SafeNoAliasLoader)
+    except DataError as exc:
+        raise DataError(f"{name}:{exc!s}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise DataError(f"{name}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):
+        raise DataError(f"{name}: Rasa NLU YAML needs a top-level 'nlu:' list")
+    lines = text.splitlines()
+    examples = []
+    for block in doc["nlu"]:
+        if not isinstance(block, dict) or "intent" not in block:
+            continue  # synonyms, regexes, lookup tables: not intent examples
+        intent = block["intent"]
+        where = f"{name}:{_find_line(lines, f'intent: {intent}')}"
+        body = block.get("examples")
+        if not isinstance(body, str):
+            raise DataError(f"{where}: intent {intent!r} needs an 'examples: |' block")
+        for item in body.splitlines():
+            item = item.strip()
+            if not item:
+                continue
+            if not item.startswith("-"):
+                raise DataError(f"{where}: example lines must start with '- ', found {item[:40]!r}")
+            examples.append(_example(_strip_rasa_entities(item[1:].strip()), intent, where))
+    return examples
+
+
+def _find_line(lines: Sequence[str], needle: str) -> int:
+    for i, line in enumerate(lines, start=1):
+        if needle in line:
+            return i
+    return 1
+
+
+_ENTITY = re.compile(r"\[([^\]]*)\](?:\([^)]*\)|\{[^}]*\})")
+
+
+def _strip_rasa_entities(text: str) -> str:
+    """'[London](city)' -> 'London': entity markup is not part of the utterance."""
+    return _ENTITY.sub(r"\1", text)
+
+
+def read_files(paths: Iterable[str | Path]) -> list[Example]:
+    examples: list[Example] = []
+    for p in paths:
+        examples.extend(read_file(p))
+    return examples
+
+
+def clean(examples: Sequence[Example], min_per_intent: int = 2) -> tuple[list[Example], DataSummary]:
+    """Fold duplicates, leave out conflicting texts, and check every intent has enough examples."""
+    summary = DataSummary(rows=len(examples))
+    by_text: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_text[ex.text.casefold()].append(ex)
+    kept = []
+    for group in by_text.values():
+        intents = sorted({e.intent for e in group})
+        if len(intents) > 1:
+            summary.conflicts.append(
+                f"{group[0].text[:60]!r} as {', '.join(intents)} ({', '.join(e.source for e in group[:3])})"
+            )
+            continue
+        summary.duplicates += len(group) - 1
+        kept.append(group[0])
+    counts = Counter(e.intent for e in kept)
+    thin = sorted(i for i, c in counts.items() if c < min_per_intent)
+    if thin:
+        first = {i: next(e.source for e in kept if e.intent == i) for i in thin[:5]}
+        raise DataError(
+            f"intents need at least {min_per_intent} examples each; too few for: "
+            + ", ".join(f"{i} ({counts[i]}, at {first[i]})" if i in first else i for i in thin)
+        )
+    summary.kept = len(kept)
+    summary.per_intent = dict(sorted(counts.items()))
+    return kept, summary
+
+
+def checksum(examples: Sequence[Example]) -> str:
+    """A fingerprint of the training data, stored in the model so it can be traced."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(f"{ex.text}\t{ex.intent}\n".encode())
+    return "sha256:" + h.hexdigest()

@@ -1,0 +1,292 @@
+"""The training loop, top to bottom: split, vocabulary, network, epochs, calibration, artifact."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from model.artifact import ModelMeta
+from model.config import ModelConfig, TokenizerConfig
+from model.network import Batch, IntentNet
+from model.predictor import decide
+from model.tokenizer import UNK_ID, Encoded, Tokenizer
+from training.calibration import choose_threshold, fit_temperature
+from training.metrics import summary as metric_summary
+from training.readers import OOS, DataSummary, Example, checksum, clean
+
+
+@dataclass
+class TrainConfig:
+    """Training options; every field can be set from the command line or the jobs API."""
+
+    arch: str = "lstm"
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True
+    pooling: str = "maxmean"
+    dropout: float = 0.4
+    ngram_buckets: int = 50_000
+    bag_buckets: int = 0
+    max_tokens: int = 64
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    word_dropout: float = 0.1
+    clip_norm: float = 1.0
+    valid_fraction: float = 0.1
+    max_oos_drop: float = 0.005
+    seed: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> TrainConfig:
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training options: {unknown}; known: {sorted(known)}")
+        return cls(**options)
+
+    def model_config(self, vocab_size: int, num_labels: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size,
+            num_labels=num_labels,
+            arch=self.arch,  # type: ignore[arg-type]
+            embed_dim=self.embed_dim,
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            pooling=self.pooling,  # type: ignore[arg-type]
+            dropout=self.dropout,
+            ngram_buckets=self.ngram_buckets,
+            bag_buckets=self.bag_buckets,
+        )
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        return TokenizerConfig(max_tokens=self.max_tokens, ngram_buckets=self.ngram_buckets)
+
+
+@dataclass
+class Progress:
+    epoch: int
+    epochs: int
+    loss: float
+    valid_accuracy: float | None
+
+
+@dataclass
+class TrainResult:
+    net: IntentNet
+    meta: ModelMeta
+    tokenizer: Tokenizer
+    summary: DataSummary
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def stratified_split(
+    examples: Sequence[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Hold out about `fraction` of each intent, always leaving at least two to train on."""
+    rng = random.Random(seed)
+    by_intent: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_intent[ex.intent].append(ex)
+    train, valid = [], []
+    for intent in sorted(by_intent):
+        group = by_intent[intent][:]
+        rng.shuffle(group)
+        k = min(round(len(group) * fraction), len(group) - 2)
+        valid.extend(group[: max(k, 0)])
+        train.extend(group[max(k, 0) :])
+    return train, valid
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def _word_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batch:
+    """Replace known words by <unk> (their n-grams stay): teaches the model to read unseen words."""
+    if p <= 0:
+        return batch
+    drop = (torch.rand(batch.words.shape, generator=generator) < p) & (batch.words > UNK_ID)
+    return replace(batch, words=batch.words.masked_fill(drop, UNK_ID))
+
+
+def predict_logits(net: IntentNet, encoded: Sequence[Encoded], batch_size: int = 512) -> Tensor:
+    net.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(encoded), batch_size):
+            outs.append(net(Batch.from_encoded(encoded[i : i + batch_size])))
+    return torch.cat(outs) if outs else torch.empty(0, net.cfg.num_labels)
+
+
+def train(
+    examples: Sequence[Example],
+    config: TrainConfig | None = None,
+    valid_examples: Sequence[Example] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    show_progress: bool = False,
+) -> TrainResult:
+    cfg = config or TrainConfig()
+    started = time.monotonic()
+    seed_everything(cfg.seed)
+    data, summary = clean(examples)
+    if valid_examples is None:
+        train_ex, valid_ex = stratified_split(data, cfg.valid_fraction, cfg.seed)
+    else:
+        train_ex, valid_ex = data, list(valid_examples)
+    labels = sorted({e.intent for e in data})
+    if len([lab for lab in labels if lab != OOS]) < 2:
+        raise ValueError("need at least two intents (besides 'oos') to train a classifier")
+    unknown = sorted({e.intent for e in valid_ex} - set(labels))
+    if unknown:
+        raise ValueError(f"validation data has intents the training data lacks: {unknown[:10]}")
+    label_index = {lab: i for i, lab in enumerate(labels)}
+
+    tokenizer = Tokenizer.build(
+        (e.text for e in train_ex), cfg.tokenizer_config(), bag_buckets=cfg.bag_buckets
+    )
+    model_cfg = cfg.model_config(len(tokenizer), len(labels))
+    net = IntentNet(model_cfg, sparse=True)
+
+    x_train = [tokenizer.encode(e.text) for e in train_ex]
+    y_train = torch.tensor([label_index[e.intent] for e in train_ex])
+    x_valid = [tokenizer.encode(e.text) for e in valid_ex]
+    y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
+
+    sparse_params = [p for m in net.modules() if getattr(m, "sparse", False) for p in m.parameters()]
+    sparse_ids = {id(p) for p in sparse_params}
+    dense_params = [p for p in net.parameters() if id(p) not in sparse_ids]
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        torch.optim.SparseAdam(sparse_params, lr=cfg.lr),
+    ]
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(steps_per_epoch, total_steps // 10 + 1)
+
+    def schedule(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup)
+        return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
+
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    best_state: dict[str, Tensor] | None = None
+    best_key = (-1.0, -math.inf)
+    stale = 0
+    history: list[dict[str, Any]] = []
+    bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", disable=not show_progress, leave=True)
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        total, count = 0.0, 0
+        for idx in _batches(len(x_train), cfg.batch_size, rng):
+            batch = _word_dropout(Batch.from_encoded([x_train[i] for i in idx]), cfg.word_dropout, gen)
+            loss = loss_fn(net(batch), y_train[idx])
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(dense_params, cfg.clip_norm)
+            for o, sch in zip(optimizers, schedulers, strict=True):
+                o.step()
+                sch.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        train_loss = total / max(count, 1)
+        valid_acc = None
+        if x_valid:
+            logits = predict_logits(net, x_valid)
+            valid_acc = float((logits.argmax(-1) == y_valid).float().mean())
+            valid_loss = float(torch.nn.functional.cross_entropy(logits, y_valid))
+            key = (valid_acc, -valid_loss)
+            if key > best_key:
+                best_key, stale = key, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                stale += 1
+        history.append({"epoch": epoch, "loss": round(train_loss, 5), "valid_accuracy": valid_acc})
+        bar.set_postfix(loss=f"{train_loss:.3f}", valid_acc="-" if valid_acc is None else f"{valid_acc:.3f}")
+        bar.update(1)
+        if progress:
+            progress(Progress(epoch, cfg.epochs, train_loss, valid_acc))
+        if x_valid and stale >= cfg.patience:
+            break
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+
+    oos_index = label_index.get(OOS)
+    in_scope = torch.tensor([lab != OOS for lab in labels])
+    temperature, threshold, metrics = 1.0, 0.0, {}
+    if x_valid:
+        logits = predict_logits(net, x_valid)
+        temperature = fit_temperature(logits, y_valid)
+        probs = torch.softmax(logits / temperature, dim=-1)
+        threshold = choose_threshold(probs, y_valid, in_scope, oos_index, cfg.max_oos_drop)
+        metrics = _validation_metrics(probs, y_valid, labels, in_scope, oos_index, threshold)
+
+    meta = ModelMeta(
+        model=model_cfg,
+        tokenizer=cfg.tokenizer_config(),
+        vocab=tokenizer.vocab,
+        labels=labels,
+        oos_label=OOS,
+        threshold=round(threshold, 4),
+        temperature=round(temperature, 5),
+        data={
+            "checksum": checksum(data),
+            "examples": len(data),
+            "train_examples": len(train_ex),
+            "valid_examples": len(valid_ex),
+            "intents": summary.per_intent,
+        },
+        metrics=metrics,
+        training={
+            "options": asdict(cfg),
+            "epochs_run": len(history),
+            "seconds": round(time.monotonic() - started, 2),
+            "torch": torch.__version__,
+        },
+    )
+    return TrainResult(net, meta, tokenizer, summary, history)
+
+
+def _validation_metrics(
+    probs: Tensor,
+    targets: Tensor,
+    labels: list[str],
+    in_scope: Tensor,
+    oos_index: int | None,
+    threshold: float,
+) -> dict[str, Any]:
+    decisions = decide(probs, in_scope, oos_index, threshold)
+    y_pred = [OOS if d.out_of_scope else labels[d.top] for d in decisions]
+    y_true = [labels[t] for t in targets.tolist()]
+    out = {k: round(v, 5) if isinstance(v, float) else v for k, v in metric_summary(y_true, y_pred).items()}
+    out["accuracy_without_threshold"] = round(float((probs.argmax(-1) == targets).float().mean()), 5)
+    out["oos_in_training"] = oos_index is not None
+    return out
