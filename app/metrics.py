@@ -16,11 +16,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client import multiprocess as _mp
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+disable_created_metrics()  # `_created` series double the output and nobody graphs them
 
 REQUESTS = Counter("intently_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(

@@ -51,6 +51,13 @@ class RequestContext:
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
+        if headers.get(b"content-type", b"application/x-www-form-urlencoded").startswith(
+            b"application/x-www-form-urlencoded"
+        ):
+            # `curl -d` and many chat back-ends send JSON without saying so; no
+            # route here takes a form, so read such a body as the JSON it is.
+            headers[b"content-type"] = b"application/json"
+            scope["headers"] = list(headers.items())
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

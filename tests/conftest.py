@@ -1,0 +1,152 @@
+"""Shared fixtures: small real models trained once per session, and a real server runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model.predictor import Predictor
+from model.store import ModelStore
+from training.readers import Example, read_file
+from training.train import TrainConfig, TrainResult, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSISTANT = ROOT / "data" / "assistant"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Small and quick, but a real network trained on real data.
+SMALL = dict(embed_dim=64, hidden_dim=64, ngram_buckets=5000, epochs=12, patience=4, seed=0)
+
+
+def small_config(**overrides: object) -> TrainConfig:
+    return TrainConfig(**{**SMALL, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def assistant_train() -> list[Example]:
+    return read_file(ASSISTANT / "train.csv")
+
+
+@pytest.fixture(scope="session")
+def assistant_test() -> list[Example]:
+    return read_file(ASSISTANT / "test.csv")
+
+
+@pytest.fixture(scope="session")
+def small_result(assistant_train: list[Example]) -> TrainResult:
+    return train(assistant_train, small_config())
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(small_result: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.artifact import save
+
+    return save(small_result.net, small_result.meta, tmp_path_factory.mktemp("models") / "small")
+
+
+@pytest.fixture(scope="session")
+def small_predictor(small_model_dir: Path) -> Predictor:
+    return Predictor.load(small_model_dir)
+
+
+@pytest.fixture(scope="session")
+def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the real built-in default model, trained once per session."""
+    from training.default_model import ensure_default
+
+    root = tmp_path_factory.mktemp("default-store") / "store"
+    ensure_default(ModelStore(root))
+    return root
+
+
+@pytest.fixture
+def default_store(default_store_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the default store, free to change."""
+    root = tmp_path / "store"
+    shutil.copytree(default_store_template, root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`intently serve` as a real subprocess on a free port."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.log_path = log
+        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *args],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout}s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(10)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
+        server = Server(list(args), env, log=tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not (path / "train.csv").is_file():
+        pytest.skip(f"public data set {name} not found at {path} (only present beside the project)")
+    return path

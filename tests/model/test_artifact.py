@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from model.artifact import META_FILE, WEIGHTS_FILE, ArtifactError, load, read_meta
+from model.predictor import Predictor
+
+PROBES = ["What time is it?", "set an alarm for 7", "wether tomorow", "how do I bake bread?", "🙂"]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_round_trip_gives_identical_predictions(small_result, small_model_dir: Path) -> None:
+    live = Predictor(small_result.net, small_result.meta, small_result.tokenizer)
+    loaded = Predictor.load(small_model_dir)
+    assert torch.equal(live.logits(PROBES), loaded.logits(PROBES))
+    assert [p.to_dict() for p in live.predict_batch(PROBES)] == [
+        p.to_dict() for p in loaded.predict_batch(PROBES)
+    ]
+
+
+def test_model_json_holds_the_documented_facts(small_model_dir: Path) -> None:
+    meta = json.loads((small_model_dir / META_FILE).read_text())
+    for key in ("format_version", "model", "tokenizer", "vocab", "labels", "threshold", "temperature",
+                "data", "metrics", "created_at", "version"):
+        assert key in meta
+    assert meta["data"]["checksum"].startswith("sha256:") and meta["data"]["examples"] > 1000
+    assert meta["model"]["arch"] == "lstm"
+
+
+def test_no_temporary_directories_are_left(small_model_dir: Path) -> None:
+    assert [p.name for p in small_model_dir.parent.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: os.remove(d / META_FILE), "model.json missing"),
+        (lambda d: os.remove(d / WEIGHTS_FILE), "weights.safetensors missing"),
+        (lambda d: (d / META_FILE).write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / META_FILE).write_text('{"format": "other"}'), "not an Intently model"),
+        (lambda d: (d / WEIGHTS_FILE).write_bytes((d / WEIGHTS_FILE).read_bytes()[:1000]), "safetensors"),
+        (lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00" * 64), "safetensors"),
+    ],
+)
+def test_corrupt_artifact_is_refused_clearly(small_model_dir: Path, tmp_path: Path, damage, message) -> None:
+    broken = _copy(small_model_dir, tmp_path / "broken")
+    damage(broken)
+    with pytest.raises(ArtifactError, match=message):
+        load(broken)
+
+
+def test_future_format_version_is_refused(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _copy(small_model_dir, tmp_path / "future")
+    meta = json.loads((d / META_FILE).read_text())
+    meta["format_version"] = 99
+    (d / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        read_meta(d)
+
+
+def test_absurd_sizes_in_metadata_are_refused(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _copy(small_model_dir, tmp_path / "huge")
+    meta = json.loads((d / META_FILE).read_text())
+    meta["model"]["embed_dim"] = 10**9
+    (d / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="embed_dim"):
+        load(d)
+
+
+def test_tensor_with_absurd_shape_is_refused_before_reading(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _copy(small_model_dir, tmp_path / "shape")
+    tensors = {"embed.words.weight": torch.zeros(2, 2)}
+    save_file(tensors, str(d / WEIGHTS_FILE))
+    with pytest.raises(ArtifactError, match="does not match model.json"):
+        load(d)
+
+
+def test_a_pickle_is_never_executed(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _copy(small_model_dir, tmp_path / "pickled")
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):  # runs on unpickling, if anything unpickled it
+            return (os.system, (f"touch {marker}",))
+
+    (d / WEIGHTS_FILE).write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(ArtifactError):
+        load(d)
+    assert not marker.exists()
+
+
+def test_missing_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="not found"):
+        load(tmp_path / "nope")

@@ -1,0 +1,86 @@
+"""The command line as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ASSISTANT, ROOT
+
+FAST = ["--epochs", "3", "--set", "embed_dim=32", "--set", "hidden_dim=32", "--set", "ngram_buckets=2000",
+        "--quiet"]
+
+
+def intently(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    with open(ASSISTANT / "train.csv", encoding="utf-8") as f:
+        all_rows = list(csv.DictReader(f))
+    keep = {"ask_time", "greet", "weather", "play_music", "oos"}
+    return [r for r in all_rows if r["intent"] in keep]
+
+
+def test_train_evaluate_predict_csv(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    proc = intently("train", str(ASSISTANT / "train.csv"), "--out", str(out), *FAST)
+    assert "written to" in proc.stdout and "examples kept" in proc.stderr
+    proc = intently("evaluate", str(out), str(ASSISTANT / "test.csv"), "--json")
+    metrics = json.loads(proc.stdout)
+    assert {"accuracy", "macro_f1", "n", "in_scope_accuracy", "oos_recall", "oos_precision"} <= set(metrics)
+    assert metrics["n"] == 280
+    proc = intently("predict", str(out), "What time is it?", "how are you")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 2
+    assert set(lines[0]) == {"text", "intent", "confidence", "out_of_scope", "ranking", "model_version"}
+
+
+def test_jsonl_and_rasa_yaml_and_report(tmp_path: Path, rows: list[dict[str, str]]) -> None:
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    yml = tmp_path / "d.yml"
+    by_intent: dict[str, list[str]] = {}
+    for r in rows:
+        by_intent.setdefault(r["intent"], []).append(r["text"])
+    yml.write_text(
+        "nlu:\n" + "".join(
+            f"- intent: {i}\n  examples: |\n" + "".join(f"    - {t}\n" for t in ts) for i, ts in by_intent.items()
+        ),
+        encoding="utf-8",
+    )
+    intently("train", str(jsonl), "--out", str(tmp_path / "a"), "--arch", "gru", *FAST)
+    intently("train", str(yml), "--out", str(tmp_path / "b"), *FAST)
+    report = tmp_path / "report"
+    proc = intently("evaluate", str(tmp_path / "b"), str(jsonl), "--report", str(report))
+    assert "accuracy" in proc.stdout and "precision" in proc.stdout
+    assert (report / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((report / "report.json").read_text())["metrics"]["n"] == len(rows)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "/nonexistent/model", "hi"], "model directory not found"),
+        (["train", "missing.csv", "--out", "x"], "missing.csv: no such file"),
+        (["train", str(ASSISTANT / "train.csv")], "--out DIR or --store DIR"),
+        (["train", str(ASSISTANT / "train.csv"), "--out", "x", "--set", "bogus=1"], "--set 'bogus=1'"),
+    ],
+)
+def test_errors_are_one_clear_line(args: list[str], message: str) -> None:
+    proc = intently(*args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from training.metrics import confused_pairs, confusion_matrix, per_label, summary
+
+
+def test_in_scope_accuracy_counts_rejections_as_wrong() -> None:
+    y_true = ["a", "a", "b", "b", "oos", "oos", "oos", "oos"]
+    y_pred = ["a", "oos", "b", "a", "oos", "oos", "a", "oos"]
+    m = summary(y_true, y_pred)
+    assert m["n"] == 8
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["in_scope_accuracy"] == pytest.approx(2 / 4)
+    assert m["oos_recall"] == pytest.approx(3 / 4)
+    assert m["oos_precision"] == pytest.approx(3 / 4)  # 4 predicted oos, 3 right
+
+
+def test_oos_keys_only_when_data_has_oos() -> None:
+    m = summary(["a", "b"], ["a", "oos"])
+    assert set(m) == {"accuracy", "macro_f1", "n"}
+
+
+def test_macro_f1_over_the_labels_of_the_data() -> None:
+    # a: p=1/2 r=1 f=2/3; b: p=0 r=0 f=0 -> macro 1/3; the predicted-only "oos" is not averaged.
+    m = summary(["a", "b"], ["a", "a"])
+    assert m["macro_f1"] == pytest.approx(1 / 3)
+    m = summary(["a", "b"], ["a", "oos"])
+    assert m["macro_f1"] == pytest.approx((1 + 0) / 2)
+
+
+def test_per_label_and_confusions() -> None:
+    y_true, y_pred = ["a", "a", "b"], ["a", "b", "b"]
+    pl = per_label(y_true, y_pred)
+    assert pl["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert confused_pairs(y_true, y_pred, ["x", "y", "z"]) == [
+        {"true": "a", "predicted": "b", "count": 1, "examples": ["y"]}
+    ]
+    assert confusion_matrix(y_true, y_pred, ["a", "b"]) == [[1, 1], [0, 1]]

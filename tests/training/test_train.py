@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.predictor import Predictor
+from tests.conftest import small_config
+from training.evaluate import evaluate
+from training.readers import Example
+from training.train import TrainConfig, stratified_split, train
+
+TINY = dict(embed_dim=32, hidden_dim=32, ngram_buckets=2000, epochs=3)
+
+
+def _subset(examples: list[Example], per_intent: int) -> list[Example]:
+    seen: dict[str, int] = {}
+    out = []
+    for e in examples:
+        if seen.get(e.intent, 0) < per_intent:
+            seen[e.intent] = seen.get(e.intent, 0) + 1
+            out.append(e)
+    return out
+
+
+def test_training_really_learns(small_predictor: Predictor, assistant_test: list[Example]) -> None:
+    report = evaluate(small_predictor, assistant_test)
+    chance = 1 / len(small_predictor.labels)
+    assert report["metrics"]["in_scope_accuracy"] > 0.6 > 15 * chance
+    assert report["metrics"]["oos_recall"] > 0.6
+
+
+def test_same_seed_same_predictions(assistant_train: list[Example]) -> None:
+    data = _subset(assistant_train, 12)
+    a = train(data, small_config(**TINY, seed=3))
+    b = train(data, small_config(**TINY, seed=3))
+    probes = ["What time is it?", "play music", "unknown wrds"]
+    la = Predictor(a.net, a.meta, a.tokenizer).logits(probes)
+    lb = Predictor(b.net, b.meta, b.tokenizer).logits(probes)
+    assert torch.equal(la, lb)
+    assert a.meta.threshold == b.meta.threshold and a.meta.temperature == b.meta.temperature
+
+
+def test_every_arch_trains(assistant_train: list[Example]) -> None:
+    data = _subset(assistant_train, 10)
+    for arch in ("gru", "rnn"):
+        result = train(data, small_config(**{**TINY, "epochs": 1}, arch=arch))
+        assert result.meta.model.arch == arch
+
+
+def test_calibration_and_threshold_are_stored(small_predictor: Predictor) -> None:
+    meta = small_predictor.meta
+    assert 0.05 <= meta.temperature <= 20
+    assert 0.0 <= meta.threshold < 1.0
+    assert meta.metrics["in_scope_accuracy"] >= meta.metrics["accuracy_without_threshold"] - 0.02
+
+
+def test_stratified_split_keeps_two_per_intent_for_training() -> None:
+    data = [Example(f"a{i}", "a") for i in range(20)] + [Example("b1", "b"), Example("b2", "b")]
+    train_part, valid = stratified_split(data, 0.1, seed=0)
+    assert sum(e.intent == "a" for e in valid) == 2
+    assert sum(e.intent == "b" for e in train_part) == 2
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(ValueError, match="hiden_dim"):
+        TrainConfig.from_options({"hiden_dim": 3})
+
+
+def test_one_intent_is_not_enough() -> None:
+    data = [Example("x y", "a"), Example("y z", "a"), Example("q", "oos"), Example("r", "oos")]
+    with pytest.raises(ValueError, match="at least two intents"):
+        train(data, small_config(**TINY))
