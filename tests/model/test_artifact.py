@@ -32,8 +32,19 @@ def test_round_trip_gives_identical_predictions(small_result, small_model_dir: P
 
 def test_model_json_holds_the_documented_facts(small_model_dir: Path) -> None:
     meta = json.loads((small_model_dir / META_FILE).read_text())
-    for key in ("format_version", "model", "tokenizer", "vocab", "labels", "threshold", "temperature",
-                "data", "metrics", "created_at", "version"):
+    for key in (
+        "format_version",
+        "model",
+        "tokenizer",
+        "vocab",
+        "labels",
+        "threshold",
+        "temperature",
+        "data",
+        "metrics",
+        "created_at",
+        "version",
+    ):
         assert key in meta
     assert meta["data"]["checksum"].startswith("sha256:") and meta["data"]["examples"] > 1000
     assert meta["model"]["arch"] == "lstm"

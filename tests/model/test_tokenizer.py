@@ -6,7 +6,16 @@ from model.tokenizer import PAD, UNK, UNK_ID, Tokenizer, char_ngrams, normalize,
 
 def test_words_numbers_contractions_punctuation() -> None:
     assert tokenize("What's the time at 6:30, 3.5 or 1,000?") == [
-        "what's", "the", "time", "at", "6:30", ",", "3.5", "or", "1,000", "?",
+        "what's",
+        "the",
+        "time",
+        "at",
+        "6:30",
+        ",",
+        "3.5",
+        "or",
+        "1,000",
+        "?",
     ]
 
 

@@ -12,14 +12,27 @@ import pytest
 
 from tests.conftest import ASSISTANT, ROOT
 
-FAST = ["--epochs", "3", "--set", "embed_dim=32", "--set", "hidden_dim=32", "--set", "ngram_buckets=2000",
-        "--quiet"]
+FAST = [
+    "--epochs",
+    "3",
+    "--set",
+    "embed_dim=32",
+    "--set",
+    "hidden_dim=32",
+    "--set",
+    "ngram_buckets=2000",
+    "--quiet",
+]
 
 
 def intently(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, cwd=ROOT,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300,
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        timeout=300,
     )
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -56,8 +69,10 @@ def test_jsonl_and_rasa_yaml_and_report(tmp_path: Path, rows: list[dict[str, str
     for r in rows:
         by_intent.setdefault(r["intent"], []).append(r["text"])
     yml.write_text(
-        "nlu:\n" + "".join(
-            f"- intent: {i}\n  examples: |\n" + "".join(f"    - {t}\n" for t in ts) for i, ts in by_intent.items()
+        "nlu:\n"
+        + "".join(
+            f"- intent: {i}\n  examples: |\n" + "".join(f"    - {t}\n" for t in ts)
+            for i, ts in by_intent.items()
         ),
         encoding="utf-8",
     )

@@ -35,7 +35,9 @@ def test_csv_quoted_newline_is_folded(tmp_path: Path) -> None:
 
 
 def test_jsonl(tmp_path: Path) -> None:
-    path = write(tmp_path, "d.jsonl", '{"text": "hi", "intent": "greet"}\n\n{"text": "bye", "intent": "goodbye"}\n')
+    path = write(
+        tmp_path, "d.jsonl", '{"text": "hi", "intent": "greet"}\n\n{"text": "bye", "intent": "goodbye"}\n'
+    )
     assert [(e.text, e.intent, e.source) for e in read_file(path)] == [
         ("hi", "greet", f"{path}:1"),
         ("bye", "goodbye", f"{path}:3"),

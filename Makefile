@@ -1,0 +1,34 @@
+# Quick start:  make serve   (installs, then serves the built-in model on :8000)
+#               make test    (installs, then lints and runs the test suite)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0 as a CPU build; point pip at PyTorch's CPU index to avoid a CUDA
+# download on machines whose default index serves one, e.g.
+#   make serve TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_SPEC ?= torch==2.13.0
+PORT ?= 8000
+
+.PHONY: install serve test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $@
+
+install: $(BIN)/.installed
+
+serve: install
+	$(BIN)/intently serve --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,179 @@
+"""The HTTP API in-process (TestClient); the real server is tested in tests/e2e."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+
+
+def _client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(small_model_dir: Path) -> Iterator[TestClient]:
+    yield from _client(
+        Settings(model_dir=small_model_dir, max_text_chars=200, max_batch=8, max_body_bytes=4096)
+    )
+
+
+def test_classify(client: TestClient) -> None:
+    r = client.post("/v1/classify", json={"text": "What time is it?"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["intent"] == "ask_time" and body["out_of_scope"] is False
+    assert len(body["ranking"]) == 5 and body["ranking"][0] == {
+        "intent": "ask_time",
+        "confidence": body["confidence"],
+    }
+    assert body["text"] == "What time is it?" and body["model_version"]
+
+
+def test_out_of_scope_has_null_intent(client: TestClient) -> None:
+    body = client.post("/v1/classify", json={"text": "how do I bake sourdough bread?", "top_k": 2}).json()
+    assert body["out_of_scope"] is True and body["intent"] is None and len(body["ranking"]) == 2
+
+
+def test_batch_matches_single(client: TestClient) -> None:
+    texts = ["What time is it?", "turn off the lights", "play some jazz"]
+    batch = client.post("/v1/classify/batch", json={"texts": texts, "top_k": 3}).json()["results"]
+    singles = [client.post("/v1/classify", json={"text": t, "top_k": 3}).json() for t in texts]
+    assert [b["intent"] for b in batch] == [s["intent"] for s in singles]
+    assert [b["text"] for b in batch] == texts
+
+
+def test_rasa_parse_shape(client: TestClient) -> None:
+    body = client.post("/model/parse", json={"text": "What time is it?", "message_id": "m1"}).json()
+    assert set(body) == {"text", "intent", "intent_ranking", "entities"}
+    assert body["intent"]["name"] == "ask_time" and 0 < body["intent"]["confidence"] <= 1
+    assert body["intent_ranking"][0]["name"] == "ask_time" and body["entities"] == []
+    oos = client.post("/model/parse", json={"text": "how do I bake sourdough bread?"}).json()
+    assert oos["intent"]["name"] == "nlu_fallback"
+
+
+def test_intents_and_model(client: TestClient) -> None:
+    intents = client.get("/v1/intents").json()
+    names = [i["intent"] for i in intents["intents"]]
+    assert "ask_time" in names and "oos" not in names
+    assert all(i["examples"] >= 40 for i in intents["intents"]) and intents["oos_examples"] > 100
+    model = client.get("/v1/model").json()
+    assert "vocab" not in model and model["vocab_size"] > 100 and model["version"] == intents["model_version"]
+    assert {"threshold", "temperature", "labels", "data", "metrics", "model", "created_at"} <= set(model)
+
+
+@pytest.mark.parametrize(
+    "path, payload, status, message",
+    [
+        ("/v1/classify", {"text": ""}, 422, "must not be empty"),
+        ("/v1/classify", {"text": " \t\n "}, 422, "must not be empty"),
+        ("/v1/classify", {"text": "x" * 201}, 422, "over the limit of 200"),
+        ("/v1/classify", {"text": "hi", "top_k": 0}, 422, "top_k"),
+        ("/v1/classify", {"text": "hi", "top_k": 101}, 422, "top_k"),
+        ("/v1/classify", {"text": "hi", "top_k": "3"}, 422, "top_k"),
+        ("/v1/classify", {"text": 5}, 422, "text"),
+        ("/v1/classify", {"txt": "hi"}, 422, "text: Field required"),
+        ("/v1/classify", ["hi"], 422, "dictionary"),
+        ("/v1/classify/batch", {"texts": []}, 422, "texts"),
+        ("/v1/classify/batch", {"texts": ["a"] * 9}, 422, "batch limit of 8"),
+        ("/v1/classify/batch", {"texts": ["ok", ""]}, 422, "texts.1"),
+        ("/v1/classify/batch", {"texts": "hi"}, 422, "texts"),
+        ("/model/parse", {"text": ""}, 422, "must not be empty"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(
+    client: TestClient, path: str, payload: object, status: int, message: str
+) -> None:
+    r = client.post(path, json=payload)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] and message in body["message"]
+
+
+def test_malformed_json_and_oversized_body(client: TestClient) -> None:
+    r = client.post("/v1/classify", content=b'{"text": ', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "malformed_json"
+    r = client.post("/v1/classify", content=b'{"text": "' + b"a" * 5000 + b'"}')
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert client.post("/v1/classify", json={"text": "still fine"}).status_code == 200
+
+
+def test_json_without_content_type_is_accepted(client: TestClient) -> None:
+    r = client.post("/v1/classify", content=b'{"text": "What time is it?"}')
+    assert r.status_code == 200 and r.json()["intent"] == "ask_time"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["café à Paris", "今何時ですか", "🙂🙂🙂", "מה השעה", "ما هو الوقت", "a\x00b\x1b[31m", "\u200b\u202eabc"],
+)
+def test_any_unicode_is_classified(client: TestClient, text: str) -> None:
+    r = client.post("/v1/classify", json={"text": text})
+    assert r.status_code == 200 and r.json()["text"] == text
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = client.get("/healthz").headers["x-request-id"]
+    assert len(made) == 32
+    assert client.get("/healthz", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"] != "bad id\n"
+
+
+def test_utterances_are_not_logged_at_info(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "my card number is 4111 1111"
+    logging.getLogger("intently").addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="intently"):
+            client.post("/v1/classify", json={"text": secret})
+    finally:
+        logging.getLogger("intently").removeHandler(caplog.handler)
+    assert any("/v1/classify" in r.getMessage() for r in caplog.records)
+    assert not any("4111" in r.getMessage() for r in caplog.records)
+
+
+def test_metrics_count_requests(client: TestClient) -> None:
+    client.post("/v1/classify", json={"text": "What time is it?"})
+    text = client.get("/metrics").text
+    assert 'intently_http_requests_total{method="POST",route="/v1/classify",status="200"}' in text
+    assert 'intently_predictions_total{intent="ask_time"}' in text
+    assert "intently_model_info{version=" in text
+    assert "intently_http_request_duration_seconds_bucket" in text
+
+
+def test_openapi_documents_every_route(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/classify",
+        "/v1/classify/batch",
+        "/model/parse",
+        "/v1/intents",
+        "/v1/model",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths
+
+
+def test_not_ready_when_the_model_cannot_load(tmp_path: Path) -> None:
+    (tmp_path / "model.json").write_text("{}")
+    with TestClient(create_app(Settings(model_dir=tmp_path))) as client:
+        time.sleep(0.3)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["ready"] is False
+        assert client.get("/healthz").status_code == 200
+        r = client.post("/v1/classify", json={"text": "hi"})
+        assert r.status_code == 503 and r.json()["error"] == "model_not_ready"

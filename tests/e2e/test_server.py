@@ -1,0 +1,92 @@
+"""The real server: `intently serve` in a subprocess on a free port, real HTTP with httpx."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, Server, free_port
+
+
+def test_default_model_answers_and_bad_input_never_breaks_it(serve, default_store: Path) -> None:
+    server: Server = serve(env={"INTENTLY_MODEL_STORE": str(default_store)})
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        r = http.post("/v1/classify", json={"text": "What time is it?"})
+        assert r.status_code == 200 and r.json()["intent"] == "ask_time"
+        texts = ["What time is it?", "set an alarm for 6 am", "play some jazz", "how do I bake bread?"]
+        batch = http.post("/v1/classify/batch", json={"texts": texts}).json()["results"]
+        singles = [http.post("/v1/classify", json={"text": t}).json() for t in texts]
+        assert batch == singles
+        parse = http.post("/model/parse", json={"text": "What time is it?"}).json()
+        assert parse["intent"]["name"] == "ask_time" and parse["entities"] == []
+        bad = [
+            http.post("/v1/classify", json={"text": ""}),
+            http.post("/v1/classify", json={"text": "x" * 1001}),
+            http.post("/v1/classify/batch", json={"texts": ["a"] * 257}),
+            http.post("/v1/classify", json={"text": "hi", "top_k": -1}),
+            http.post("/v1/classify", content=b"{nope", headers={"content-type": "application/json"}),
+            http.post("/v1/classify", json={"text": ["list"]}),
+            http.post("/v1/classify", content=b"x" * 2_000_000),
+        ]
+        assert [b.status_code for b in bad] == [422, 422, 422, 422, 400, 422, 413]
+        assert all(b.json()["message"] for b in bad)
+        assert http.post("/v1/classify", json={"text": "What time is it?"}).json()["intent"] == "ask_time"
+        assert http.get("/readyz").json()["ready"] is True
+
+
+def test_readyz_is_false_until_the_model_is_loaded(serve, default_store: Path) -> None:
+    server: Server = serve(env={"INTENTLY_MODEL_STORE": str(default_store)}, ready=False)
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            status = httpx.get(f"{server.url}/readyz", timeout=1).status_code
+        except httpx.HTTPError:
+            time.sleep(0.01)
+            continue
+        seen.append(status)
+        if status == 200:
+            break
+    assert seen and seen[-1] == 200
+    # Before the first 200 there may be 503s (model loading), never anything else.
+    assert set(seen[:-1]) <= {503}
+
+
+def test_metrics_count_requests_across_two_workers(serve, default_store: Path) -> None:
+    server: Server = serve("--workers", "2", env={"INTENTLY_MODEL_STORE": str(default_store)})
+    n = 40
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for _ in range(n):
+            assert http.post("/v1/classify", json={"text": "What time is it?"}).status_code == 200
+        time.sleep(0.2)
+        text = http.get("/metrics").text
+    count = re.search(
+        r'intently_http_requests_total\{method="POST",route="/v1/classify",status="200"\} (\S+)', text
+    )
+    assert count and float(count.group(1)) == n
+    assert float(re.search(r'intently_predictions_total\{intent="ask_time"\} (\S+)', text).group(1)) == n
+
+
+def _serve_exit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_missing_or_corrupt_model_stops_startup_with_one_line(tmp_path: Path) -> None:
+    proc = _serve_exit("--model", str(tmp_path / "absent"))
+    assert proc.returncode == 2 and "model directory not found" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text('{"format": "intently-model", "format_version": 1}')
+    proc = _serve_exit("--model", str(tmp_path / "bad"))
+    assert proc.returncode == 2 and "invalid" in proc.stderr and "Traceback" not in proc.stderr
