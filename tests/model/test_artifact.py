@@ -94,7 +94,7 @@ def test_tensor_with_absurd_shape_is_refused_before_reading(small_model_dir: Pat
     d = _copy(small_model_dir, tmp_path / "shape")
     tensors = {"embed.words.weight": torch.zeros(2, 2)}
     save_file(tensors, str(d / WEIGHTS_FILE))
-    with pytest.raises(ArtifactError, match="does not match model.json"):
+    with pytest.raises(ArtifactError, match=r"does not match model\.json"):
         load(d)
 
 

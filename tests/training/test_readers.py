@@ -111,7 +111,7 @@ def test_clean_counts_duplicates_and_reports_conflicts() -> None:
         Example("yes", "affirm", "f:9"),
         Example("sure", "affirm", "f:10"),
     ]
-    kept, summary = clean(rows)
+    _, summary = clean(rows)
     assert summary.rows == 9 and summary.kept == 6 and summary.duplicates == 1
     assert len(summary.conflicts) == 1 and "affirm, greet" in summary.conflicts[0]
     assert "f:7" in summary.conflicts[0]
