@@ -12,9 +12,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import errors, logs, metrics
 from app.batcher import Batcher
 from app.config import Settings, get_settings
+from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
-from app.routes import classify, health, model_info
+from app.routes import classify, health, model_info, models, training_jobs
 from model.store import ModelStore
 from training.default_model import ensure_default
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     holder.on_swap.append(metrics.model_swapped)
     batcher = Batcher(settings.batch_max_size, settings.batch_max_wait_ms)
     batcher.on_batch.append(metrics.BATCH_SIZE.observe)
+    dispatcher = JobDispatcher(store) if store is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(ensure_default, store)
         batcher.start()
         await holder.start()
+        if dispatcher is not None:
+            dispatcher.start()
         yield
+        if dispatcher is not None:
+            await dispatcher.stop()
         await holder.stop()
         await batcher.stop()
 
@@ -49,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.state.batcher = batcher
+    app.state.dispatcher = dispatcher
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -57,7 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
-    for router in (classify.router, model_info.router, health.router):
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.max_body_bytes,
+        larger_bodies={"/v1/training-jobs": settings.max_upload_bytes},
+    )
+    for router in (classify.router, model_info.router, health.router, models.router, training_jobs.router):
         app.include_router(router)
     return app

@@ -41,9 +41,10 @@ def _json_response(status: int, body: dict, request_id: str) -> tuple[Message, M
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, larger_bodies: dict[str, int] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = larger_bodies or {}  # path -> limit, for uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +63,7 @@ class RequestContext:
         request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
-        limit = self.max_body_bytes
+        limit = self.larger_bodies.get(scope.get("path", ""), self.max_body_bytes)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,3 +106,85 @@ class ReadyResponse(BaseModel):
     ready: bool
     model_version: str | None = None
     reason: str | None = None
+
+
+class VersionOut(BaseModel):
+    version: str
+    created_at: str
+    active: bool
+    metrics: dict[str, Any] = Field(description="Validation metrics of the version.")
+    examples: int = Field(description="Training examples.")
+    intents: int
+    arch: str
+
+
+class VersionList(BaseModel):
+    active: str | None
+    versions: list[VersionOut]
+
+
+class ActiveResponse(BaseModel):
+    active: str
+
+
+class Example(BaseModel):
+    text: str = Field(min_length=1, max_length=10_000, examples=["what's the time in Tokyo"])
+    intent: str = Field(min_length=1, max_length=128, examples=["ask_time"])
+
+
+class TrainingJobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "examples": [{"text": "what's the time in Tokyo", "intent": "ask_time"}],
+                    "mode": "append",
+                    "activate": "if_better",
+                    "options": {"epochs": 20},
+                }
+            ]
+        },
+    )
+
+    examples: list[Example] = Field(
+        min_length=1, description="Labelled utterances; intent `oos` for out of scope."
+    )
+    mode: Literal["append", "replace"] = Field(
+        "append", description="`append`: the active version's data plus these; `replace`: exactly these."
+    )
+    activate: Literal["always", "never", "if_better"] = Field(
+        "if_better",
+        description="`if_better`: only if at least as accurate as the active version "
+        "on the same held-out examples.",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Training options (docs/training.md).")
+    tolerance: float = Field(0.01, ge=0, le=1, description="`if_better` accepts an accuracy this much lower.")
+
+
+class JobProgress(BaseModel):
+    epoch: int
+    epochs: int
+
+
+class TrainingJob(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    mode: str
+    activate: str
+    options: dict[str, Any]
+    examples: int = Field(description="Examples sent with the job.")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: JobProgress
+    base_version: str | None = Field(description="The version active when the job started.")
+    version: str | None = Field(description="The version the job produced.")
+    activated: bool
+    activation_reason: str | None
+    metrics: dict[str, Any] | None
+    error: str | None
+
+
+class TrainingJobList(BaseModel):
+    jobs: list[TrainingJob]

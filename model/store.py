@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from model.network import IntentNet
 
 ACTIVE_FILE = "active.json"
 DATA_FILE = "data.jsonl"
+VALID_FILE = "valid.jsonl"
 VERSIONS_DIR = "versions"
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HISTORY_LIMIT = 50
@@ -147,10 +149,12 @@ class ModelStore:
             raise VersionNotFound(f"no version {version!r} in the store")
         return read_meta(self.path(version))
 
-    def read_data(self, version: str) -> list[dict[str, str]]:
-        """The exact examples a version was trained on."""
-        path = self.path(version) / DATA_FILE
+    def read_data(self, version: str, held_out: bool = False) -> list[dict[str, str]]:
+        """The exact examples a version was trained on, or (held_out) those it never saw."""
+        path = self.path(version) / (VALID_FILE if held_out else DATA_FILE)
         if not path.is_file():
+            if held_out:
+                return []
             raise StoreError(f"version {version} has no stored training data")
         rows = []
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -161,17 +165,27 @@ class ModelStore:
 
     # --- writing -------------------------------------------------------
 
-    def add(self, net: IntentNet, meta: ModelMeta, examples: Sequence[LabelledText]) -> str:
-        """Store a trained model with its data; the version appears whole or not at all."""
+    def add(
+        self,
+        net: IntentNet,
+        meta: ModelMeta,
+        examples: Sequence[LabelledText],
+        valid_examples: Sequence[LabelledText] = (),
+    ) -> str:
+        """Store a trained model with its data; the version appears whole or not at all.
+
+        `examples` is everything it was trained on, `valid_examples` the part
+        held out from training: later models are compared on those.
+        """
         version = check_version_id(meta.version)
-        data = "".join(
-            json.dumps({"text": e.text, "intent": e.intent}, ensure_ascii=False) + "\n" for e in examples
-        )
+        files = {DATA_FILE: _jsonl(examples)}
+        if valid_examples:
+            files[VALID_FILE] = _jsonl(valid_examples)
         self.ensure()
         with self.lock():
             if self.path(version).exists():
                 raise StoreError(f"version {version} already exists")
-            save(net, meta, self.path(version), extra_files={DATA_FILE: data.encode("utf-8")})
+            save(net, meta, self.path(version), extra_files=files)
         return version
 
     def activate(self, version: str) -> None:
@@ -215,6 +229,18 @@ class ModelStore:
             os.rename(self.path(version), trash)  # disappears at once for readers
             shutil.rmtree(trash, ignore_errors=True)
 
+    def remove_partial(self, older_than: float = 600.0) -> list[str]:
+        """Delete what a crash left half-written (dot-named temporaries), once surely abandoned."""
+        removed = []
+        if not self.versions_dir.is_dir():
+            return removed
+        now = time.time()
+        for p in self.versions_dir.iterdir():
+            if p.name.startswith(".") and now - p.stat().st_mtime > older_than:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+        return removed
+
     def _write_pointer(self, pointer: dict[str, Any]) -> None:
         tmp = self.root / f".{ACTIVE_FILE}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -223,6 +249,11 @@ class ModelStore:
             os.fsync(f.fileno())
         os.replace(tmp, self.root / ACTIVE_FILE)
         _fsync_dir(self.root)
+
+
+def _jsonl(examples: Sequence[LabelledText]) -> bytes:
+    lines = (json.dumps({"text": e.text, "intent": e.intent}, ensure_ascii=False) + "\n" for e in examples)
+    return "".join(lines).encode("utf-8")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from model.store import ModelStore
 
         store = ModelStore(args.store)
-        version = store.add(result.net, result.meta, examples)
+        version = store.add(result.net, result.meta, examples, result.valid_examples)
         if args.activate:
             store.activate(version)
         print(f"model {version} added to store {args.store}" + (" and activated" if args.activate else ""))

@@ -45,7 +45,7 @@ def ensure_default(store: ModelStore, show_progress: bool = False) -> str | None
             examples = read_file(default_data_path())
             result = train(examples, TrainConfig(), show_progress=show_progress)
             result.meta.training["source"] = "built-in default data"
-            version = store.add(result.net, result.meta, examples)
+            version = store.add(result.net, result.meta, examples, result.valid_examples)
             store.activate(version)
             return version
         finally:

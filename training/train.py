@@ -47,6 +47,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     word_dropout: float = 0.1
     clip_norm: float = 1.0
+    balance: float = 0.5
     valid_fraction: float = 0.1
     max_oos_drop: float = 0.005
     seed: int = 0
@@ -92,6 +93,7 @@ class TrainResult:
     meta: ModelMeta
     tokenizer: Tokenizer
     summary: DataSummary
+    valid_examples: list[Example] = field(default_factory=list)  # held out: the store keeps them
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -119,9 +121,27 @@ def stratified_split(
     return train, valid
 
 
-def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(n)
-    return [order[i : i + size] for i in range(0, n, size)]
+def balanced_indices(labels: Sequence[int], balance: float) -> np.ndarray:
+    """Every example once, plus repeats of rare intents up to `balance` x the median intent size.
+
+    A brand-new intent added with five examples to a set of fifty per intent
+    would otherwise be drowned out and never predicted.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    present = counts[counts > 0]
+    target = int(balance * float(np.median(present))) if balance > 0 and len(present) else 0
+    index = np.arange(len(labels))
+    extra = []
+    for label, count in enumerate(counts):
+        if 0 < count < target:
+            members = index[np.asarray(labels) == label]
+            extra.append(np.resize(members, target - count))
+    return np.concatenate([index, *extra]) if extra else index
+
+
+def _batches(pool: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(pool)
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def _word_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batch:
@@ -182,7 +202,8 @@ def train(
         torch.optim.AdamW(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         torch.optim.SparseAdam(sparse_params, lr=cfg.lr),
     ]
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    pool = balanced_indices(y_train.tolist(), cfg.balance)
+    steps_per_epoch = math.ceil(len(pool) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, total_steps // 10 + 1)
 
@@ -203,7 +224,7 @@ def train(
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         total, count = 0.0, 0
-        for idx in _batches(len(x_train), cfg.batch_size, rng):
+        for idx in _batches(pool, cfg.batch_size, rng):
             batch = _word_dropout(Batch.from_encoded([x_train[i] for i in idx]), cfg.word_dropout, gen)
             loss = loss_fn(net(batch), y_train[idx])
             for o in optimizers:
@@ -272,7 +293,7 @@ def train(
             "torch": torch.__version__,
         },
     )
-    return TrainResult(net, meta, tokenizer, summary, history)
+    return TrainResult(net, meta, tokenizer, summary, list(valid_ex), history)
 
 
 def _validation_metrics(

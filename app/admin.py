@@ -1,0 +1,43 @@
+"""Admin access: a bearer token compared in constant time; off unless a token is configured."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import ApiError
+from model.store import ModelStore
+
+_bearer = HTTPBearer(auto_error=False, description="INTENTLY_ADMIN_TOKEN")
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    token = request.app.state.settings.admin_token
+    if token is None:
+        raise ApiError(
+            403, "admin_disabled", "the admin API is off; set INTENTLY_ADMIN_TOKEN on the server to enable it"
+        )
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode("utf-8"), token.get_secret_value().encode("utf-8")):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def _store(request: Request) -> ModelStore:
+    store = request.app.state.holder.store
+    if store is None:
+        raise ApiError(
+            409,
+            "no_model_store",
+            "this server serves a fixed model directory; start it with a model store "
+            "(no --model) to manage versions and training jobs",
+        )
+    return store
+
+
+AdminDep = Depends(require_admin)
+StoreDep = Annotated[ModelStore, Depends(_store)]

@@ -1,0 +1,93 @@
+"""Runs queued training jobs of the store, one at a time, each in a child process.
+
+Every worker runs a dispatcher; the store's SQLite claim makes sure only one
+job runs at a time across all of them (and across replicas on a shared volume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+
+from model.store import ModelStore
+from training.jobs import JobStore
+
+log = logging.getLogger("intently.jobs")
+
+
+class JobDispatcher:
+    def __init__(self, store: ModelStore, interval: float = 1.0):
+        self.store = store
+        self.jobs = JobStore(store)
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._running: str | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="intently-jobs")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._proc.wait(), 10)
+            if self._running:
+                await asyncio.to_thread(
+                    self.jobs.fail_if_running, self._running, "server shut down during training"
+                )
+
+    async def _loop(self) -> None:
+        await asyncio.to_thread(self.store.remove_partial)
+        while True:
+            try:
+                for job_id in await asyncio.to_thread(self.jobs.reap):
+                    log.warning("training job marked failed: its process is gone", extra={"job_id": job_id})
+                job_id = await asyncio.to_thread(self.jobs.claim_next)
+                if job_id:
+                    await self._run(job_id)
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job dispatcher check failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    async def _run(self, job_id: str) -> None:
+        log.info("training job started", extra={"job_id": job_id})
+        out = open(self.jobs.job_dir(job_id) / "job.log", "ab")  # noqa: SIM115 - closed below
+        try:
+            self._running = job_id
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "training.jobs",
+                str(self.store.root),
+                job_id,
+                stdout=out,
+                stderr=out,
+                env={**os.environ},
+            )
+            code = await self._proc.wait()
+        finally:
+            out.close()
+            self._running = None
+        if code != 0:
+            await asyncio.to_thread(
+                self.jobs.fail_if_running, job_id, f"training process exited with code {code}"
+            )
+        record = await asyncio.to_thread(self.jobs.get, job_id)
+        log.info("training job %s", record["state"], extra={"job_id": job_id, "version": record["version"]})

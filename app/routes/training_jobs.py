@@ -1,0 +1,163 @@
+"""Admin: retraining over HTTP. A job is queued here and run by a worker's job dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import PurePath
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.admin import AdminDep, StoreDep
+from app.deps import SettingsDep
+from app.errors import ApiError
+from app.schemas import ErrorResponse, TrainingJob, TrainingJobCreate, TrainingJobList
+from model.store import ModelStore, StoreError
+from training.jobs import JobError, JobRequest, JobStore
+from training.readers import FORMATS, DataError, Example, clean, parse_bytes
+
+router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
+_ERRORS = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/TrainingJobCreate"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": ".csv, .jsonl or .yml"},
+                        "mode": {"type": "string", "enum": ["append", "replace"]},
+                        "activate": {"type": "string", "enum": ["always", "never", "if_better"]},
+                        "options": {"type": "string", "description": "training options as a JSON object"},
+                        "tolerance": {"type": "number"},
+                    },
+                }
+            },
+        },
+        "required": True,
+    }
+}
+
+
+async def _from_upload(request: Request, max_bytes: int) -> TrainingJobCreate | tuple[list[Example], dict]:
+    form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(422, "invalid_request", "file: a multipart part named 'file' is required")
+    name = PurePath(upload.filename or "upload").name  # never a path from the client
+    suffix = PurePath(name).suffix.lower()
+    if suffix not in FORMATS:
+        raise ApiError(
+            422, "invalid_request", f"file: unknown type {suffix or '(none)'!r}; use .csv, .jsonl, .yml"
+        )
+    raw = await upload.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, "body_too_large", f"file: larger than {max_bytes} bytes")
+    try:
+        examples = await asyncio.to_thread(parse_bytes, raw, FORMATS[suffix], name)
+    except DataError as exc:
+        raise ApiError(422, "invalid_data", str(exc)) from None
+    fields: dict[str, Any] = {}
+    for key in ("mode", "activate", "tolerance"):
+        if isinstance(form.get(key), str):
+            fields[key] = form[key]
+    if isinstance(form.get("options"), str) and form["options"].strip():
+        try:
+            fields["options"] = json.loads(form["options"])
+        except json.JSONDecodeError:
+            raise ApiError(422, "invalid_request", "options: not valid JSON") from None
+    return examples, fields
+
+
+def _check_data(store: ModelStore, request: JobRequest) -> None:
+    """Fail now, with a 422, on data that the job could only fail on later."""
+    examples = list(request.examples)
+    if request.mode == "append":
+        active = store.active()
+        if active is None:
+            raise JobError("mode 'append' needs an active version to append to")
+        fixed = {e.text.casefold() for e in examples}
+        examples += [
+            Example(r["text"], r["intent"])
+            for r in store.read_data(active)
+            if r["text"].casefold() not in fixed
+        ]
+    _, summary = clean(examples)
+    if len([i for i in summary.per_intent if i != "oos"]) < 2:
+        raise JobError("need at least two intents (besides 'oos') to train a classifier")
+
+
+@router.post(
+    "/v1/training-jobs",
+    status_code=202,
+    response_model=TrainingJob,
+    responses=_ERRORS,
+    openapi_extra=_UPLOAD_SCHEMA,
+)
+async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Queue a training job: JSON examples, or a multipart upload with a `file` part and the same fields."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        examples, fields = await _from_upload(request, settings.max_upload_bytes)
+        try:
+            body = TrainingJobCreate.model_validate({"examples": [{"text": "-", "intent": "-"}], **fields})
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+    else:
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+        try:
+            body = TrainingJobCreate.model_validate(payload)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        examples = [
+            Example(" ".join(e.text.split()), e.intent.strip(), f"examples.{i}")
+            for i, e in enumerate(body.examples)
+        ]
+    if len(examples) > settings.max_train_examples:
+        raise ApiError(
+            413,
+            "too_many_examples",
+            f"{len(examples)} examples is over the limit of {settings.max_train_examples}",
+        )
+    job = JobRequest(examples, body.mode, body.activate, body.options, body.tolerance)
+    try:
+        job.validate()
+        await asyncio.to_thread(_check_data, store, job)
+        record = await asyncio.to_thread(JobStore(store).submit, job)
+    except (JobError, DataError, StoreError) as exc:
+        raise ApiError(422, "invalid_job", str(exc)) from None
+    request.app.state.dispatcher.wake()
+    return record
+
+
+@router.get("/v1/training-jobs", response_model=TrainingJobList, responses=_ERRORS)
+async def list_jobs(store: StoreDep) -> dict[str, Any]:
+    """Jobs of this store, newest first."""
+    return {"jobs": await asyncio.to_thread(JobStore(store).list)}
+
+
+@router.get(
+    "/v1/training-jobs/{job_id}", response_model=TrainingJob, responses={404: {"model": ErrorResponse}}
+)
+async def get_job(job_id: str, store: StoreDep) -> dict[str, Any]:
+    """State, progress (epoch of total), metrics, resulting version, activation and error of one job."""
+    if not job_id.isalnum() or len(job_id) > 64:
+        raise ApiError(404, "not_found", f"no training job {job_id[:64]!r}")
+    try:
+        return await asyncio.to_thread(JobStore(store).get, job_id)
+    except KeyError:
+        raise ApiError(404, "not_found", f"no training job {job_id!r}") from None
