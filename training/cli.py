@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from model.artifact import ArtifactError, save
 from model.predictor import Predictor
+from model.store import ModelStore, StoreError
 from training.evaluate import evaluate, format_report, write_report
 from training.readers import DataError, read_file, read_files
 from training.train import TrainConfig, train
@@ -56,6 +57,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the headline metrics as one JSON object")
     p.add_argument("--report", metavar="DIR", help="write report.json and confusion.png to DIR")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list, activate or roll back the versions of a model store")
+    p.add_argument("action", choices=["list", "activate", "rollback", "delete"])
+    p.add_argument("version", nargs="?", help="the version, for activate and delete")
+    p.add_argument("--store", required=True, help="model store directory")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("predict", help="classify utterances, one JSON line each")
     p.add_argument("model", help="model directory")
@@ -118,8 +126,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         path = save(result.net, result.meta, args.out)
         print(f"model {result.meta.version} written to {path}")
     if args.store:
-        from model.store import ModelStore
-
         store = ModelStore(args.store)
         version = store.add(result.net, result.meta, examples, result.valid_examples)
         if args.activate:
@@ -141,6 +147,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    store = ModelStore(args.store)
+    if args.action in ("activate", "delete") and not args.version:
+        raise CliError(f"models {args.action} needs a VERSION")
+    if args.action == "list":
+        versions = store.list()
+        if args.json:
+            print(json.dumps({"active": store.active(), "versions": [asdict(v) for v in versions]}))
+        for v in [] if args.json else versions:
+            acc = v.metrics.get("accuracy")
+            score = f"valid acc {acc:.4f}" if isinstance(acc, float) else "no validation"
+            mark = "*" if v.active else " "
+            facts = f"{v.arch}  {v.intents} intents  {v.examples} examples  {score}"
+            print(f"{mark} {v.version}  {v.created_at}  {facts}")
+        if not versions and not args.json:
+            print(f"store {args.store} holds no versions", file=sys.stderr)
+    elif args.action == "activate":
+        store.activate(args.version)
+        print(f"activated {args.version}")
+    elif args.action == "rollback":
+        print(f"rolled back to {store.rollback()}")
+    else:
+        store.delete(args.version)
+        print(f"deleted {args.version}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model)
     if args.top_k < 1:
@@ -154,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed command; bad input becomes one clear line on stderr and exit 2."""
     try:
         return int(args.func(args))
-    except (CliError, DataError, ArtifactError, ValueError, OSError) as exc:
+    except (CliError, DataError, ArtifactError, StoreError, ValueError, OSError) as exc:
         print(f"intently {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

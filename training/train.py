@@ -280,7 +280,7 @@ def train(
         temperature=round(temperature, 5),
         data={
             "checksum": checksum(data),
-            "examples": len(data),
+            "examples": len(train_ex) + len(valid_ex),
             "train_examples": len(train_ex),
             "valid_examples": len(valid_ex),
             "intents": summary.per_intent,
