@@ -1,0 +1,165 @@
+"""Helpers shared by the benchmarks: data, the TF-IDF baseline, training, tables, results.
+
+Kept in one place so that every benchmark reads the data, trains the project
+and scores predictions the same way, and a figure in one table can be compared
+with the same figure in another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.predictor import Predictor
+from training.readers import OOS, Example, read_file
+from training.train import TrainConfig, TrainResult, train
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = (REPO / ".." / "shared" / "data").resolve()
+RESULTS = REPO / "bench" / "results"
+QUICK_PER_INTENT = 20
+QUICK_EPOCHS = 2
+
+
+def base_parser(description: str, datasets: bool = True) -> argparse.ArgumentParser:
+    """The flags every benchmark shares, so they are spelled the same everywhere."""
+    parser = argparse.ArgumentParser(description=description)
+    if datasets:
+        parser.add_argument("--datasets", nargs="+", default=["banking77", "snips"], metavar="NAME")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: ~{QUICK_PER_INTENT} training examples per intent, {QUICK_EPOCHS} epochs",
+    )
+    return parser
+
+
+def load_dataset(name: str) -> tuple[list[Example], list[Example]] | None:
+    """Train and test examples, or None (with a message) when the shared data is not here.
+
+    A fresh clone has no ../shared/data; the benchmark then says so instead of failing.
+    """
+    folder = DATA_ROOT / name
+    paths = [folder / "train.csv", folder / "test.csv"]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"[{name}] skipped: data not found ({', '.join(missing)}); expected at ../shared/data/{name}/")
+        return None
+    return read_file(paths[0]), read_file(paths[1])
+
+
+def exit_if_nothing(loaded: dict[str, Any]) -> None:
+    """Exit 0 with a clear message when none of the requested data sets is available."""
+    if not loaded:
+        print(f"No benchmark data found under {DATA_ROOT}; nothing to do.")
+        sys.exit(0)
+
+
+def subsample_per_intent(examples: Sequence[Example], per_intent: int, seed: int) -> list[Example]:
+    """At most `per_intent` examples of each intent, chosen with a seed so runs repeat."""
+    rng = random.Random(seed)
+    by_intent: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_intent[ex.intent].append(ex)
+    out: list[Example] = []
+    for intent in sorted(by_intent):
+        group = by_intent[intent]
+        out.extend(group if len(group) <= per_intent else rng.sample(group, per_intent))
+    return out
+
+
+def tfidf_logreg() -> Any:
+    """The baseline RESEARCH.md measured: word 1-2 + char_wb 2-5 TF-IDF, LogisticRegression C=30."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    features = FeatureUnion(
+        [
+            ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+        ]
+    )
+    return Pipeline([("features", features), ("clf", LogisticRegression(C=30, max_iter=2000))])
+
+
+def fit_baseline(examples: Sequence[Example]) -> tuple[Any, float]:
+    """The fitted baseline and its wall-clock fit time in seconds."""
+    model = tfidf_logreg()
+    started = time.perf_counter()
+    model.fit([e.text for e in examples], [e.intent for e in examples])
+    return model, time.perf_counter() - started
+
+
+def train_project(examples: Sequence[Example], config: TrainConfig) -> tuple[Predictor, TrainResult, float]:
+    """A Predictor over a freshly trained model, the training result, and wall-clock seconds."""
+    started = time.perf_counter()
+    result = train(examples, config)
+    seconds = time.perf_counter() - started
+    return Predictor(result.net, result.meta, result.tokenizer), result, seconds
+
+
+def project_labels(predictor: Predictor, texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(verdicts with the out-of-scope threshold, argmax over in-scope intents without it).
+
+    The first is what a user of the service gets; the second isolates the
+    classifier from the threshold.
+    """
+    with_threshold = [p.intent or OOS for p in predictor.predict_batch(texts, top_k=1)]
+    probs = predictor.probabilities(texts).masked_fill(~predictor.in_scope, -1.0)
+    argmax = [predictor.labels[i] for i in probs.argmax(dim=-1).tolist()]
+    return with_threshold, argmax
+
+
+def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    return float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)])) if y_true else 0.0
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(parts)
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out.extend(line(r) for r in cells[1:])
+    return "\n".join(out)
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """bench/results/NAME.json (git-ignored), so a run's figures can be diffed or plotted later."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def run_facts(args: argparse.Namespace) -> dict[str, Any]:
+    """What a reader needs to know to trust or reproduce a results file."""
+    import sklearn
+
+    return {
+        "args": vars(args),
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+        "threads": torch.get_num_threads(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
