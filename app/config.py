@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         2.0, ge=0, le=100, description="Micro-batching: longest a request waits for company; 0 turns it off."
     )
+    quantize: bool = Field(
+        False, description="Serve an int8 dynamically quantized copy of the model (faster on CPU)."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, le=64, description="Threads per worker for a forward pass; default: cores / workers."
+    )
     max_upload_bytes: int = Field(20 * 1_048_576, ge=1024, description="Largest training data upload.")
     max_train_examples: int = Field(200_000, ge=10, description="Most examples in one training job.")
 

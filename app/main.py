@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -24,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings.log_level, settings.log_format)
     store = None if settings.model_dir else ModelStore(settings.model_store)
-    holder = ModelHolder(settings.model_dir, store, settings.reload_interval)
+    holder = ModelHolder(settings.model_dir, store, settings.reload_interval, settings.quantize)
     holder.on_swap.append(metrics.model_swapped)
     batcher = Batcher(settings.batch_max_size, settings.batch_max_wait_ms)
     batcher.on_batch.append(metrics.BATCH_SIZE.observe)
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.workers))
         if store is not None and store.active() is None:
             # `intently serve` fills an empty store before starting; this covers
             # a bare `uvicorn app.main:create_app --factory`.

@@ -20,12 +20,19 @@ log = logging.getLogger("intently.model")
 
 
 class ModelHolder:
-    def __init__(self, model_dir: Path | None, store: ModelStore | None, reload_interval: float = 1.0):
+    def __init__(
+        self,
+        model_dir: Path | None,
+        store: ModelStore | None,
+        reload_interval: float = 1.0,
+        quantize: bool = False,
+    ):
         if (model_dir is None) == (store is None):
             raise ValueError("serve either a model directory or a model store")
         self.model_dir = model_dir
         self.store = store
         self.reload_interval = reload_interval
+        self.quantize = quantize
         self.predictor: Predictor | None = None
         self.error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -36,14 +43,17 @@ class ModelHolder:
     def ready(self) -> bool:
         return self.predictor is not None
 
+    def _load(self, path: Path) -> Predictor:
+        return Predictor.load(path, quantize=self.quantize)
+
     def _load_current(self) -> Predictor:
         if self.model_dir is not None:
-            return Predictor.load(self.model_dir)
+            return self._load(self.model_dir)
         assert self.store is not None
         path = self.store.active_path()
         if path is None:
             raise StoreError(f"model store {self.store.root} has no active version")
-        return Predictor.load(path)
+        return self._load(path)
 
     async def start(self) -> None:
         """Load in the background, so health checks answer (and /readyz says no) meanwhile."""
@@ -87,7 +97,7 @@ class ModelHolder:
         if active is None or active == current or active == self._failed:
             return
         try:
-            predictor = await asyncio.to_thread(Predictor.load, self.store.path(active))
+            predictor = await asyncio.to_thread(self._load, self.store.path(active))
         except (ArtifactError, StoreError, OSError) as exc:
             self._failed = active  # logged once, not every interval
             log.error("active version %s could not be loaded, still serving %s: %s", active, current, exc)

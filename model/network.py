@@ -105,13 +105,18 @@ class Encoder(nn.Module):
         return per_step * 2 if self.pooling == "maxmean" else per_step
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, state = self.rnn(packed)
+        if bool((lengths == x.size(1)).all()):
+            # No padding anywhere (always so for one utterance): packing would only cost time.
+            steps, state = self.rnn(x)
+        else:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, state = self.rnn(packed)
+            steps = None if self.pooling == "last" else pad_packed_sequence(out, batch_first=True)[0]
         if self.pooling == "last":
             h = state[0] if isinstance(state, tuple) else state
             last = h.view(-1, self.directions, h.size(1), h.size(2))[-1]  # top layer
             return torch.cat(list(last), dim=-1)
-        steps, _ = pad_packed_sequence(out, batch_first=True)  # [B, T, H]
+        assert steps is not None  # [B, T, H]
         mask = (torch.arange(steps.size(1))[None, :] < lengths[:, None]).unsqueeze(-1)
         mean = (steps * mask).sum(1) / lengths[:, None].to(steps.dtype)
         if self.pooling == "mean":
