@@ -1,0 +1,112 @@
+"""In-process inference speed: the Predictor (fp32 and int8) against TF-IDF + logistic regression.
+
+    .venv/bin/python -m bench.inference [--dataset banking77] [--threads 1 2]
+
+Trains each model once on the data set's train split, then measures, in the
+same run, the median time of one utterance (batch 1, warm) and the
+throughput at batch 256, for every thread count given. Accuracy on the test
+split is printed too, so a faster variant that loses accuracy shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from model.predictor import Predictor, quantize_dynamic
+from training.readers import read_file
+from training.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(classify: Callable[[Sequence[str]], object], texts: Sequence[str]) -> tuple[float, float]:
+    """(median microseconds at batch 1, utterances per second at batch 256)."""
+    for t in texts[:100]:
+        classify([t])
+    singles = iter(texts * 10)
+    b1 = median_seconds(lambda: classify([next(singles)]), 2000)
+    batch = list(texts[:256])
+    b256 = median_seconds(lambda: classify(batch), 30)
+    return b1 * 1e6, len(batch) / b256
+
+
+def tfidf_baseline(train_texts: list[str], train_labels: list[str]):  # type: ignore[no-untyped-def]
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    features = FeatureUnion(
+        [
+            ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+        ]
+    )
+    return make_pipeline(features, LogisticRegression(C=30, max_iter=2000)).fit(train_texts, train_labels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="banking77")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    folder = ROOT.parent / "shared" / "data" / args.dataset
+    if not (folder / "train.csv").is_file():
+        print(f"data set not found at {folder}; this benchmark needs ../shared/data")
+        return
+    train_ex, test_ex = read_file(folder / "train.csv"), read_file(folder / "test.csv")
+    texts = [e.text for e in test_ex]
+    truth = [e.intent for e in test_ex]
+
+    result = train(train_ex, TrainConfig())
+    fp32 = Predictor(result.net, result.meta, result.tokenizer)
+    int8 = Predictor(quantize_dynamic(result.net), result.meta, result.tokenizer)
+    baseline = tfidf_baseline([e.text for e in train_ex], [e.intent for e in train_ex])
+
+    def accuracy(predicted: Sequence[str | None]) -> float:
+        return sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
+
+    systems: dict[str, Callable[[Sequence[str]], object]] = {
+        "intently fp32": lambda b: fp32.predict_batch(b),
+        "intently int8": lambda b: int8.predict_batch(b),
+        "tf-idf + logreg": lambda b: baseline.predict_proba(list(b)),
+    }
+    acc = {
+        "intently fp32": accuracy([p.intent for p in fp32.predict_batch(texts)]),
+        "intently int8": accuracy([p.intent for p in int8.predict_batch(texts)]),
+        "tf-idf + logreg": accuracy(list(baseline.predict(texts))),
+    }
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for name, fn in systems.items():
+            b1, b256 = measure(fn, texts)
+            rows.append({"system": name, "threads": threads, "batch1_us": round(b1, 1),
+                         "batch256_utt_s": round(b256), "accuracy": round(acc[name], 4)})
+    print(f"\n{args.dataset}: {len(train_ex)} train, {len(test_ex)} test utterances")
+    print(f"{'system':<18}{'threads':>8}{'batch-1 median µs':>20}{'batch-256 utt/s':>18}{'test accuracy':>15}")
+    for r in rows:
+        print(f"{r['system']:<18}{r['threads']:>8}{r['batch1_us']:>20.0f}{r['batch256_utt_s']:>18}"
+              f"{r['accuracy']:>15.4f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "inference.json").write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
