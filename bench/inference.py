@@ -62,7 +62,9 @@ def tfidf_baseline(train_texts: list[str], train_labels: list[str]):  # type: ig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="banking77")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
@@ -97,13 +99,24 @@ def main() -> None:
         torch.set_num_threads(threads)
         for name, fn in systems.items():
             b1, b256 = measure(fn, texts)
-            rows.append({"system": name, "threads": threads, "batch1_us": round(b1, 1),
-                         "batch256_utt_s": round(b256), "accuracy": round(acc[name], 4)})
+            rows.append(
+                {
+                    "system": name,
+                    "threads": threads,
+                    "batch1_us": round(b1, 1),
+                    "batch256_utt_s": round(b256),
+                    "accuracy": round(acc[name], 4),
+                }
+            )
     print(f"\n{args.dataset}: {len(train_ex)} train, {len(test_ex)} test utterances")
-    print(f"{'system':<18}{'threads':>8}{'batch-1 median µs':>20}{'batch-256 utt/s':>18}{'test accuracy':>15}")
+    print(
+        f"{'system':<18}{'threads':>8}{'batch-1 median µs':>20}{'batch-256 utt/s':>18}{'test accuracy':>15}"
+    )
     for r in rows:
-        print(f"{r['system']:<18}{r['threads']:>8}{r['batch1_us']:>20.0f}{r['batch256_utt_s']:>18}"
-              f"{r['accuracy']:>15.4f}")
+        print(
+            f"{r['system']:<18}{r['threads']:>8}{r['batch1_us']:>20.0f}{r['batch256_utt_s']:>18}"
+            f"{r['accuracy']:>15.4f}"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "inference.json").write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=2))
 
