@@ -145,7 +145,7 @@ class _SafeNoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
-            raise DataError(f"line {mark.line + 1}: YAML aliases are not allowed in training data")
+            raise DataError(f"{mark.line + 1}: YAML anchors and aliases are not allowed in training data")
         return super().compose_node(parent, index)
 
 

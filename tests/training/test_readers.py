@@ -83,7 +83,7 @@ def test_rasa_yaml(tmp_path: Path) -> None:
         ("d.jsonl", '["hi", "greet"]\n', r"d.jsonl:1: each line must be an object"),
         ("d.yml", "nlu:\n- intent: greet\n  examples: |\n    hey\n", r"d.yml:2: example lines must start"),
         ("d.yml", "nlu: [unclosed\n", r"d.yml:\d+: not valid YAML"),
-        ("d.yml", "a: &x [1]\nb: *x\n", r"aliases are not allowed"),
+        ("d.yml", "a: &x [1]\nb: *x\n", r"d.yml:2: YAML anchors and aliases are not allowed"),
         ("d.yml", "stories: []\n", r"needs a top-level 'nlu:' list"),
         ("d.txt", "hi\tgreet\n", r"unknown file type '.txt'"),
         ("d.csv", "text,intent\n", r"no examples found"),
