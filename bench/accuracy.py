@@ -20,6 +20,7 @@ from bench.common import (
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
     accuracy,
+    apply_threads,
     base_parser,
     exit_if_nothing,
     fit_baseline,
@@ -174,6 +175,7 @@ def main() -> None:
         help="skip the extra training run with ngram_buckets=0",
     )
     args = parser.parse_args()
+    apply_threads(args.threads)
     loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
     exit_if_nothing(loaded)
 

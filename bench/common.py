@@ -42,7 +42,20 @@ def base_parser(description: str, datasets: bool = True) -> argparse.ArgumentPar
         action="store_true",
         help=f"smoke test: ~{QUICK_PER_INTENT} training examples per intent, {QUICK_EPOCHS} epochs",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice). On a machine shared with other jobs use 1:"
+        " two threads on a half-busy 2-core machine were measured 5-20x slower than one",
+    )
     return parser
+
+
+def apply_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads; oversubscribed cores make recurrent training crawl."""
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def load_dataset(name: str) -> tuple[list[Example], list[Example]] | None:

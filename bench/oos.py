@@ -24,6 +24,7 @@ from bench.common import (
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
     accuracy,
+    apply_threads,
     base_parser,
     exit_if_nothing,
     fit_baseline,
@@ -156,6 +157,7 @@ def main() -> None:
     args = base_parser(
         "Out-of-scope detection on held-out intents: project vs thresholded baseline."
     ).parse_args()
+    apply_threads(args.threads)
     loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
     exit_if_nothing(loaded)
 

@@ -22,6 +22,7 @@ from bench.common import (
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
     accuracy,
+    apply_threads,
     base_parser,
     exit_if_nothing,
     fit_baseline,
@@ -105,6 +106,7 @@ def main() -> None:
         "--per-intent", type=int, default=PER_INTENT, help="training examples kept per intent"
     )
     args = parser.parse_args()
+    apply_threads(args.threads)
     data = load_dataset(args.dataset)
     exit_if_nothing({args.dataset: data} if data else {})
     assert data is not None
@@ -124,8 +126,8 @@ def main() -> None:
             pct(r["lstm"]["accuracy"]),
             f"{100 * (r['lstm']['accuracy'] - r['rnn']['accuracy']):+.1f}",
             pct(r["tfidf_logreg"]["accuracy"]),
-            f"{r['rnn']['train_seconds']:.0f}",
-            f"{r['lstm']['train_seconds']:.0f}",
+            f"{r['rnn']['train_seconds']:.1f}",
+            f"{r['lstm']['train_seconds']:.1f}",
         ]
         for r in runs
     ]

@@ -37,10 +37,11 @@ class TrainConfig:
     pooling: str = "maxmean"
     dropout: float = 0.4
     ngram_buckets: int = 50_000
-    bag_buckets: int = 0
+    bag_buckets: int = 100_000
     max_tokens: int = 64
-    epochs: int = 30
-    patience: int = 5
+    epochs: int = 15
+    min_steps: int = 1000
+    patience: int = 0
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -51,6 +52,10 @@ class TrainConfig:
     valid_fraction: float = 0.1
     max_oos_drop: float = 0.005
     seed: int = 0
+    # Keep the weights at the end of the cosine schedule rather than the epoch with
+    # the best validation accuracy: ~1k validation rows are too noisy to choose by
+    # (measured: the chosen epoch scored 1.3 points under the final one on banking77).
+    keep_last: bool = True
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TrainConfig:
@@ -204,7 +209,9 @@ def train(
     ]
     pool = balanced_indices(y_train.tolist(), cfg.balance)
     steps_per_epoch = math.ceil(len(pool) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    # Small data sets get more epochs, so that every model sees enough updates.
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    total_steps = steps_per_epoch * epochs
     warmup = min(steps_per_epoch, total_steps // 10 + 1)
 
     def schedule(step: int) -> float:
@@ -220,8 +227,8 @@ def train(
     best_key = (-1.0, -math.inf)
     stale = 0
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", disable=not show_progress, leave=True)
-    for epoch in range(1, cfg.epochs + 1):
+    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not show_progress, leave=True)
+    for epoch in range(1, epochs + 1):
         net.train()
         total, count = 0.0, 0
         for idx in _batches(pool, cfg.batch_size, rng):
@@ -252,11 +259,11 @@ def train(
         bar.set_postfix(loss=f"{train_loss:.3f}", valid_acc="-" if valid_acc is None else f"{valid_acc:.3f}")
         bar.update(1)
         if progress:
-            progress(Progress(epoch, cfg.epochs, train_loss, valid_acc))
-        if x_valid and stale >= cfg.patience:
+            progress(Progress(epoch, epochs, train_loss, valid_acc))
+        if x_valid and cfg.patience and stale >= cfg.patience:
             break
     bar.close()
-    if best_state is not None:
+    if best_state is not None and not cfg.keep_last:
         net.load_state_dict(best_state)
     net.eval()
 
