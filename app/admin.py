@@ -14,7 +14,7 @@ from model.store import ModelStore
 _bearer = HTTPBearer(auto_error=False, description="INTENTLY_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = request.app.state.settings.admin_token
@@ -27,7 +27,7 @@ def require_admin(
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 
-def _store(request: Request) -> ModelStore:
+async def _store(request: Request) -> ModelStore:
     store = request.app.state.holder.store
     if store is None:
         raise ApiError(

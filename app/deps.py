@@ -13,19 +13,19 @@ from app.model_holder import ModelHolder
 from model.predictor import Predictor
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _holder(request: Request) -> ModelHolder:
+async def _holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-def _batcher(request: Request) -> Batcher:
+async def _batcher(request: Request) -> Batcher:
     return request.app.state.batcher
 
 
-def _predictor(request: Request) -> Predictor:
+async def _predictor(request: Request) -> Predictor:
     holder: ModelHolder = request.app.state.holder
     predictor = holder.predictor
     if predictor is None:

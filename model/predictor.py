@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,15 @@ class Prediction:
     model_version: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies recursively and is slow on a hot path.
+        return {
+            "text": self.text,
+            "intent": self.intent,
+            "confidence": self.confidence,
+            "out_of_scope": self.out_of_scope,
+            "ranking": [{"intent": r.intent, "confidence": r.confidence} for r in self.ranking],
+            "model_version": self.model_version,
+        }
 
 
 @dataclass(frozen=True)

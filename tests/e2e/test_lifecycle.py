@@ -16,7 +16,7 @@ from tests.conftest import ASSISTANT, Server
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FAST = {"epochs": 20}
+FAST = {"epochs": 20, "min_steps": 0}
 NEW_INTENT = [
     "order me a pizza",
     "I want some sushi delivered",
