@@ -24,7 +24,9 @@ ASSISTANT = ROOT / "data" / "assistant"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Small and quick, but a real network trained on real data.
-SMALL = dict(embed_dim=64, hidden_dim=64, ngram_buckets=5000, bag_buckets=20_000, epochs=12, min_steps=0, seed=0)
+SMALL = dict(
+    embed_dim=64, hidden_dim=64, ngram_buckets=5000, bag_buckets=20_000, epochs=12, min_steps=0, seed=0
+)
 
 
 def small_config(**overrides: object) -> TrainConfig:
