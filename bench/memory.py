@@ -1,0 +1,174 @@
+"""Resident memory of a serving worker after warm-up and after sustained traffic, against the bare app.
+
+    .venv/bin/python -m bench.memory [--requests 100000] [--model DIR] [--env INTENTLY_QUANTIZE=1]
+
+One real server (1 worker), 1,000 warm-up requests, VmRSS of the process
+that serves (found through the listening socket), then --requests more with
+hey and VmRSS again; the bare app (bench/bare_app.py) gets the same traffic
+in the same run, so the framework's own growth is visible beside ours.
+Targets: <= 400 MB after warm-up, growth < 5%. Results: bench/results/memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import server_util as su
+
+WARMUP = 1000
+MAX_WARM_MB = 400.0
+MAX_GROWTH_PCT = 5.0
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--requests", type=int, default=100_000, help="requests after warm-up (default 100000)")
+    p.add_argument("--concurrency", type=int, default=32, help="hey -c (default 32)")
+    p.add_argument("--model", help="serve this model directory (default: train one now, ~20 s)")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the real server"
+    )
+    args = p.parse_args()
+    if args.requests < 1 or args.concurrency < 1:
+        p.error("--requests and --concurrency must be positive")
+    return args
+
+
+def peak_mb(pid: int) -> float:
+    """VmHWM: the highest RSS the process ever had, so a spike between samples is not missed."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Sampler(threading.Thread):
+    """RSS once a second while traffic runs: a plateau and a steady climb look different."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self._done.wait(1.0):
+            try:
+                self.samples.append((round(time.monotonic() - self._t0, 1), round(su.rss_mb(self.pid), 1)))
+            except (OSError, RuntimeError):
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(5)
+
+
+def measure(server: su.Server, requests: int, concurrency: int) -> dict[str, Any]:
+    """RSS after warm-up and after `requests` more, of the one process that serves."""
+    pids = su.serving_pids(server)
+    if len(pids) != 1:
+        raise RuntimeError(f"{server.kind}: expected one serving process, found {pids}")
+    pid = pids[0]
+    warm = su.run_hey(server.url, WARMUP, concurrency)
+    time.sleep(1.0)  # let in-flight work and its garbage settle before reading
+    rss_warm = su.rss_mb(pid)
+    sampler = Sampler(pid)
+    sampler.start()
+    try:
+        load = su.run_hey(server.url, requests, concurrency)
+    finally:
+        sampler.stop()
+    time.sleep(1.0)
+    rss_final = su.rss_mb(pid)
+    return {
+        "server": server.kind,
+        "pid": pid,
+        "pid_is_launched_process": pid == server.proc.pid,
+        "rss_warm_mb": round(rss_warm, 1),
+        "rss_final_mb": round(rss_final, 1),
+        "growth_pct": round(100 * (rss_final - rss_warm) / rss_warm, 2),
+        "peak_mb": round(peak_mb(pid), 1),
+        "sent": warm["sent"] + load["sent"],
+        "rps": load["rps"],
+        "errors": warm["errors"] + load["errors"],
+        "statuses": load["statuses"],
+        "error_lines": load["error_lines"],
+        "samples": sampler.samples,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    su.install_signal_handlers()
+    env = su.parse_env(args.env)
+    results: list[dict[str, Any]] = []
+    facts = su.machine_facts()
+    started = time.perf_counter()
+    try:
+        with (
+            su.model_dir(args.model) as model,
+            tempfile.TemporaryDirectory(prefix="intently-bench-mem-") as t,
+        ):
+            tmp = Path(t)
+            for kind in ("real", "bare"):
+                server = su.start_real(model, 1, tmp, env) if kind == "real" else su.start_bare(1, tmp)
+                try:
+                    print(f"  {kind}: {WARMUP} warm-up + {args.requests} requests ...", flush=True)
+                    results.append(measure(server, args.requests, args.concurrency))
+                finally:
+                    server.stop()
+    finally:
+        su.kill_all()
+
+    rows = [
+        [
+            r["server"],
+            f"{r['rss_warm_mb']:.1f}",
+            f"{r['rss_final_mb']:.1f}",
+            f"{r['growth_pct']:+.2f}",
+            f"{r['peak_mb']:.1f}",
+            r["sent"],
+            "-" if r["rps"] is None else f"{r['rps']:.0f}",
+            r["errors"],
+        ]
+        for r in results
+    ]
+    print()
+    print(
+        su.table(
+            ["server", "warm RSS MB", "final RSS MB", "growth %", "peak MB", "sent", "req/s", "errors"], rows
+        )
+    )
+    real = results[0]
+    checks = [
+        (
+            f"RSS after warm-up {real['rss_warm_mb']:.1f} MB (<= {MAX_WARM_MB:.0f})",
+            real["rss_warm_mb"] <= MAX_WARM_MB,
+        ),
+        (f"growth {real['growth_pct']:+.2f}% (< {MAX_GROWTH_PCT:.0f}%)", real["growth_pct"] < MAX_GROWTH_PCT),
+        (f"errors {real['errors']} (== 0)", real["errors"] == 0),
+    ]
+    print(f"\ntargets (real, 1 worker, {args.requests} requests after warm-up):")
+    for text, ok in checks:
+        print(f"  {text}  {'PASS' if ok else 'FAIL'}")
+    for r in results:
+        if r["error_lines"]:
+            print(f"  {r['server']} errors: " + "; ".join(r["error_lines"]))
+    elapsed = time.perf_counter() - started
+    payload = {
+        "facts": {**facts, "args": vars(args), "warmup_requests": WARMUP, "seconds": round(elapsed, 1)},
+        "results": results,
+        "targets": {text: ok for text, ok in checks},
+    }
+    path = su.write_results("memory", payload)
+    print(f"\ndone in {elapsed:.0f} s; results in {path.relative_to(su.ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
