@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from bench.common import fit_baseline
 from model.predictor import Predictor, quantize_dynamic
 from training.readers import read_file
 from training.train import TrainConfig, train
@@ -47,20 +48,6 @@ def measure(classify: Callable[[Sequence[str]], object], texts: Sequence[str]) -
     return b1 * 1e6, len(batch) / b256
 
 
-def tfidf_baseline(train_texts: list[str], train_labels: list[str]):  # type: ignore[no-untyped-def]
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import FeatureUnion, make_pipeline
-
-    features = FeatureUnion(
-        [
-            ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
-            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
-        ]
-    )
-    return make_pipeline(features, LogisticRegression(C=30, max_iter=2000)).fit(train_texts, train_labels)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,7 +66,7 @@ def main() -> None:
     result = train(train_ex, TrainConfig())
     fp32 = Predictor(result.net, result.meta, result.tokenizer)
     int8 = Predictor(quantize_dynamic(result.net), result.meta, result.tokenizer)
-    baseline = tfidf_baseline([e.text for e in train_ex], [e.intent for e in train_ex])
+    baseline, _ = fit_baseline(train_ex)
 
     def accuracy(predicted: Sequence[str | None]) -> float:
         return sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)

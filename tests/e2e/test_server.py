@@ -21,7 +21,12 @@ def test_default_model_answers_and_bad_input_never_breaks_it(serve, default_stor
         texts = ["What time is it?", "set an alarm for 6 am", "play some jazz", "how do I bake bread?"]
         batch = http.post("/v1/classify/batch", json={"texts": texts}).json()["results"]
         singles = [http.post("/v1/classify", json={"text": t}).json() for t in texts]
-        assert batch == singles
+        # Same answers; the floats may differ in the last digits (padded batch vs lone sequence).
+        assert [b["intent"] for b in batch] == [s["intent"] for s in singles]
+        assert [[r["intent"] for r in b["ranking"]] for b in batch] == [
+            [r["intent"] for r in s["ranking"]] for s in singles
+        ]
+        assert all(abs(b["confidence"] - s["confidence"]) < 1e-4 for b, s in zip(batch, singles, strict=True))
         parse = http.post("/model/parse", json={"text": "What time is it?"}).json()
         assert parse["intent"]["name"] == "ask_time" and parse["entities"] == []
         bad = [
