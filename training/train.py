@@ -39,7 +39,7 @@ class TrainConfig:
     ngram_buckets: int = 50_000
     bag_buckets: int = 100_000
     max_tokens: int = 64
-    epochs: int = 15
+    epochs: int = 12
     min_steps: int = 1000
     patience: int = 0
     batch_size: int = 64
