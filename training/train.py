@@ -50,7 +50,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     balance: float = 0.5
     valid_fraction: float = 0.1
-    max_oos_drop: float = 0.005
+    max_oos_drop: float = 0.0025
     seed: int = 0
     # Keep the weights at the end of the cosine schedule rather than the epoch with
     # the best validation accuracy: ~1k validation rows are too noisy to choose by
