@@ -51,6 +51,7 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
         self.on_batch: list = []  # callbacks(batch_size)
 
     @property
@@ -73,6 +74,11 @@ class Batcher:
         if not self.enabled or len(texts) >= self.max_size or self._queue is None:
             self._notify(len(texts))
             return await asyncio.to_thread(predictor.predict_batch, texts, top_k)
+        if not self._lock.locked() and self._queue.empty():
+            # Nothing running, nothing waiting: no company is coming, skip the queue.
+            async with self._lock:
+                self._notify(len(texts))
+                return await asyncio.to_thread(predictor.predict_batch, texts, top_k)
         job = _Job(predictor, texts, top_k)
         await self._queue.put(job)
         return await job.future
@@ -81,9 +87,9 @@ class Batcher:
         for callback in self.on_batch:
             callback(size)
 
-    async def _collect(self) -> list[_Job]:
+    async def _collect(self, first: _Job) -> list[_Job]:
         assert self._queue is not None
-        jobs = [await self._queue.get()]
+        jobs = [first]
         size = len(jobs[0].texts)
         deadline = time.monotonic() + self.max_wait
         while size < self.max_size:
@@ -105,27 +111,30 @@ class Batcher:
         return jobs
 
     async def _loop(self) -> None:
+        assert self._queue is not None
         while True:
-            jobs = await self._collect()
-            jobs = [j for j in jobs if not j.future.cancelled()]
-            if not jobs:
-                continue
-            # Jobs are grouped by the predictor they were admitted with, so a
-            # request finishes on the model it started with even across a swap.
-            groups: dict[int, list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault(id(job.predictor), []).append(job)
-            for group in groups.values():
-                predictor = group[0].predictor
-                self._notify(sum(len(j.texts) for j in group))
-                try:
-                    results = await asyncio.to_thread(_run, predictor, group)
-                except Exception as exc:  # one failed pass fails its jobs, not the loop
-                    log.exception("forward pass failed")
-                    for job in group:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                for job, result in zip(group, results, strict=True):
+            first = await self._queue.get()
+            async with self._lock:  # one forward pass at a time: they share the cores
+                await self._run_jobs(await self._collect(first))
+
+    async def _run_jobs(self, jobs: list[_Job]) -> None:
+        jobs = [j for j in jobs if not j.future.cancelled()]
+        # Jobs are grouped by the predictor they were admitted with, so a
+        # request finishes on the model it started with even across a swap.
+        groups: dict[int, list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(id(job.predictor), []).append(job)
+        for group in groups.values():
+            predictor = group[0].predictor
+            self._notify(sum(len(j.texts) for j in group))
+            try:
+                results = await asyncio.to_thread(_run, predictor, group)
+            except Exception as exc:  # one failed pass fails its jobs, not the loop
+                log.exception("forward pass failed")
+                for job in group:
                     if not job.future.done():
-                        job.future.set_result(result)
+                        job.future.set_exception(exc)
+                continue
+            for job, result in zip(group, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
