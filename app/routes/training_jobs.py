@@ -51,7 +51,7 @@ _UPLOAD_SCHEMA = {
 }
 
 
-async def _from_upload(request: Request, max_bytes: int) -> TrainingJobCreate | tuple[list[Example], dict]:
+async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example], dict[str, Any]]:
     form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
