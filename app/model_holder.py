@@ -56,17 +56,19 @@ class ModelHolder:
         return self._load(path)
 
     async def start(self) -> None:
-        """Load in the background, so health checks answer (and /readyz says no) meanwhile."""
-        self._watcher = asyncio.create_task(self._run(), name="intently-model")
+        """Load before the worker takes traffic, then watch the store in the background.
 
-    async def _run(self) -> None:
+        Awaited in the lifespan: with several workers on one socket, a worker
+        still loading would otherwise answer 503 beside one that is ready.
+        A model that cannot be loaded leaves /readyz false with the reason.
+        """
         try:
             self._install(await asyncio.to_thread(self._load_current))
         except (ArtifactError, StoreError, OSError) as exc:
             self.error = str(exc)
             log.error("model not loaded: %s", exc)
         if self.store is not None:
-            await self._watch()
+            self._watcher = asyncio.create_task(self._watch(), name="intently-model-watcher")
 
     async def stop(self) -> None:
         if self._watcher is not None:
