@@ -152,6 +152,16 @@ class Server:
         kill_group(self.proc)
 
 
+def _ready(server: Server) -> Server:
+    """Wait for the server's /readyz; never leave it running if it does not come up."""
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def start_real(
     model: Path, workers: int, logdir: Path, env: dict[str, str] | None = None, kind: str = "real"
 ) -> Server:
@@ -159,26 +169,14 @@ def start_real(
     port = free_port()
     cmd = [str(VENV_BIN / "intently"), "serve", "--model", str(model), "--port", str(port)]
     cmd += ["--workers", str(workers)]
-    server = Server(kind, cmd, port, env or {}, logdir)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return _ready(Server(kind, cmd, port, env or {}, logdir))
 
 
 def start_bare(workers: int, logdir: Path, kind: str = "bare") -> Server:
     """The bare FastAPI app (bench/bare_app.py) under the same uvicorn options."""
     port = free_port()
     cmd = [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--workers", str(workers)]
-    server = Server(kind, cmd, port, {}, logdir)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return _ready(Server(kind, cmd, port, {}, logdir))
 
 
 @contextlib.contextmanager
