@@ -41,3 +41,22 @@ async def _store(request: Request) -> ModelStore:
 
 AdminDep = Depends(require_admin)
 StoreDep = Annotated[ModelStore, Depends(_store)]
+
+
+async def utterance_access(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> bool:
+    """May this caller read training utterances? Open with INTENTLY_PUBLIC_EXAMPLES, else admin only.
+
+    Training data may hold real users' words, so by default only the admin
+    sees it; a token that is sent must be right (401 otherwise), never ignored.
+    """
+    if request.app.state.settings.public_examples:
+        return True
+    if credentials is None:
+        return False
+    await require_admin(request, credentials)
+    return True
+
+
+UtteranceAccessDep = Annotated[bool, Depends(utterance_access)]
