@@ -265,6 +265,7 @@ function renderEvaluation(report) {
   }
   const img = $("confusion");
   img.src = report.confusion_png;
+  $("confusion-link").href = report.confusion_png;
   img.alt = `Confusion matrix of version ${report.version} over ${report.labels.length} labels; ` +
     `the most confused pairs are listed in the table below.`;
   const body = $("eval-pairs").querySelector("tbody");

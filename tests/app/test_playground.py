@@ -147,3 +147,23 @@ def test_evaluation_errors_say_what_is_wrong(client: TestClient, store_root: Pat
         r = client.get(f"/v1/models/{old.name}/{path}")
         assert r.status_code == 404 and r.json()["error"] == "no_report", path
     assert "has no evaluation report" in client.get(f"/v1/models/{old.name}/evaluation").json()["message"]
+
+
+def test_new_endpoints_are_in_the_openapi_schema(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/intents/{intent}/examples",
+        "/v1/models/{version}/evaluation",
+        "/v1/models/{version}/confusion.png",
+    ):
+        assert "get" in paths[path], path
+
+
+def test_a_fixed_model_directory_answers_clearly(small_model_dir: Path) -> None:
+    for client in _client(Settings(model_dir=small_model_dir, public_examples=True)):
+        served = client.get("/v1/model").json()["version"]
+        r = client.get("/v1/intents/ask_time/examples")
+        assert r.status_code == 404 and "no training data" in r.json()["message"]
+        assert client.get(f"/v1/models/{served}/evaluation").json()["error"] == "no_report"
+        r = client.get("/v1/models/20990101-000000-abcdef/evaluation")
+        assert r.status_code == 404 and served in r.json()["message"]

@@ -130,6 +130,16 @@ def test_admin_teaches_a_new_intent_then_rolls_back(page: tuple[Any, Console], s
     assert p.evaluate("localStorage.length") == 0
     expect(p.locator("#versions tbody tr")).to_have_count(1)
 
+    # An upload goes to the server as a file, and its complaint (file and line) comes back.
+    p.get_by_label("Upload a data file").check()
+    p.get_by_label(re.compile("^Data file")).set_input_files(
+        files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": b"text,intent\nhello\n"}]
+    )
+    p.get_by_role("button", name="Start training").click()
+    expect(p.locator("#train-error")).to_contain_text("422")
+    expect(p.locator("#train-error")).to_contain_text("bad.csv")
+    p.get_by_label("Add examples to an intent").check()
+
     p.get_by_label("Intent (new or existing)").fill("order_food")
     p.get_by_label("Examples, one per line").fill("\n".join(NEW_INTENT))
     p.get_by_label("Activation").select_option("never")
@@ -140,6 +150,7 @@ def test_admin_teaches_a_new_intent_then_rolls_back(page: tuple[Any, Console], s
 
     job = p.locator("#job")
     expect(job).to_be_visible()
+    expect(p.locator("#job-state")).to_contain_text(re.compile(r"Training: epoch \d+ of 20"), timeout=60_000)
     expect(job).to_have_attribute("data-state", "succeeded", timeout=120_000)
     trained_in = time.monotonic() - started
     new_version = httpx.get(f"{site.url}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
