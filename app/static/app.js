@@ -513,7 +513,10 @@ async function finishJob(job) {
     ? `On the active version's ${cmp.examples} held-out examples: new ${num(cmp.new_accuracy)} ` +
       `against active ${num(cmp.active_accuracy)} (tolerance ${cmp.tolerance}).`
     : "";
-  $("job-reason").textContent = `${job.activated ? "Activated" : "Not activated"}: ${job.activation_reason}.`;
+  const reason = job.activation_reason || "";
+  $("job-reason").textContent = /^not activated/i.test(reason)
+    ? `Not activated${reason.slice("not activated".length)}.`
+    : `${job.activated ? "Activated" : "Not activated"}: ${reason}.`;
   const isActive = list.active === job.version;
   $("job-activate").hidden = isActive;
   $("job-result").hidden = false;

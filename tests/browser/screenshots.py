@@ -9,6 +9,8 @@ Without --store it builds the built-in model into a temporary store first
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import sys
 import tempfile
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from model.store import ModelStore
 from tests.browser.chromium import DESKTOP, PHONE, launch, missing
+from tests.browser.test_playground import FAST, NEW_INTENT, NONSENSE
 from tests.conftest import ROOT, Server
 
 TOKEN = "screenshot-token"
@@ -67,16 +70,26 @@ def main(argv: list[str]) -> int:
             page.wait_for_function("document.getElementById('confusion').naturalWidth > 0")
             eval_section.screenshot(path=str(args.out / "evaluation.png"))
 
+            # The admin panel after a quick job that appends a new intent (if_better decides).
+            page.get_by_label("Intent (new or existing)").fill("order_food")
+            page.get_by_label("Examples, one per line").fill("\n".join(NEW_INTENT))
+            page.get_by_text("Training options").click()
+            page.get_by_label(re.compile("^Options as a JSON object")).fill(json.dumps(FAST))
+            page.get_by_role("button", name="Start training").click()
+            expect(page.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=300_000)
+            expect(page.locator("#job-result")).to_be_visible()
+            page.locator("#admin").screenshot(path=str(args.out / "admin.png"))
+
             phone = browser.new_page(viewport=PHONE, device_scale_factor=1)
             phone.goto(server.url)
-            phone.get_by_label("What might a user say?").press_sequentially("how do I bake bread?", delay=10)
+            phone.get_by_label("What might a user say?").press_sequentially(NONSENSE, delay=10)
             expect(phone.locator("#verdict")).to_contain_text("Out of scope")
             phone.screenshot(path=str(args.out / "playground-phone.png"))
             browser.close()
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    for name in ("playground.png", "playground-phone.png", "evaluation.png"):
+    for name in ("playground.png", "playground-phone.png", "evaluation.png", "admin.png"):
         print(args.out / name)
     return 0
 
