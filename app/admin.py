@@ -51,12 +51,10 @@ async def utterance_access(
     Training data may hold real users' words, so by default only the admin
     sees it; a token that is sent must be right (401 otherwise), never ignored.
     """
-    if request.app.state.settings.public_examples:
+    if credentials is not None:
+        await require_admin(request, credentials)
         return True
-    if credentials is None:
-        return False
-    await require_admin(request, credentials)
-    return True
+    return bool(request.app.state.settings.public_examples)
 
 
 UtteranceAccessDep = Annotated[bool, Depends(utterance_access)]

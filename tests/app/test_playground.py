@@ -106,6 +106,11 @@ def test_public_examples_setting_and_admin_off(store_root: Path) -> None:
     for client in _client(Settings(model_store=store_root, public_examples=True)):
         r = client.get("/v1/intents/oos/examples?limit=2")
         assert r.status_code == 200 and len(r.json()["examples"]) == 2
+        assert client.get(f"/v1/models/{r.json()['model_version']}/evaluation").json()["examples_included"]
+        # A token that is sent is checked, even where it is not needed.
+        assert (
+            client.get("/v1/intents/oos/examples", headers={"Authorization": "Bearer x"}).status_code == 403
+        )
     for client in _client(Settings(model_store=store_root)):
         r = client.get("/v1/intents/ask_time/examples")
         assert r.status_code == 403 and r.json()["error"] == "examples_private"
