@@ -41,3 +41,20 @@ async def _store(request: Request) -> ModelStore:
 
 AdminDep = Depends(require_admin)
 StoreDep = Annotated[ModelStore, Depends(_store)]
+
+
+async def utterance_access(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> bool:
+    """May this caller read training utterances? Open with INTENTLY_PUBLIC_EXAMPLES, else admin only.
+
+    Training data may hold real users' words, so by default only the admin
+    sees it; a token that is sent must be right (401 otherwise), never ignored.
+    """
+    if credentials is not None:
+        await require_admin(request, credentials)
+        return True
+    return bool(request.app.state.settings.public_examples)
+
+
+UtteranceAccessDep = Annotated[bool, Depends(utterance_access)]

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, le=64, description="Torch threads per worker for a forward pass; default 1."
     )
+    public_examples: bool = Field(
+        False,
+        description="Serve training utterances (intent examples, evaluation examples) without the admin "
+        "token; off by default because training data may hold real users' words.",
+    )
     max_upload_bytes: int = Field(20 * 1_048_576, ge=1024, description="Largest training data upload.")
     max_train_examples: int = Field(200_000, ge=10, description="Most examples in one training job.")
 

@@ -16,7 +16,7 @@ from app.config import Settings, get_settings
 from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
-from app.routes import classify, health, model_info, models, training_jobs
+from app.routes import classify, evaluation, health, model_info, models, playground, training_jobs
 from model.store import ModelStore
 from training.default_model import ensure_default
 
@@ -75,4 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in (classify.router, model_info.router, health.router, models.router, training_jobs.router):
         app.include_router(router)
+    app.include_router(evaluation.router)
+    app.include_router(playground.router)
     return app

@@ -188,3 +188,43 @@ class TrainingJob(BaseModel):
 
 class TrainingJobList(BaseModel):
     jobs: list[TrainingJob]
+
+
+class IntentExamples(BaseModel):
+    model_version: str
+    intent: str
+    total: int = Field(description="Training examples of this intent in the version's data.")
+    examples: list[str] = Field(description="The first few of them, in the order of the data.")
+
+
+class IntentScore(BaseModel):
+    intent: str = Field(description="An intent, or `oos` for out of scope.")
+    precision: float
+    recall: float
+    f1: float
+    support: int = Field(description="Held-out examples of this intent.")
+
+
+class ConfusedPair(BaseModel):
+    true: str
+    predicted: str = Field(description="The intent predicted instead; `oos` for out of scope.")
+    count: int
+    examples: list[str] | None = Field(
+        None, description="Up to three of those utterances; only for callers allowed to read training data."
+    )
+
+
+class EvaluationResponse(BaseModel):
+    version: str
+    evaluated_on: dict[str, Any] = Field(
+        description="Which examples: the version's held-out set, and how many."
+    )
+    metrics: dict[str, Any] = Field(
+        description="accuracy, macro_f1, n; with oos rows also in_scope_accuracy, oos_recall, oos_precision."
+    )
+    per_intent: list[IntentScore]
+    labels: list[str] = Field(description="Rows and columns of the confusion matrix, in order.")
+    confusion_matrix: list[list[int]] = Field(description="Counts: row = true label, column = predicted.")
+    confused_pairs: list[ConfusedPair] = Field(description="The most frequent mistakes, most frequent first.")
+    examples_included: bool = Field(description="Whether confused pairs carry their example utterances.")
+    confusion_png: str = Field(description="Path of the confusion matrix as a PNG picture.")

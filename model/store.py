@@ -2,7 +2,8 @@
 
 Layout of a store directory (on a cluster, a shared volume):
 
-    versions/<version>/weights.safetensors, model.json, data.jsonl
+    versions/<version>/weights.safetensors, model.json, data.jsonl, valid.jsonl,
+                       report.json, confusion.png   (evaluation on valid.jsonl)
     active.json            {"version": ..., "history": [previously active, newest first]}
     .lock                  serialises writers across processes
 
@@ -31,6 +32,8 @@ from model.network import IntentNet
 ACTIVE_FILE = "active.json"
 DATA_FILE = "data.jsonl"
 VALID_FILE = "valid.jsonl"
+REPORT_FILE = "report.json"
+CONFUSION_FILE = "confusion.png"
 VERSIONS_DIR = "versions"
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HISTORY_LIMIT = 50
@@ -171,16 +174,22 @@ class ModelStore:
         meta: ModelMeta,
         examples: Sequence[LabelledText],
         valid_examples: Sequence[LabelledText] = (),
+        extra_files: dict[str, bytes] | None = None,
     ) -> str:
         """Store a trained model with its data; the version appears whole or not at all.
 
         `examples` is everything it was trained on, `valid_examples` the part
         held out from training: later models are compared on those.
+        `extra_files` (e.g. the evaluation report) land in the same atomic write.
         """
         version = check_version_id(meta.version)
         files = {DATA_FILE: _jsonl(examples)}
         if valid_examples:
             files[VALID_FILE] = _jsonl(valid_examples)
+        for name in extra_files or {}:
+            if name in files or "/" in name or name.startswith("."):
+                raise StoreError(f"extra file name {name!r} is not allowed")
+        files.update(extra_files or {})
         self.ensure()
         with self.lock():
             if self.path(version).exists():

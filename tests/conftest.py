@@ -61,6 +61,20 @@ def small_predictor(small_model_dir: Path) -> Predictor:
 
 
 @pytest.fixture(scope="session")
+def small_store_template(small_result: TrainResult, assistant_train: list[Example], tmp_path_factory) -> Path:
+    """A store whose active version is the small model, with its evaluation report: quick to build."""
+    from training.evaluate import version_report_files
+
+    root = tmp_path_factory.mktemp("small-store") / "store"
+    store = ModelStore(root)
+    files = version_report_files(small_result)
+    store.activate(
+        store.add(small_result.net, small_result.meta, assistant_train, small_result.valid_examples, files)
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
 def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding the real built-in default model, trained once per session."""
     from training.default_model import ensure_default

@@ -15,7 +15,7 @@ from typing import Any
 from model.artifact import ArtifactError, save
 from model.predictor import Predictor
 from model.store import ModelStore, StoreError
-from training.evaluate import evaluate, format_report, write_report
+from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.readers import DataError, read_file, read_files
 from training.train import TrainConfig, train
 
@@ -127,7 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"model {result.meta.version} written to {path}")
     if args.store:
         store = ModelStore(args.store)
-        version = store.add(result.net, result.meta, examples, result.valid_examples)
+        version = store.add(
+            result.net, result.meta, examples, result.valid_examples, version_report_files(result)
+        )
         if args.activate:
             store.activate(version)
         print(f"model {version} added to store {args.store}" + (" and activated" if args.activate else ""))

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from model.store import ModelStore
+from training.evaluate import version_report_files
 from training.readers import read_file
 from training.train import TrainConfig, train
 
@@ -45,7 +46,9 @@ def ensure_default(store: ModelStore, show_progress: bool = False) -> str | None
             examples = read_file(default_data_path())
             result = train(examples, TrainConfig(), show_progress=show_progress)
             result.meta.training["source"] = "built-in default data"
-            version = store.add(result.net, result.meta, examples, result.valid_examples)
+            version = store.add(
+                result.net, result.meta, examples, result.valid_examples, version_report_files(result)
+            )
             store.activate(version)
             return version
         finally:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from model.predictor import Predictor
+from model.store import CONFUSION_FILE, REPORT_FILE
 from training.metrics import confused_pairs, confusion_matrix, per_label, summary
 from training.readers import OOS, Example
+from training.train import TrainResult
+
+log = logging.getLogger("intently.evaluate")
 
 
 def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any]:
@@ -68,7 +74,32 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     return [json_path, png_path]
 
 
-def plot_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], path: Path) -> None:
+def version_report_files(result: TrainResult) -> dict[str, bytes]:
+    """`report.json` and `confusion.png` of a new version, on the examples held out from its training.
+
+    Written into the version directory when the version is stored, so the
+    service only serves files and never evaluates. A report is a convenience:
+    if it cannot be made, the version is stored without one (and the API says so).
+    """
+    held_out = result.valid_examples
+    if not held_out:
+        return {}
+    predictor = Predictor(result.net, result.meta, result.tokenizer)
+    try:
+        report = evaluate(predictor, held_out)
+        report["evaluated_on"] = {"data": "held-out examples (valid.jsonl)", "examples": len(held_out)}
+        picture = io.BytesIO()
+        plot_confusion(report["labels"], report["confusion_matrix"], picture)
+    except Exception:
+        log.exception("evaluation report of version %s failed; stored without one", predictor.version)
+        return {}
+    return {
+        REPORT_FILE: json.dumps(report, indent=1, ensure_ascii=False).encode("utf-8"),
+        CONFUSION_FILE: picture.getvalue(),
+    }
+
+
+def plot_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], path: Path | BinaryIO) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,5 +126,5 @@ def plot_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], path:
                     ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -32,6 +32,7 @@ from typing import Any
 
 from model.predictor import Predictor
 from model.store import ModelStore, StoreError
+from training.evaluate import version_report_files
 from training.metrics import summary
 from training.readers import OOS, Example
 from training.train import Progress, TrainConfig, TrainResult, stratified_split, train
@@ -334,7 +335,9 @@ def run_job(store: ModelStore, job_id: str) -> None:
         result = train(training, config, valid_examples=valid, progress=progress)
         result.meta.training["job"] = job_id
         result.meta.training["mode"] = job["mode"]
-        version = store.add(result.net, result.meta, all_examples, result.valid_examples)
+        version = store.add(
+            result.net, result.meta, all_examples, result.valid_examples, version_report_files(result)
+        )
         activated, reason, comparison = _decide_activation(
             store, job["activate"], base_version, result, held_out, tolerance
         )

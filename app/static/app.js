@@ -1,0 +1,548 @@
+// Intently playground: plain JavaScript over the documented HTTP API (docs/api.md).
+// No framework, no build step; the page's Content-Security-Policy allows no inline code,
+// so everything is built with DOM calls (never innerHTML with data from the server).
+"use strict";
+
+const TOKEN_KEY = "intently.adminToken";
+const DEBOUNCE_MS = 250;
+const POLL_MS = 500;
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, active: null, versions: [], lastJob: null };
+
+// --- small helpers ------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("aria-") || key === "role" || key === "scope") node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+const pct = (x) => `${(100 * x).toFixed(1)}%`;
+const num = (x) => (typeof x === "number" ? x.toFixed(4) : "–");
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.message ? body.message : `HTTP ${status}`);
+    this.status = status;
+    this.code = body && body.error;
+  }
+}
+
+// One way to call the API: JSON in, JSON out, the admin token when we have one.
+async function api(path, { method = "GET", body, auth = false, signal, form } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const t = token();
+  if (auth && t) headers.Authorization = `Bearer ${t}`;
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: form || (body === undefined ? undefined : JSON.stringify(body)),
+    signal,
+    cache: "no-store",
+  });
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (_) {
+    data = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+function showError(node, error) {
+  if (!error) {
+    node.hidden = true;
+    node.textContent = "";
+    return;
+  }
+  const status = error.status ? ` (${error.status}${error.code ? " " + error.code : ""})` : "";
+  node.textContent = `${error.message}${status}`;
+  node.hidden = false;
+}
+
+// A labelled horizontal bar; the width is set through the CSSOM, which the CSP allows.
+function bar(label, value, text, extraClass = "") {
+  const fill = el("span", { class: "fill" });
+  fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
+  return el(
+    "li",
+    { class: `bar-row ${extraClass}`.trim() },
+    el("span", { class: "bar-label", text: label }),
+    el("span", { class: "bar-track", "aria-hidden": "true" }, fill),
+    el("span", { class: "bar-value", text }),
+  );
+}
+
+function facts(dl, pairs) {
+  dl.replaceChildren();
+  for (const [term, value] of pairs) {
+    if (value === undefined || value === null) continue;
+    dl.append(el("div", {}, el("dt", { text: term }), el("dd", { text: String(value) })));
+  }
+}
+
+// --- classify as the user types ------------------------------------------------
+
+let typingTimer = null;
+let inflight = null;
+let classifySeq = 0;
+
+function onType() {
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(classifyNow, DEBOUNCE_MS);
+}
+
+async function classifyNow() {
+  const text = $("utterance").value;
+  if (inflight) inflight.abort();
+  if (!text.trim()) {
+    $("result").hidden = true;
+    showError($("classify-error"), null);
+    return;
+  }
+  const seq = ++classifySeq;
+  inflight = new AbortController();
+  try {
+    const answer = await api("/v1/classify", { method: "POST", body: { text, top_k: 5 }, signal: inflight.signal });
+    if (seq !== classifySeq) return; // a newer request is on its way
+    showError($("classify-error"), null);
+    renderClassification(answer);
+  } catch (error) {
+    if (error.name === "AbortError" || seq !== classifySeq) return;
+    $("result").hidden = true;
+    showError($("classify-error"), error);
+  }
+}
+
+function renderClassification(answer) {
+  const verdict = $("verdict");
+  verdict.replaceChildren();
+  if (answer.out_of_scope) {
+    verdict.className = "verdict oos";
+    verdict.append(
+      el("strong", { text: "Out of scope" }),
+      ` — none of the intents fits (${pct(answer.confidence)} sure). Closest intents below.`,
+    );
+  } else {
+    verdict.className = "verdict in-scope";
+    verdict.append(el("strong", { class: "intent-name", text: answer.intent }), ` — ${pct(answer.confidence)} confidence`);
+  }
+  verdict.dataset.outOfScope = String(answer.out_of_scope);
+  const ranking = $("ranking");
+  ranking.replaceChildren();
+  answer.ranking.forEach((r, i) => {
+    const first = i === 0 && !answer.out_of_scope ? "first" : "";
+    ranking.append(bar(r.intent, r.confidence, pct(r.confidence), first));
+  });
+  $("result").hidden = false;
+}
+
+// --- the active model and its intents -------------------------------------------
+
+async function loadModel() {
+  try {
+    const [model, intents] = await Promise.all([api("/v1/model"), api("/v1/intents")]);
+    state.model = model;
+    state.active = model.version;
+    const m = model.metrics || {};
+    $("model-line").textContent = `Active model ${model.version} · ${intents.intents.length} intents`;
+    facts($("model-facts"), [
+      ["Version", model.version],
+      ["Created", model.created_at],
+      ["Network", `${model.model.arch}${model.model.bidirectional ? " (bidirectional)" : ""}`],
+      ["Training examples", model.data && model.data.examples],
+      ["Validation accuracy", m.accuracy !== undefined ? pct(m.accuracy) : undefined],
+      ["Validation macro F1", m.macro_f1 !== undefined ? num(m.macro_f1) : undefined],
+      ["Out-of-scope threshold", model.threshold],
+      ["Out-of-scope examples", intents.oos_examples],
+    ]);
+    renderIntents(intents);
+    fillIntentNames(intents);
+    refreshEvalVersions();
+  } catch (error) {
+    $("model-line").textContent = `The model is not available: ${error.message}`;
+  }
+}
+
+function renderIntents(intents) {
+  const list = $("intents");
+  list.replaceChildren();
+  intents.intents.forEach((item, i) => {
+    const panel = el("div", { class: "examples", id: `examples-${i}` });
+    panel.hidden = true;
+    const button = el("button", {
+      type: "button",
+      class: "intent",
+      "aria-expanded": "false",
+      "aria-controls": panel.id,
+    });
+    button.append(el("span", { text: item.intent }), el("span", { class: "count", text: `${item.examples} examples` }));
+    button.addEventListener("click", () => toggleExamples(button, panel, item.intent));
+    list.append(el("li", {}, button, panel));
+  });
+}
+
+async function toggleExamples(button, panel, intent) {
+  const open = button.getAttribute("aria-expanded") === "true";
+  button.setAttribute("aria-expanded", String(!open));
+  panel.hidden = open;
+  if (open) return;
+  panel.replaceChildren(el("p", { class: "hint", text: "Loading…" }));
+  try {
+    const data = await api(`/v1/intents/${encodeURIComponent(intent)}/examples?limit=5`, { auth: true });
+    const list = el("ul");
+    for (const text of data.examples) list.append(el("li", { text }));
+    panel.replaceChildren(list, el("p", { class: "hint", text: `${data.examples.length} of ${data.total}` }));
+  } catch (error) {
+    const text = error.status === 401 || error.status === 403 ? `Private: ${error.message}` : error.message;
+    panel.replaceChildren(el("p", { class: "hint", text }));
+  }
+}
+
+function fillIntentNames(intents) {
+  const list = $("intent-names");
+  list.replaceChildren();
+  for (const item of intents.intents) list.append(el("option", { value: item.intent }));
+}
+
+// --- evaluation ----------------------------------------------------------------
+
+function refreshEvalVersions() {
+  const select = $("eval-version");
+  const previous = select.value;
+  const ids = state.versions.length ? state.versions.map((v) => v.version) : state.active ? [state.active] : [];
+  select.replaceChildren();
+  for (const id of [...ids].reverse()) {
+    select.append(el("option", { value: id, text: id === state.active ? `${id} (active)` : id }));
+  }
+  const want = ids.includes(previous) ? previous : state.active;
+  if (want) select.value = want;
+  if (want && want !== previous) loadEvaluation(want);
+}
+
+async function loadEvaluation(version) {
+  $("eval-status").textContent = `Loading the evaluation of ${version}…`;
+  $("eval-body").hidden = true;
+  try {
+    const report = await api(`/v1/models/${encodeURIComponent(version)}/evaluation`, { auth: true });
+    renderEvaluation(report);
+    $("eval-status").textContent = `Version ${report.version}, measured on ${report.evaluated_on.examples} held-out examples.`;
+  } catch (error) {
+    $("eval-status").textContent = `No evaluation to show: ${error.message}`;
+  }
+}
+
+function renderEvaluation(report) {
+  const m = report.metrics;
+  facts($("eval-metrics"), [
+    ["Accuracy", m.accuracy !== undefined ? pct(m.accuracy) : undefined],
+    ["Macro F1", num(m.macro_f1)],
+    ["In-scope accuracy", m.in_scope_accuracy !== undefined ? pct(m.in_scope_accuracy) : undefined],
+    ["Out-of-scope recall", m.oos_recall !== undefined ? pct(m.oos_recall) : undefined],
+    ["Out-of-scope precision", m.oos_precision !== undefined ? pct(m.oos_precision) : undefined],
+    ["Examples", m.n],
+  ]);
+  const f1 = $("eval-f1");
+  f1.replaceChildren();
+  const scores = [...report.per_intent].sort((a, b) => a.f1 - b.f1 || a.intent.localeCompare(b.intent));
+  for (const s of scores) {
+    const row = bar(s.intent, s.f1, `${s.f1.toFixed(2)} (${s.support})`, s.f1 < 0.8 ? "weak" : "");
+    row.title = `precision ${s.precision.toFixed(3)}, recall ${s.recall.toFixed(3)}, support ${s.support}`;
+    f1.append(row);
+  }
+  const img = $("confusion");
+  img.src = report.confusion_png;
+  $("confusion-link").href = report.confusion_png;
+  img.alt = `Confusion matrix of version ${report.version} over ${report.labels.length} labels; ` +
+    `the most confused pairs are listed in the table below.`;
+  const body = $("eval-pairs").querySelector("tbody");
+  body.replaceChildren();
+  for (const p of report.confused_pairs) {
+    const examples = el("td");
+    if (p.examples) {
+      const list = el("ul", { class: "plain" });
+      for (const text of p.examples) list.append(el("li", { text: `“${text}”` }));
+      examples.append(list);
+    } else {
+      examples.textContent = "—";
+    }
+    body.append(
+      el("tr", {}, el("td", { text: p.true }), el("td", { text: p.predicted }), el("td", { text: String(p.count) }), examples),
+    );
+  }
+  if (!report.confused_pairs.length) {
+    body.append(el("tr", {}, el("td", { text: "No mistakes on the held-out examples.", colSpan: 4 })));
+  }
+  const note = $("pairs-note");
+  note.hidden = report.examples_included;
+  note.textContent = report.examples_included
+    ? ""
+    : "Example utterances are training data and private on this server: log in as admin to see them.";
+  $("eval-body").hidden = false;
+}
+
+// --- admin ----------------------------------------------------------------------
+
+async function login(event) {
+  event.preventDefault();
+  const given = $("token").value.trim();
+  if (!given) return;
+  sessionStorage.setItem(TOKEN_KEY, given);
+  try {
+    await loadVersions();
+    $("token").value = "";
+    showError($("login-error"), null);
+    showAdmin(true);
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    error.message = `Login failed: ${error.message}`;
+    showError($("login-error"), error);
+    showAdmin(false);
+  }
+}
+
+function logout() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.versions = [];
+  showAdmin(false);
+  refreshEvalVersions();
+  $("token").focus();
+}
+
+function showAdmin(on) {
+  $("admin-panel").hidden = !on;
+  $("login-form").hidden = on;
+  const select = $("eval-version");
+  if (select.value) loadEvaluation(select.value); // examples of confused pairs depend on the token
+}
+
+async function loadVersions() {
+  const list = await api("/v1/models", { auth: true });
+  state.versions = list.versions;
+  state.active = list.active;
+  const body = $("versions").querySelector("tbody");
+  body.replaceChildren();
+  for (const v of [...list.versions].reverse()) {
+    const actions = el("td", { class: "actions" });
+    if (v.active) {
+      actions.append(el("span", { class: "badge", text: "active" }));
+    } else {
+      const activate = el("button", { type: "button", text: "Activate", "aria-label": `Activate ${v.version}` });
+      activate.addEventListener("click", () => activateVersion(v.version));
+      actions.append(activate);
+    }
+    const show = el("button", { type: "button", class: "secondary", text: "Evaluation", "aria-label": `Evaluation of ${v.version}` });
+    show.addEventListener("click", () => showEvaluation(v.version));
+    actions.append(" ", show);
+    const acc = v.metrics && typeof v.metrics.accuracy === "number" ? pct(v.metrics.accuracy) : "–";
+    const row = el(
+      "tr",
+      { class: v.active ? "is-active" : "" },
+      el("td", {}, el("code", { text: v.version })),
+      el("td", { text: v.created_at }),
+      el("td", { text: String(v.intents) }),
+      el("td", { text: String(v.examples) }),
+      el("td", { text: acc }),
+      actions,
+    );
+    row.dataset.version = v.version;
+    body.append(row);
+  }
+  refreshEvalVersions();
+  return list;
+}
+
+function showEvaluation(version) {
+  $("eval-version").value = version;
+  loadEvaluation(version);
+  $("evaluation").scrollIntoView({ behavior: "smooth" });
+  $("eval-version").focus({ preventScroll: true });
+}
+
+async function afterActivation(message) {
+  $("versions-status").textContent = message;
+  await loadVersions();
+  await loadModel();
+  if ($("utterance").value.trim()) classifyNow();
+}
+
+async function activateVersion(version) {
+  try {
+    const r = await api(`/v1/models/${encodeURIComponent(version)}/activate`, { method: "POST", auth: true });
+    await afterActivation(`Version ${r.active} is active.`);
+    if (state.lastJob && state.lastJob.version === r.active) $("job-activate").hidden = true;
+  } catch (error) {
+    $("versions-status").textContent = `Not activated: ${error.message}`;
+  }
+}
+
+async function rollback() {
+  try {
+    const r = await api("/v1/models/rollback", { method: "POST", auth: true });
+    await afterActivation(`Rolled back: version ${r.active} is active.`);
+  } catch (error) {
+    $("versions-status").textContent = `No rollback: ${error.message}`;
+  }
+}
+
+function onSourceChange() {
+  const file = document.querySelector('input[name="source"]:checked').value === "file";
+  $("file-fields").hidden = !file;
+  $("examples-fields").hidden = file;
+}
+
+async function startTraining(event) {
+  event.preventDefault();
+  const error = $("train-error");
+  showError(error, null);
+  let options = {};
+  const rawOptions = $("train-options").value.trim();
+  if (rawOptions) {
+    try {
+      options = JSON.parse(rawOptions);
+    } catch (_) {
+      showError(error, new Error("Training options: not valid JSON"));
+      return;
+    }
+  }
+  const mode = $("train-mode").value;
+  const activate = $("train-activate").value;
+  let request;
+  if (document.querySelector('input[name="source"]:checked').value === "file") {
+    const file = $("train-file").files[0];
+    if (!file) {
+      showError(error, new Error("Choose a data file first"));
+      return;
+    }
+    const form = new FormData();
+    form.append("file", file);
+    form.append("mode", mode);
+    form.append("activate", activate);
+    if (rawOptions) form.append("options", JSON.stringify(options));
+    request = { method: "POST", form, auth: true };
+  } else {
+    const intent = $("train-intent").value.trim();
+    const lines = $("train-examples").value.split("\n").map((s) => s.trim()).filter(Boolean);
+    if (!intent || !lines.length) {
+      showError(error, new Error("Give an intent and at least one example"));
+      return;
+    }
+    const examples = lines.map((text) => ({ text, intent }));
+    request = { method: "POST", body: { examples, mode, activate, options }, auth: true };
+  }
+  $("train-submit").disabled = true;
+  try {
+    const job = await api("/v1/training-jobs", request);
+    watchJob(job);
+  } catch (e) {
+    showError(error, e);
+    $("train-submit").disabled = false;
+  }
+}
+
+function watchJob(job) {
+  state.lastJob = job;
+  $("job").hidden = false;
+  $("job-id").textContent = job.id;
+  $("job-result").hidden = true;
+  renderJob(job);
+  const tick = async () => {
+    try {
+      const current = await api(`/v1/training-jobs/${encodeURIComponent(job.id)}`, { auth: true });
+      state.lastJob = current;
+      renderJob(current);
+      if (current.state === "succeeded" || current.state === "failed") {
+        $("train-submit").disabled = false;
+        await finishJob(current);
+        return;
+      }
+    } catch (error) {
+      $("job-state").textContent = `Could not read the job: ${error.message}`;
+    }
+    setTimeout(tick, POLL_MS);
+  };
+  setTimeout(tick, POLL_MS);
+}
+
+function renderJob(job) {
+  const { epoch, epochs } = job.progress;
+  const progress = $("job-progress");
+  progress.max = Math.max(1, epochs);
+  progress.value = job.state === "succeeded" ? progress.max : epoch;
+  const words = {
+    queued: "Queued: waiting for its turn.",
+    running: `Training: epoch ${epoch} of ${epochs}.`,
+    succeeded: `Finished: version ${job.version}.`,
+    failed: `Failed: ${job.error}`,
+  };
+  $("job-state").textContent = words[job.state] || job.state;
+  $("job").dataset.state = job.state;
+}
+
+async function finishJob(job) {
+  if (job.state !== "succeeded") return;
+  const list = await loadVersions();
+  if (job.activated) await loadModel();
+  const base = list.versions.find((v) => v.version === job.base_version);
+  const fresh = (job.metrics && job.metrics.validation) || {};
+  const old = (base && base.metrics) || {};
+  $("job-base-h").textContent = job.base_version ? `Active before (${job.base_version})` : "Active before";
+  $("job-new-h").textContent = `New (${job.version})`;
+  const body = $("job-metrics").querySelector("tbody");
+  body.replaceChildren();
+  for (const key of ["accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "oos_precision", "n"]) {
+    if (fresh[key] === undefined && old[key] === undefined) continue;
+    const show = (x) => (key === "n" ? (x === undefined ? "–" : String(x)) : num(x));
+    body.append(el("tr", {}, el("th", { scope: "row", text: key }), el("td", { text: show(fresh[key]) }), el("td", { text: show(old[key]) })));
+  }
+  const cmp = job.metrics && job.metrics.comparison;
+  $("job-comparison").textContent = cmp
+    ? `On the active version's ${cmp.examples} held-out examples: new ${num(cmp.new_accuracy)} ` +
+      `against active ${num(cmp.active_accuracy)} (tolerance ${cmp.tolerance}).`
+    : "";
+  const reason = job.activation_reason || "";
+  $("job-reason").textContent = /^not activated/i.test(reason)
+    ? `Not activated${reason.slice("not activated".length)}.`
+    : `${job.activated ? "Activated" : "Not activated"}: ${reason}.`;
+  const isActive = list.active === job.version;
+  $("job-activate").hidden = isActive;
+  $("job-result").hidden = false;
+}
+
+// --- start ----------------------------------------------------------------------
+
+function init() {
+  $("utterance").addEventListener("input", onType);
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  $("rollback").addEventListener("click", rollback);
+  $("train-form").addEventListener("submit", startTraining);
+  for (const radio of document.querySelectorAll('input[name="source"]')) radio.addEventListener("change", onSourceChange);
+  $("eval-version").addEventListener("change", (e) => loadEvaluation(e.target.value));
+  $("job-activate").addEventListener("click", () => state.lastJob && activateVersion(state.lastJob.version));
+  $("job-evaluate").addEventListener("click", () => state.lastJob && showEvaluation(state.lastJob.version));
+  loadModel();
+  if (token()) {
+    loadVersions()
+      .then(() => showAdmin(true))
+      .catch(() => {
+        sessionStorage.removeItem(TOKEN_KEY);
+        showAdmin(false);
+      });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", init);

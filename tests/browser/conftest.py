@@ -1,0 +1,69 @@
+"""Browser fixtures: one Chromium and one real server (small model, temp store) per module."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.chromium import DESKTOP, launch, missing
+from tests.conftest import Server
+
+TOKEN = "browser-test-token"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    reason = missing()
+    if reason:
+        pytest.skip(f"browser tests need Chromium and Playwright: {reason}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = launch(p)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def site(
+    browser: Any, small_store_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """`intently serve` on a private copy of the small model's store, with the admin API on."""
+    root = tmp_path_factory.mktemp("browser")
+    store = root / "store"
+    shutil.copytree(small_store_template, store)
+    server = Server(
+        [], {"INTENTLY_MODEL_STORE": str(store), "INTENTLY_ADMIN_TOKEN": TOKEN}, log=root / "server.log"
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+class Console:
+    """What the page said on its console; Content-Security-Policy violations show up here."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def violations(self) -> list[str]:
+        return [m for m in self.messages if "Content Security Policy" in m or "pageerror" in m]
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Console]]:
+    """A fresh context (empty session storage) for every test."""
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    console = Console()
+    page.on("console", lambda m: console.messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.messages.append(f"pageerror: {e}"))
+    yield page, console
+    context.close()

@@ -1,0 +1,187 @@
+"""The playground page in headless Chromium against the real server: what a person sees and does.
+
+Elements are found by their accessible names (labels, roles), so these tests
+also check that the page can be used without a mouse or without sight.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.chromium import PHONE
+from tests.browser.conftest import TOKEN, Console
+from tests.conftest import Server
+
+pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+from playwright.sync_api import expect
+
+NONSENSE = "colorless green ideas sleep furiously"
+NEW_INTENT = [
+    "order me a pizza",
+    "I want some sushi delivered",
+    "get me a burger from the nearest place",
+    "can you order takeout for dinner",
+    "food delivery please",
+    "i am hungry, order something to eat",
+    "order thai food to my place",
+    "have a pizza delivered to my house",
+]
+# The small test model's shape, so that the job trains in seconds.
+FAST = {
+    "embed_dim": 64,
+    "hidden_dim": 64,
+    "ngram_buckets": 5000,
+    "bag_buckets": 20000,
+    "epochs": 20,
+    "min_steps": 0,
+}
+
+
+def _type(page: Any, text: str) -> None:
+    box = page.get_by_label("What might a user say?")
+    box.fill("")
+    box.press_sequentially(text, delay=20)
+
+
+def test_classifies_as_you_type_and_marks_out_of_scope(page: tuple[Any, Console], site: Server) -> None:
+    p, console = page
+    requests: list[str] = []
+    p.on("request", lambda r: requests.append(r.url) if r.url.endswith("/v1/classify") else None)
+    p.goto(site.url)
+    model = httpx.get(f"{site.url}/v1/model").json()
+    expect(p.locator("#model-line")).to_contain_text(model["version"])
+
+    _type(p, "What time is it?")
+    ranking = p.get_by_role("list", name="Ranking")
+    expect(ranking.locator("li").first.locator(".bar-label")).to_have_text("ask_time")
+    expect(p.get_by_role("status").first).to_contain_text("ask_time")
+    expect(p.locator("#verdict")).to_have_attribute("data-out-of-scope", "false")
+    assert len(requests) <= 3, f"not debounced: {len(requests)} requests for 16 keystrokes"
+    # The bar and the percentage are the API's confidence.
+    answer = httpx.post(f"{site.url}/v1/classify", json={"text": "What time is it?"}).json()
+    expect(ranking.locator("li").first.locator(".bar-value")).to_have_text(
+        f"{100 * answer['confidence']:.1f}%"
+    )
+
+    _type(p, NONSENSE)
+    verdict = p.locator("#verdict")
+    expect(verdict).to_have_attribute("data-out-of-scope", "true")
+    expect(verdict).to_contain_text("Out of scope")
+    expect(verdict).to_have_class(re.compile(r"\boos\b"))
+    assert console.violations() == []
+
+
+def test_intents_evaluation_and_phone_layout(page: tuple[Any, Console], site: Server) -> None:
+    p, console = page
+    p.goto(site.url)
+    intents = httpx.get(f"{site.url}/v1/intents").json()["intents"]
+    buttons = p.locator("#intents button.intent")
+    expect(buttons).to_have_count(len(intents))
+    # Examples are training data: private without the token, and the page says so.
+    first = buttons.first
+    first.click()
+    expect(first).to_have_attribute("aria-expanded", "true")
+    expect(p.locator("#examples-0")).to_contain_text("private")
+
+    version = httpx.get(f"{site.url}/v1/model").json()["version"]
+    report = httpx.get(f"{site.url}/v1/models/{version}/evaluation").json()
+    expect(p.locator("#eval-f1 li")).to_have_count(len(report["per_intent"]))
+    expect(p.locator("#eval-pairs tbody tr")).to_have_count(max(1, len(report["confused_pairs"])))
+    image = p.get_by_role("img", name=re.compile("Confusion matrix"))
+    expect(image).to_be_visible()
+    p.wait_for_function("document.getElementById('confusion').naturalWidth > 0")
+    expect(p.locator("#pairs-note")).to_contain_text("log in as admin")
+
+    p.set_viewport_size(PHONE)
+    _type(p, "What time is it?")
+    expect(p.locator("#ranking li").first.locator(".bar-label")).to_have_text("ask_time")
+    overflow = p.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    assert console.violations() == []
+
+
+def test_a_wrong_token_shows_an_error(page: tuple[Any, Console], site: Server) -> None:
+    p, _ = page
+    p.goto(site.url)
+    p.get_by_label("Admin token").fill("not-the-token")
+    p.get_by_label("Admin token").press("Enter")  # keyboard only
+    error = p.locator("#login-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("401")
+    expect(error).to_contain_text("wrong bearer token")
+    expect(p.locator("#admin-panel")).to_be_hidden()
+    assert p.evaluate("sessionStorage.getItem('intently.adminToken')") is None
+
+
+def test_admin_teaches_a_new_intent_then_rolls_back(page: tuple[Any, Console], site: Server) -> None:
+    p, console = page
+    first_version = httpx.get(f"{site.url}/v1/model").json()["version"]
+    p.goto(site.url)
+    p.get_by_label("Admin token").fill(TOKEN)
+    p.get_by_role("button", name="Log in").click()
+    expect(p.locator("#admin-panel")).to_be_visible()
+    assert p.evaluate("sessionStorage.getItem('intently.adminToken')") == TOKEN
+    assert p.evaluate("localStorage.length") == 0
+    expect(p.locator("#versions tbody tr")).to_have_count(1)
+
+    # An upload goes to the server as a file, and its complaint (file and line) comes back.
+    p.get_by_label("Upload a data file").check()
+    p.get_by_label(re.compile("^Data file")).set_input_files(
+        files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": b"text,intent\nhello\n"}]
+    )
+    p.get_by_role("button", name="Start training").click()
+    expect(p.locator("#train-error")).to_contain_text("422")
+    expect(p.locator("#train-error")).to_contain_text("bad.csv")
+    p.get_by_label("Add examples to an intent").check()
+
+    p.get_by_label("Intent (new or existing)").fill("order_food")
+    p.get_by_label("Examples, one per line").fill("\n".join(NEW_INTENT))
+    p.get_by_label("Activation").select_option("never")
+    p.get_by_text("Training options").click()
+    p.get_by_label(re.compile("^Options as a JSON object")).fill(json.dumps(FAST))
+    started = time.monotonic()
+    p.get_by_role("button", name="Start training").click()
+
+    job = p.locator("#job")
+    expect(job).to_be_visible()
+    expect(p.locator("#job-state")).to_contain_text(re.compile(r"Training: epoch \d+ of 20"), timeout=60_000)
+    expect(job).to_have_attribute("data-state", "succeeded", timeout=120_000)
+    trained_in = time.monotonic() - started
+    new_version = httpx.get(f"{site.url}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+        "versions"
+    ][-1]["version"]
+    expect(p.locator("#job-state")).to_contain_text(new_version)
+    assert p.evaluate("document.getElementById('job-progress').value") == p.evaluate(
+        "document.getElementById('job-progress').max"
+    )
+    # The new version's metrics beside the active one's, from the job and the versions list.
+    rows = p.locator("#job-metrics tbody tr")
+    expect(rows.first).to_contain_text("accuracy")
+    expect(p.locator("#job-reason")).to_contain_text("Not activated")
+    expect(p.locator("#versions tbody tr")).to_have_count(2)
+
+    p.get_by_role("button", name="Activate this version").click()
+    expect(p.locator("#versions-status")).to_contain_text(f"{new_version} is active")
+    expect(p.locator(f'#versions tr[data-version="{new_version}"] .badge')).to_have_text("active")
+    expect(p.locator("#model-line")).to_contain_text(new_version)
+    _type(p, "order me some pizza")
+    expect(p.locator("#ranking li").first.locator(".bar-label")).to_have_text("order_food")
+
+    # The new version's evaluation; as admin, confused pairs come with their utterances.
+    p.get_by_role("button", name="See its evaluation").click()
+    expect(p.locator("#eval-status")).to_contain_text(new_version)
+    expect(p.locator("#eval-f1 li").first).to_be_visible()
+    expect(p.locator("#pairs-note")).to_be_hidden()
+
+    p.get_by_role("button", name="Roll back to the previous version").click()
+    expect(p.locator("#versions-status")).to_contain_text(f"{first_version} is active")
+    assert httpx.get(f"{site.url}/v1/model").json()["version"] == first_version
+    expect(p.locator("#ranking li").first.locator(".bar-label")).not_to_have_text("order_food")
+    assert console.violations() == []
+    assert trained_in < 90, f"the training job took {trained_in:.0f}s"
