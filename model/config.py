@@ -42,7 +42,7 @@ class ModelConfig:
     num_labels: int
     arch: Arch = "lstm"
     embed_dim: int = 256
-    hidden_dim: int = 256
+    hidden_dim: int = 128
     num_layers: int = 1
     bidirectional: bool = True
     pooling: Pooling = "maxmean"

@@ -31,7 +31,7 @@ class TrainConfig:
 
     arch: str = "lstm"
     embed_dim: int = 256
-    hidden_dim: int = 256
+    hidden_dim: int = 128
     num_layers: int = 1
     bidirectional: bool = True
     pooling: str = "maxmean"
