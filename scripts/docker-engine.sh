@@ -37,10 +37,11 @@ start() {
             -H "unix://$SOCK" --pidfile "$PIDFILE" \
             --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
             >"$STATE/dockerd.log" 2>&1 &
-        local client
+        local pid=$! client
         client="$(client)"
         for _ in $(seq 60); do
             DOCKER_HOST="unix://$SOCK" "$client" info >/dev/null 2>&1 && break
+            kill -0 "$pid" 2>/dev/null || break  # it gave up: no point waiting
             sleep 1
         done
     fi

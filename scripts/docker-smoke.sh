@@ -61,6 +61,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # interrupted: still clean up
 
 apt_install() {
     [[ -n $install && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || return 1
