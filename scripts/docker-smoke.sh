@@ -112,7 +112,7 @@ done
 # --- build -----------------------------------------------------------------
 log "building $IMAGE from Dockerfile ${build_args[*]}"
 start=$SECONDS
-"$DOCKER" build --network host -t "$IMAGE" "${build_args[@]}" . >"$work/build.log" 2>&1 || {
+"$DOCKER" build --force-rm --network host -t "$IMAGE" "${build_args[@]}" . >"$work/build.log" 2>&1 || {
     tail -n 40 "$work/build.log" >&2
     fail "docker build"
 }
