@@ -18,7 +18,9 @@ async def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = request.app.state.settings.admin_token
-    if token is None:
+    # An empty value (e.g. `INTENTLY_ADMIN_TOKEN=` from a template) must not
+    # open the admin API to a request without a token: it means off.
+    if token is None or not token.get_secret_value():
         raise ApiError(
             403, "admin_disabled", "the admin API is off; set INTENTLY_ADMIN_TOKEN on the server to enable it"
         )

@@ -11,7 +11,7 @@ from app.config import Settings
 from model.artifact import ArtifactError, load
 from model.store import ModelStore, StoreError
 from training import cli as training_cli
-from training.default_model import ensure_default
+from training.default_model import SEED_ENV, ensure_default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         store = ModelStore(settings.model_store)
         if store.active() is None:
-            print("training the built-in default model (first start only) ...", file=sys.stderr)
+            how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
+            print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
             ensure_default(store, show_progress=True)
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="intently-metrics-")

@@ -1,6 +1,9 @@
 """The built-in default model: trained from `data/assistant/train.csv` on first use, then kept.
 
 Training is deterministic (fixed seed), so every machine builds the same model.
+An image can train it once at build time into a seed store named by
+$INTENTLY_DEFAULT_SEED_STORE; an empty store then gets a copy of that version
+instead of a minute of training, so a fresh volume answers at once.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ import fcntl
 import os
 from pathlib import Path
 
-from model.store import ModelStore
+from model.artifact import load
+from model.store import CONFUSION_FILE, REPORT_FILE, ModelStore, StoreError
 from training.evaluate import version_report_files
-from training.readers import read_file
+from training.readers import Example, read_file
 from training.train import TrainConfig, train
 
 DATA_ENV = "INTENTLY_DEFAULT_DATA"
+SEED_ENV = "INTENTLY_DEFAULT_SEED_STORE"
 _REPO_DATA = Path(__file__).resolve().parents[1] / "data" / "assistant" / "train.csv"
 
 
@@ -43,6 +48,9 @@ def ensure_default(store: ModelStore, show_progress: bool = False) -> str | None
         try:
             if store.active() is not None:
                 return None
+            seeded = _copy_seed(store)
+            if seeded is not None:
+                return seeded
             examples = read_file(default_data_path())
             result = train(examples, TrainConfig(), show_progress=show_progress)
             result.meta.training["source"] = "built-in default data"
@@ -53,3 +61,33 @@ def ensure_default(store: ModelStore, show_progress: bool = False) -> str | None
             return version
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _copy_seed(store: ModelStore) -> str | None:
+    """Copy the active version of $INTENTLY_DEFAULT_SEED_STORE into `store` and activate it.
+
+    The copy goes through `ModelStore.add`, so it is validated on load and
+    appears whole or not at all; without a usable seed the caller trains.
+    """
+    root = os.environ.get(SEED_ENV)
+    if not root:
+        return None
+    seed = ModelStore(root)
+    version = seed.active()
+    if version is None:
+        return None
+    net, meta, _ = load(seed.path(version))
+    rows = {held_out: seed.read_data(version, held_out=held_out) for held_out in (False, True)}
+    examples = {k: [Example(r["text"], r["intent"]) for r in v] for k, v in rows.items()}
+    reports = {
+        name: (seed.path(version) / name).read_bytes()
+        for name in (REPORT_FILE, CONFUSION_FILE)
+        if (seed.path(version) / name).is_file()
+    }
+    try:
+        store.add(net, meta, examples[False], examples[True], reports)
+    except StoreError:
+        if not store.exists(version):  # a leftover copy of the same version is fine
+            raise
+    store.activate(version)
+    return version

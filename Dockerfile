@@ -1,0 +1,103 @@
+# Intently: the intent classification service, with its built-in model ready.
+#
+#   docker build -t intently .
+#   docker run -p 8000:8000 -v intently-store:/data intently
+#
+# Build arguments:
+#   TORCH_INDEX_URL  where pip finds torch; PyTorch's CPU-only index by default
+#                    (no CUDA in the image). Empty: use pip's own configuration,
+#                    e.g. a mirror or local wheels set up in the base image.
+#   TORCH_VERSION    the torch release the project is tested with.
+#
+# Two stages: `build` holds pip's work, the source tree and the build backend;
+# the final image gets only the virtual environment, the built-in training
+# data and the built-in model trained here.
+
+FROM python:3.11-slim AS build
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# `python3 -m venv` works on the official image and on a Debian-based stand-in
+# alike (their interpreters live in different places); the venv's python is
+# the one used from here on. torch goes in first and on its own: it is the big
+# layer, cached across source changes.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir \
+        ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
+
+COPY pyproject.toml README.md /src/
+COPY model /src/model
+COPY training /src/training
+COPY app /src/app
+# pip byte-compiles what it installs, so a read-only root file system costs
+# nothing at import time. torch's C++ headers, test binaries and protoc
+# (about 190 MB) only serve building extensions and torch's own tests; torch
+# needs torch_shm_manager from bin/ at import.
+RUN /opt/venv/bin/pip install --no-cache-dir /src \
+    && rm -rf /opt/venv/lib/python3*/site-packages/torch/include \
+        /opt/venv/lib/python3*/site-packages/torch/test \
+    && find /opt/venv/lib/python3*/site-packages/torch/bin -mindepth 1 \
+        ! -name torch_shm_manager -exec rm -rf {} +
+
+# The built-in model, trained once here (fixed seed, one thread: the same
+# model on every machine) into a seed store. A server on an empty store copies
+# it instead of training, so a new container or volume answers at once.
+COPY data/assistant/train.csv /opt/intently/data/assistant/train.csv
+ENV INTENTLY_DEFAULT_DATA=/opt/intently/data/assistant/train.csv
+RUN OMP_NUM_THREADS=1 /opt/venv/bin/python -c "import torch; torch.set_num_threads(1); \
+from model.store import ModelStore; from training.default_model import ensure_default; \
+print('built-in model', ensure_default(ModelStore('/opt/intently/seed')))" \
+    && rm -f /opt/intently/seed/.lock /opt/intently/seed/.init.lock \
+    && chmod -R a+rX,go-w /opt/intently
+
+
+FROM python:3.11-slim
+
+LABEL org.opencontainers.image.title="Intently" \
+      org.opencontainers.image.description="Intent classification for chatbots: a recurrent model behind a REST API" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# A fixed numeric id, so that Kubernetes' runAsNonRoot can check it and
+# volume permissions can be granted to it (fsGroup 10001).
+RUN groupadd --system --gid 10001 intently \
+    && useradd --system --uid 10001 --gid intently --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin intently \
+    && mkdir -p /data/store \
+    && chown -R intently:intently /data
+
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/intently /opt/intently
+
+# Every setting is an INTENTLY_* variable (docs/deployment.md). In a container
+# the server must listen on all interfaces; HOME and MPLCONFIGDIR point at /tmp
+# so that a read-only root file system (with a tmpfs on /tmp) is enough.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    INTENTLY_HOST=0.0.0.0 \
+    INTENTLY_PORT=8000 \
+    INTENTLY_MODEL_STORE=/data/store \
+    INTENTLY_DEFAULT_DATA=/opt/intently/data/assistant/train.csv \
+    INTENTLY_DEFAULT_SEED_STORE=/opt/intently/seed
+
+WORKDIR /data
+VOLUME ["/data"]
+USER 10001:10001
+EXPOSE 8000
+
+# Healthy means ready: a model is loaded and requests get answers. urllib is in
+# the standard library (no curl in the image); the empty ProxyHandler keeps an
+# HTTP_PROXY given to the container away from this loopback call.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/readyz' % os.environ.get('INTENTLY_PORT', '8000'), timeout=4)"]
+
+# uvicorn runs as PID 1 and handles SIGTERM itself: it stops accepting,
+# lets requests in flight finish (up to 30 s), and exits with status 0.
+ENTRYPOINT ["intently"]
+CMD ["serve"]
