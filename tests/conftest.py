@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,17 @@ from training.train import TrainConfig, TrainResult, train
 ROOT = Path(__file__).resolve().parents[1]
 ASSISTANT = ROOT / "data" / "assistant"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# Examples of an intent the built-in set lacks (`order_food`): what a team adds when retraining.
+NEW_INTENT = [
+    "order me a pizza",
+    "I want some sushi delivered",
+    "get me a burger from the nearest place",
+    "can you order takeout for dinner",
+    "food delivery please",
+    "i am hungry, order something to eat",
+    "order thai food to my place",
+    "have a pizza delivered to my house",
+]
 
 # Small and quick, but a real network trained on real data.
 SMALL = dict(
@@ -90,6 +102,19 @@ def default_store(default_store_template: Path, tmp_path: Path) -> Path:
     root = tmp_path / "store"
     shutil.copytree(default_store_template, root)
     return root
+
+
+def ready_client(settings: Any) -> Iterator[Any]:
+    """An in-process TestClient of the app, once its model has loaded."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield client
 
 
 def free_port() -> int:

@@ -12,19 +12,12 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-
-
-def _client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield client
+from tests.conftest import ready_client
 
 
 @pytest.fixture(scope="module")
 def client(small_model_dir: Path) -> Iterator[TestClient]:
-    yield from _client(
+    yield from ready_client(
         Settings(model_dir=small_model_dir, max_text_chars=200, max_batch=8, max_body_bytes=4096)
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,20 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.main import create_app
 from app.routes.playground import STATIC
 from model.store import REPORT_FILE, ModelStore
+from tests.conftest import ready_client
 
 TOKEN = "page-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def store_root(small_store_template: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def client(store_root: Path) -> Iterator[TestClient]:
-    yield from _client(Settings(model_store=store_root, admin_token=TOKEN))
+    yield from ready_client(Settings(model_store=store_root, admin_token=TOKEN))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +94,7 @@ def test_intent_examples_are_private_unless_the_token_is_sent(client: TestClient
 
 
 def test_public_examples_setting_and_admin_off(store_root: Path) -> None:
-    for client in _client(Settings(model_store=store_root, public_examples=True)):
+    for client in ready_client(Settings(model_store=store_root, public_examples=True)):
         r = client.get("/v1/intents/oos/examples?limit=2")
         assert r.status_code == 200 and len(r.json()["examples"]) == 2
         assert client.get(f"/v1/models/{r.json()['model_version']}/evaluation").json()["examples_included"]
@@ -111,7 +102,7 @@ def test_public_examples_setting_and_admin_off(store_root: Path) -> None:
         assert (
             client.get("/v1/intents/oos/examples", headers={"Authorization": "Bearer x"}).status_code == 403
         )
-    for client in _client(Settings(model_store=store_root)):
+    for client in ready_client(Settings(model_store=store_root)):
         r = client.get("/v1/intents/ask_time/examples")
         assert r.status_code == 403 and r.json()["error"] == "examples_private"
 
@@ -165,7 +156,7 @@ def test_new_endpoints_are_in_the_openapi_schema(client: TestClient) -> None:
 
 
 def test_a_fixed_model_directory_answers_clearly(small_model_dir: Path) -> None:
-    for client in _client(Settings(model_dir=small_model_dir, public_examples=True)):
+    for client in ready_client(Settings(model_dir=small_model_dir, public_examples=True)):
         served = client.get("/v1/model").json()["version"]
         r = client.get("/v1/intents/ask_time/examples")
         assert r.status_code == 404 and "no training data" in r.json()["message"]

@@ -16,22 +16,12 @@ import pytest
 
 from tests.browser.chromium import PHONE
 from tests.browser.conftest import TOKEN, Console
-from tests.conftest import Server
+from tests.conftest import NEW_INTENT, Server
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
 from playwright.sync_api import expect
 
 NONSENSE = "colorless green ideas sleep furiously"
-NEW_INTENT = [
-    "order me a pizza",
-    "I want some sushi delivered",
-    "get me a burger from the nearest place",
-    "can you order takeout for dinner",
-    "food delivery please",
-    "i am hungry, order something to eat",
-    "order thai food to my place",
-    "have a pizza delivered to my house",
-]
 # The small test model's shape, so that the job trains in seconds.
 FAST = {
     "embed_dim": 64,

@@ -12,21 +12,11 @@ import httpx
 import pytest
 
 from model.store import ModelStore
-from tests.conftest import ASSISTANT, Server
+from tests.conftest import ASSISTANT, NEW_INTENT, Server
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST = {"epochs": 20, "min_steps": 0}
-NEW_INTENT = [
-    "order me a pizza",
-    "I want some sushi delivered",
-    "get me a burger from the nearest place",
-    "can you order takeout for dinner",
-    "food delivery please",
-    "i am hungry, order something to eat",
-    "order thai food to my place",
-    "have a pizza delivered to my house",
-]
 
 
 def _env(store: Path) -> dict[str, str]:
