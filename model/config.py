@@ -28,9 +28,6 @@ class TokenizerConfig:
     ngram_max: int = 5
     ngram_buckets: int = 50_000
     max_ngrams_per_token: int = 24
-    # Also put those n-grams in the sentence bag (the linear path): spelling
-    # variants then vote directly, as in a character TF-IDF model.
-    bag_char_ngrams: bool = False
 
     @property
     def uses_subwords(self) -> bool:

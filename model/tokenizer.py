@@ -128,8 +128,4 @@ class Tokenizer:
             ngrams = [self.token_ngrams(t) if t != UNK else [] for t in tokens]
         else:
             ngrams = [[] for _ in tokens]
-        bag = self.sentence_bag(tokens)
-        if self.bag_buckets and self.config.bag_char_ngrams:
-            # n-gram bucket ids re-hashed into the bag's own buckets (a multiplicative mix).
-            bag += [1 + (g * 2654435761 + 40503) % 4294967291 % self.bag_buckets for gs in ngrams for g in gs]
-        return Encoded(words, ngrams, bag)
+        return Encoded(words, ngrams, self.sentence_bag(tokens))

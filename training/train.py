@@ -38,7 +38,6 @@ class TrainConfig:
     dropout: float = 0.4
     ngram_buckets: int = 50_000
     bag_buckets: int = 100_000
-    bag_char_ngrams: bool = False
     max_tokens: int = 64
     epochs: int = 12
     min_steps: int = 1000
@@ -82,11 +81,7 @@ class TrainConfig:
         )
 
     def tokenizer_config(self) -> TokenizerConfig:
-        return TokenizerConfig(
-            max_tokens=self.max_tokens,
-            ngram_buckets=self.ngram_buckets,
-            bag_char_ngrams=self.bag_char_ngrams,
-        )
+        return TokenizerConfig(max_tokens=self.max_tokens, ngram_buckets=self.ngram_buckets)
 
 
 @dataclass
