@@ -9,6 +9,12 @@ threshold costing <= max_oos_drop of validation in-scope accuracy) on the same
 validation split, so the two are compared on detection, not on the rule.
 
     .venv/bin/python -m bench.oos [--datasets banking77 snips] [--seed 0] [--quick]
+                                  [--oos-examples 0.25]
+
+`--oos-examples F`: the case where a team gives `oos` examples. A further
+fraction F of the intents is turned into `oos` training rows (their test
+rows are dropped), and recall is still measured on the unseen quarter,
+which no training row resembles by construction.
 """
 
 from __future__ import annotations
@@ -48,15 +54,26 @@ TARGET_DROP_POINTS = 1.5
 
 
 def split_unseen(
-    train_ex: list[Example], test_ex: list[Example], seed: int
+    train_ex: list[Example], test_ex: list[Example], seed: int, oos_examples: float = 0.0
 ) -> tuple[list[Example], list[Example], list[str]]:
-    """Training rows of the known intents; test rows with the unseen intents relabelled `oos`."""
+    """Training rows of the known intents; test rows with the unseen intents relabelled `oos`.
+
+    With `oos_examples` > 0, that fraction of the other intents becomes `oos`
+    training rows instead, and their test rows leave the test set.
+    """
     intents = sorted({e.intent for e in train_ex} - {OOS})
     k = max(1, round(UNSEEN_FRACTION * len(intents)))
     unseen = sorted(random.Random(f"unseen-{seed}").sample(intents, k))
     hidden = set(unseen)
-    known_train = [e for e in train_ex if e.intent not in hidden and e.intent != OOS]
-    test = [replace(e, intent=OOS) if e.intent in hidden else e for e in test_ex]
+    rest = [i for i in intents if i not in hidden]
+    m = min(len(rest) - 2, round(oos_examples * len(intents))) if oos_examples > 0 else 0
+    given = set(random.Random(f"given-{seed}").sample(rest, max(0, m)))
+    known_train = [
+        replace(e, intent=OOS) if e.intent in given else e
+        for e in train_ex
+        if e.intent not in hidden and e.intent != OOS
+    ]
+    test = [replace(e, intent=OOS) if e.intent in hidden else e for e in test_ex if e.intent not in given]
     return known_train, test, unseen
 
 
@@ -89,7 +106,8 @@ def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: Train
     model, seconds = fit_baseline(fit_ex)
     labels = [str(c) for c in model.classes_]
     index = {lab: i for i, lab in enumerate(labels)}
-    in_scope = torch.ones(len(labels), dtype=torch.bool)
+    oos_index = index.get(OOS)
+    in_scope = torch.tensor([lab != OOS for lab in labels])
 
     def log_probs(batch: list[str]) -> torch.Tensor:
         return torch.from_numpy(np.log(np.clip(model.predict_proba(batch), 1e-12, 1.0))).float()
@@ -98,10 +116,10 @@ def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: Train
     valid_y = torch.tensor([index[e.intent] for e in valid_ex], dtype=torch.long)
     temperature = fit_temperature(valid_logits, valid_y)
     valid_probs = torch.softmax(valid_logits / temperature, dim=-1)
-    threshold = choose_threshold(valid_probs, valid_y, in_scope, None, cfg.max_oos_drop)
+    threshold = choose_threshold(valid_probs, valid_y, in_scope, oos_index, cfg.max_oos_drop)
 
     probs = torch.softmax(log_probs(texts) / temperature, dim=-1)
-    decisions = decide(probs, in_scope, None, threshold)
+    decisions = decide(probs, in_scope, oos_index, threshold)
     with_thr = [OOS if d.out_of_scope else labels[d.top] for d in decisions]
     argmax = [labels[d.top] for d in decisions]
     return row(
@@ -116,9 +134,9 @@ def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: Train
 
 
 def run_dataset(
-    name: str, train_ex: list[Example], test_ex: list[Example], seed: int, quick: bool
+    name: str, train_ex: list[Example], test_ex: list[Example], seed: int, quick: bool, oos_examples: float
 ) -> dict[str, Any]:
-    known_train, test, unseen = split_unseen(train_ex, test_ex, seed)
+    known_train, test, unseen = split_unseen(train_ex, test_ex, seed, oos_examples)
     cfg = TrainConfig(seed=seed)
     if quick:
         known_train = subsample_per_intent(known_train, QUICK_PER_INTENT, seed)
@@ -126,9 +144,11 @@ def run_dataset(
     texts = [e.text for e in test]
     y = [e.intent for e in test]
     n_oos = sum(t == OOS for t in y)
+    known = {e.intent for e in known_train} - {OOS}
+    given = sum(e.intent == OOS for e in known_train)
     print(
-        f"[{name}] {len(unseen)} of {len(unseen) + len({e.intent for e in known_train})} intents unseen;"
-        f" {len(known_train)} train, {len(test)} test ({n_oos} oos)"
+        f"[{name}] {len(unseen)} intents unseen, {len(known)} known; {len(known_train)} train"
+        f" ({given} oos rows given), {len(test)} test ({n_oos} oos)"
     )
 
     predictor, result, seconds = train_project(known_train, cfg)
@@ -149,14 +169,24 @@ def run_dataset(
         "test_examples": len(test),
         "test_oos": n_oos,
         "max_oos_drop": cfg.max_oos_drop,
+        "oos_examples_fraction": oos_examples,
+        "oos_train_rows": given,
         "systems": [project, baseline(known_train, texts, y, cfg)],
     }
 
 
 def main() -> None:
-    args = base_parser(
-        "Out-of-scope detection on held-out intents: project vs thresholded baseline."
-    ).parse_args()
+    parser = base_parser("Out-of-scope detection on held-out intents: project vs thresholded baseline.")
+    parser.add_argument(
+        "--oos-examples",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="turn this fraction of the other intents into `oos` training rows (default 0: none)",
+    )
+    args = parser.parse_args()
+    if not 0 <= args.oos_examples < 0.75:
+        parser.error("--oos-examples must be in [0, 0.75)")
     apply_threads(args.threads)
     loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
     exit_if_nothing(loaded)
@@ -164,7 +194,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     rows = []
     for name, (train_ex, test_ex) in loaded.items():
-        results[name] = run_dataset(name, train_ex, test_ex, args.seed, args.quick)
+        results[name] = run_dataset(name, train_ex, test_ex, args.seed, args.quick, args.oos_examples)
         for s in results[name]["systems"]:
             rows.append(
                 [
