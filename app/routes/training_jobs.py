@@ -104,7 +104,7 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example],
     if isinstance(form.get("options"), str) and form["options"].strip():
         try:
             fields["options"] = json.loads(form["options"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ApiError(422, "invalid_request", "options: not valid JSON") from None
     return examples, fields
 
@@ -145,7 +145,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
     else:
         try:
             payload = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
         try:
             body = TrainingJobCreate.model_validate(payload)
