@@ -29,7 +29,9 @@ BILLION_LAUGHS = (
     b"f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
     b"nlu: [*g]\n"
 )
-ANCHORED_RASA = b"nlu:\n- intent: greet\n  examples: &ex |\n    - hi\n    - hello\n- intent: bye\n  examples: *ex\n"
+ANCHORED_RASA = (
+    b"nlu:\n- intent: greet\n  examples: &ex |\n    - hi\n    - hello\n- intent: bye\n  examples: *ex\n"
+)
 
 # (file name, content, what the message must say)
 BAD_FILES = [

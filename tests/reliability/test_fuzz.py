@@ -28,7 +28,7 @@ QUICK = settings(
 # Every code point hypothesis can make, surrogates and controls included.
 ANY_TEXT = st.text(st.characters(codec=None), max_size=300)
 # Characters that steer the parsers into their corners: quotes, separators, YAML syntax.
-SYNTAX = st.text(st.sampled_from(list('text,intent\n\r"\'- :[]{}&*!|>#%@\t\\é🙂\x00\ufeff')), max_size=400)
+SYNTAX = st.text(st.sampled_from(list("text,intent\n\r\"'- :[]{}&*!|>#%@\t\\é🙂\x00\ufeff")), max_size=400)
 
 
 @QUICK
