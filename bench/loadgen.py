@@ -42,6 +42,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     checked: int = 0  # bodies parsed and checked
+    stop: bool = False  # set from outside to end the run early
 
     @property
     def requests(self) -> int:
@@ -117,7 +118,7 @@ async def _connection(
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     i = offset
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not out.stop:
         try:
             if writer is None:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -157,12 +158,17 @@ async def run_load(
     timeout: float = 10.0,
     on_tick: Callable[[float], None] | None = None,
     tick: float = 1.0,
+    out: LoadResult | None = None,
 ) -> LoadResult:
-    """Hold `concurrency` requests in flight for `seconds`; `on_tick(elapsed)` runs every `tick` s."""
+    """Hold `concurrency` requests in flight for `seconds`; `on_tick(elapsed)` runs every `tick` s.
+
+    Pass `out` to watch the figures grow from another thread while it runs.
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = build_requests(host, port, texts)
-    out = LoadResult(concurrency=concurrency)
+    out = out or LoadResult()
+    out.concurrency = concurrency
     started = time.monotonic()
     deadline = started + seconds
     tasks = [
@@ -170,7 +176,7 @@ async def run_load(
         for n in range(concurrency)
     ]
     if on_tick is not None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not out.stop:
             await asyncio.sleep(min(tick, max(0.0, deadline - time.monotonic())))
             on_tick(time.monotonic() - started)
     await asyncio.gather(*tasks)
