@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
-from pathlib import PurePath
+from pathlib import PurePath, PureWindowsPath
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -84,7 +84,8 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example],
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ApiError(422, "invalid_request", "file: a multipart part named 'file' is required")
-    name = PurePath(upload.filename or "upload").name  # never a path from the client
+    # Never a path from the client; both separators, so "..\\x.csv" from Windows is "x.csv" too.
+    name = PureWindowsPath(upload.filename or "upload").name
     suffix = PurePath(name).suffix.lower()
     if suffix not in FORMATS:
         raise ApiError(
