@@ -390,3 +390,34 @@ def test_cors_allows_exactly_the_configured_origins(
         assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
         r = client.post("/v1/classify", json={"text": "hi"}, headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+# --- training options an admin could exhaust the machine with ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"embed_dim": 10**6}, "embed_dim=1000000 is outside"),
+        ({"epochs": 10**9}, "epochs=1000000000 is outside"),
+        ({"min_steps": 10**9}, "min_steps"),
+        ({"batch_size": 0}, "batch_size=0 is outside"),
+        ({"epochs": "12"}, "must be of type int"),
+        ({"bidirectional": "yes"}, "must be of type bool"),
+    ],
+)
+def test_oversized_training_options_are_refused_at_once(
+    tiny_store: Path, options: dict, message: str
+) -> None:
+    examples = [{"text": "book a table", "intent": "greet"}, {"text": "hey you", "intent": "greet"}]
+    with TestClient(create_app(Settings(model_store=tiny_store, admin_token=TOKEN))) as client:
+        r = client.post("/v1/training-jobs", headers=AUTH, json={"examples": examples, "options": options})
+        assert r.status_code == 422 and message in r.json()["message"], r.text
+        r = client.post(
+            "/v1/training-jobs",
+            headers=AUTH,
+            files={"file": ("d.csv", b"text,intent\nhi there,greet\nhey you,greet\n")},
+            data={"options": json.dumps(options)},
+        )
+        assert r.status_code == 422 and message in r.json()["message"], r.text
+        assert client.get("/v1/training-jobs", headers=AUTH).json() == {"jobs": []}
