@@ -337,7 +337,9 @@ def _new_worker(server: Server, old: set[int]) -> int:
     return found[0]
 
 
-def test_sigkill_of_a_worker_under_load(serve, small_model_dir: Path) -> None:
+def test_sigkill_of_a_worker_under_load(
+    serve, small_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server: Server = serve("--model", str(small_model_dir), "--workers", "2")
     _wait_until(lambda: len(worker_pids(server.proc.pid, server.port)) == 2, 60, "two workers")
     first, second = worker_pids(server.proc.pid, server.port)
@@ -359,7 +361,8 @@ def test_sigkill_of_a_worker_under_load(serve, small_model_dir: Path) -> None:
     assert result.error_count <= 2 * concurrency, result.summary()
     assert not [kind for kind in result.errors if kind.startswith("status")], result.summary()
     assert server.proc.poll() is None and httpx.get(f"{server.url}/readyz").status_code == 200
-    print(f"\nSIGKILL x2 under load: {json.dumps(result.summary())}")
+    with capsys.disabled():
+        print(f"\nSIGKILL of both workers in turn under load: {json.dumps(result.summary())}")
 
 
 def _slow_request(url: str, sigterm_sent: threading.Event, out: list[tuple[int, bool]]) -> None:
@@ -379,7 +382,7 @@ def _slow_request(url: str, sigterm_sent: threading.Event, out: list[tuple[int, 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(
-    serve, small_model_dir: Path, workers: str
+    serve, small_model_dir: Path, workers: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server: Server = serve("--model", str(small_model_dir), "--workers", workers)
     if workers == "2":
@@ -407,6 +410,9 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(
     # Every answer during the shutdown was a 200; connections refused or closed afterwards are not.
     assert not [kind for kind in load_.result.errors if kind.startswith("status")], load_.result.summary()
     assert not _listening(server.port)
+    with capsys.disabled():
+        summary = load_.result.summary()
+        print(f"\nSIGTERM under load, {workers} worker(s): exit {code}, in flight {answered}, load {summary}")
 
 
 # --- the job store locked or missing ---------------------------------------------------------

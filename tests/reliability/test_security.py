@@ -145,6 +145,7 @@ def test_tensor_headers_that_lie_are_refused_without_exhausting_memory(
         assert r["error"], f"{name} was loaded"
         assert r["peak_mb"] < 1024 and r["seconds"] < 10, r  # torch itself takes ~300 MB
     assert "does not match model.json" in results["wrong-shapes"]["error"]
+    print(f"\nlying tensor headers: {json.dumps(results)}")
 
 
 def test_activating_a_pickled_version_is_refused_and_runs_nothing(
