@@ -21,6 +21,7 @@ import httpx
 import pytest
 import torch
 
+from app.cli import main as cli_main
 from bench.loadgen import LoadResult, run_load, worker_pids
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
@@ -81,23 +82,37 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Run as real `intently serve` processes (in parallel: each pays a Python + torch start); the
+# other cases go through the same command in-process, which is the same code up to uvicorn.
+IN_SUBPROCESS = ("missing", "truncated-weights", "corrupted-header", "foreign-hf")
+
+
 def test_serve_refuses_a_damaged_model_directory_with_one_line(
-    small_model_dir: Path, tiny_store: Path, tmp_path: Path
+    small_model_dir: Path, tiny_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = ModelStore(tiny_store).active_path()
     assert other is not None
     cases = _damaged_models(small_model_dir, other, tmp_path)
     procs = {}
-    for name, (path, _) in cases.items():  # all at once: each pays a Python + torch start
+    for name in IN_SUBPROCESS:
         port = free_port()
-        cmd = [INTENTLY, "serve", "--model", str(path), "--port", str(port), "--workers", "2"]
+        cmd = [INTENTLY, "serve", "--model", str(cases[name][0]), "--port", str(port), "--workers", "2"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         procs[name] = (proc, port)
+    errors = {}
+    for name, (path, _) in cases.items():
+        if name not in procs:
+            port = free_port()
+            code = cli_main(["serve", "--model", str(path), "--port", str(port)])
+            out, err = capsys.readouterr()
+            errors[name] = (code, out, err, port)
     for name, (proc, port) in procs.items():
         out, err = proc.communicate(timeout=120)
-        message = cases[name][1]
-        assert proc.returncode == 2, (name, err[-1000:])
-        assert err.startswith("intently serve: error: ") and message in err, (name, err)
+        errors[name] = (proc.returncode, out, err, port)
+    assert set(errors) == set(cases)
+    for name, (code, out, err, port) in errors.items():
+        assert code == 2, (name, err[-1000:])
+        assert err.startswith("intently serve: error: ") and cases[name][1] in err, (name, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, err)
         assert out == "" and not _listening(port)
 

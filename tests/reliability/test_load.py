@@ -22,7 +22,7 @@ pytestmark = pytest.mark.load
 
 CONCURRENCY = 64
 SECONDS = 60.0
-WARMUP = 10.0
+WARMUP = 5.0
 # A healthy server on two shared cores answers at c=64 with p99 in the tens of ms; a hung
 # or thrashing one does not make 2 s.
 P99_BOUND_MS = 2000.0
