@@ -88,8 +88,14 @@ IN_SUBPROCESS = ("missing", "truncated-weights", "corrupted-header", "foreign-hf
 
 
 def test_serve_refuses_a_damaged_model_directory_with_one_line(
-    small_model_dir: Path, tiny_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    small_model_dir: Path,
+    tiny_store: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # `serve` passes its flags to workers through os.environ: keep that from the tests after this one.
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     other = ModelStore(tiny_store).active_path()
     assert other is not None
     cases = _damaged_models(small_model_dir, other, tmp_path)
