@@ -43,6 +43,7 @@ async def _job_store_call(func: Callable[..., Any], *args: Any) -> Any:
             {"Retry-After": "2"},
         ) from None
 
+
 # Every admin route may answer 401/403 (token), 409 (no model store) and 503 (job store unusable).
 _ADMIN_ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token"},
