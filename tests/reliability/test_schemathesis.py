@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from model.store import ModelStore
 from tests.conftest import Server
 from tests.reliability.conftest import AUTH, TOKEN
 
@@ -51,6 +52,8 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, count: int
 
 
 def test_every_operation_answers_within_its_schema(serve, tiny_store: Path, capsys) -> None:
+    store = ModelStore(tiny_store)
+    versions, active = store.list_ids(), store.active()
     server: Server = serve(env={"INTENTLY_MODEL_STORE": str(tiny_store), "INTENTLY_ADMIN_TOKEN": TOKEN})
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -59,8 +62,9 @@ def test_every_operation_answers_within_its_schema(serve, tiny_store: Path, caps
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             sent[(operation.label, mode.value)] = _fuzz(operation, mode, EXAMPLES_PER_OPERATION)
-    # The server is still healthy and answering after everything it was sent.
+    # The server is still healthy and answering after everything it was sent, its store intact.
     assert server.proc.poll() is None
+    assert store.list_ids() == versions and store.active() == active
     with capsys.disabled():
         print(f"\nschemathesis: {sum(sent.values())} requests over {len(operations)} operations, no failure")
     assert sum(sent.values()) > 10 * len(operations)
