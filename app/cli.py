@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 
@@ -58,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -69,6 +71,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    """SIGTERM is how a service manager stops a server: exit 0 once uvicorn has drained.
+
+    A single-worker uvicorn re-raises the signal it caught after its graceful
+    shutdown, which would kill the process with it (exit 143) even though every
+    request was answered; with this handler in place the process exits 0.
+    """
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

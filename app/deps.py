@@ -55,6 +55,12 @@ def check_text(text: str, settings: Settings, field: str = "text") -> None:
     """Blank or over-long utterances are client errors; any other Unicode is classified."""
     if not text.strip():
         raise ApiError(422, "invalid_request", f"{field}: must not be empty or only whitespace")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") could not even be echoed back
+        raise ApiError(
+            422, "invalid_request", f"{field}: not valid Unicode (lone surrogate at position {exc.start})"
+        ) from None
     if len(text) > settings.max_text_chars:
         raise ApiError(
             422,

@@ -50,10 +50,24 @@ class ModelHolder:
         if self.model_dir is not None:
             return self._load(self.model_dir)
         assert self.store is not None
-        path = self.store.active_path()
-        if path is None:
+        pointer = self.store.pointer()
+        active = pointer["version"]
+        if not active:
             raise StoreError(f"model store {self.store.root} has no active version")
-        return self._load(path)
+        try:
+            return self._load(self.store.path(active))
+        except (ArtifactError, StoreError, OSError) as exc:
+            # A worker (re)started while the active version is damaged serves what its
+            # siblings still serve, the previously active version, rather than nothing.
+            for previous in pointer["history"]:
+                try:
+                    predictor = self._load(self.store.path(previous))
+                except (ArtifactError, StoreError, OSError):
+                    continue
+                self._failed = active  # logged here, not again every interval
+                log.error("active version %s could not be loaded, serving %s: %s", active, previous, exc)
+                return predictor
+            raise
 
     async def start(self) -> None:
         """Load before the worker takes traffic, then watch the store in the background.

@@ -252,11 +252,15 @@ class ModelStore:
 
     def _write_pointer(self, pointer: dict[str, Any]) -> None:
         tmp = self.root / f".{ACTIVE_FILE}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(pointer, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / ACTIVE_FILE)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(pointer, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / ACTIVE_FILE)
+        except BaseException:  # e.g. the disk is full: the old pointer stays, no temporary is left
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.root)
 
 

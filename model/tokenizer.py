@@ -41,8 +41,9 @@ def normalize(text: str, lowercase: bool = True) -> str:
 
 def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
     config = config or TokenizerConfig()
-    tokens = _TOKEN.findall(normalize(text, config.lowercase))
-    return tokens[: config.max_tokens]
+    # finditer + islice: a huge input is not split into millions of tokens only to keep 64.
+    matches = itertools.islice(_TOKEN.finditer(normalize(text, config.lowercase)), config.max_tokens)
+    return [m.group() for m in matches]
 
 
 def char_ngrams(token: str, n_min: int, n_max: int) -> list[str]:
@@ -105,9 +106,13 @@ class Tokenizer:
         if cached is not None:
             return cached
         cfg = self.config
-        grams = char_ngrams(token, cfg.ngram_min, cfg.ngram_max)[: cfg.max_ngrams_per_token]
+        # Only the first max_ngrams_per_token n-grams are kept, shortest first, so a prefix
+        # of the token gives exactly them: a 10 MB "word" must not build 30 million strings.
+        prefix = token[: cfg.max_ngrams_per_token + cfg.ngram_min]
+        grams = char_ngrams(prefix, cfg.ngram_min, cfg.ngram_max)[: cfg.max_ngrams_per_token]
         ids = [1 + stable_hash(g) % cfg.ngram_buckets for g in grams]
-        if len(self._ngram_cache) < 200_000:  # bounded: request text is unbounded
+        # Bounded in count and in size: request text is untrusted, and real words are short.
+        if len(token) <= 64 and len(self._ngram_cache) < 200_000:
             self._ngram_cache[token] = ids
         return ids
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -104,18 +105,19 @@ class JobRequest:
 class JobStore:
     """The job records of one model store."""
 
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: ModelStore, timeout: float = 10.0):
         self.store = store
         self.path = store.root / DB_FILE
+        self.timeout = timeout  # how long to wait for another connection's lock
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         self.store.ensure()
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             conn.execute(_SCHEMA)
             yield conn
         finally:
@@ -137,20 +139,24 @@ class JobStore:
         )
         (folder / "examples.jsonl").write_text(lines, encoding="utf-8")
         options = {"train": dict(request.options or {}), "tolerance": request.tolerance}
-        with self.connect() as conn:
-            conn.execute(
-                "INSERT INTO jobs (id, state, mode, activate, options, examples, created_at, epochs)"
-                " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    request.mode,
-                    request.activate,
-                    json.dumps(options),
-                    len(request.examples),
-                    _now(),
-                    config.epochs,
-                ),
-            )
+        try:
+            with self.connect() as conn:
+                conn.execute(
+                    "INSERT INTO jobs (id, state, mode, activate, options, examples, created_at, epochs)"
+                    " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    (
+                        job_id,
+                        request.mode,
+                        request.activate,
+                        json.dumps(options),
+                        len(request.examples),
+                        _now(),
+                        config.epochs,
+                    ),
+                )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no examples left behind without a record
+            raise
         return self.get(job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:

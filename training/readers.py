@@ -74,6 +74,8 @@ def read_file(path: str | Path) -> list[Example]:
 
 def parse_bytes(raw: bytes, fmt: str, name: str) -> list[Example]:
     """Parse file contents already in memory (the service's uploads use this too)."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{name}: is UTF-16 encoded; save the file as UTF-8")
     if b"\x00" in raw:
         raise DataError(f"{name}: contains NUL bytes; is it a binary file?")
     try:
@@ -100,6 +102,10 @@ def _example(text: object, intent: object, where: str) -> Example:
         raise DataError(f"{where}: intent name {intent[:40]!r} has spaces or control characters")
     if len(text) > MAX_TEXT_CHARS:
         raise DataError(f"{where}: text is longer than {MAX_TEXT_CHARS} characters")
+    try:
+        (text + intent).encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\ud800" escapes decode to text no file can hold
+        raise DataError(f"{where}: not valid Unicode (a lone surrogate)") from None
     return Example(" ".join(text.split()), intent, where)
 
 
@@ -133,6 +139,8 @@ def _read_jsonl(text: str, name: str) -> list[Example]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not valid JSON: {exc.msg}") from None
+        except RecursionError:  # `[[[[...` a few thousand deep: hostile, not data
+            raise DataError(f"{where}: JSON nested too deeply") from None
         if not isinstance(obj, dict) or "text" not in obj or "intent" not in obj:
             raise DataError(f"{where}: each line must be an object with 'text' and 'intent'")
         examples.append(_example(obj["text"], obj["intent"], where))
@@ -158,6 +166,8 @@ def _read_yaml(text: str, name: str) -> list[Example]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise DataError(f"{name}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:  # PyYAML composes recursively: `[[[[...` would overflow the stack
+        raise DataError(f"{name}: YAML nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):
         raise DataError(f"{name}: Rasa NLU YAML needs a top-level 'nlu:' list")
     lines = text.splitlines()

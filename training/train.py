@@ -24,6 +24,25 @@ from training.calibration import choose_threshold, fit_temperature
 from training.metrics import summary as metric_summary
 from training.readers import OOS, DataSummary, Example, checksum, clean
 
+# Far past any sensible intent model; they keep a job within memory and within hours.
+_OPTION_BOUNDS: dict[str, tuple[float, float]] = {
+    "embed_dim": (1, 2048),
+    "hidden_dim": (1, 2048),
+    "num_layers": (1, 8),
+    "ngram_buckets": (0, 1_000_000),
+    "bag_buckets": (0, 1_000_000),
+    "max_tokens": (1, 1024),
+    "epochs": (1, 1000),
+    "min_steps": (0, 100_000),
+    "patience": (0, 1000),
+    "batch_size": (1, 4096),
+    "dropout": (0.0, 0.99),
+    "word_dropout": (0.0, 0.99),
+    "label_smoothing": (0.0, 0.99),
+    "valid_fraction": (0.0, 0.9),
+    "lr": (0.0, 10.0),
+}
+
 
 @dataclass
 class TrainConfig:
@@ -59,10 +78,28 @@ class TrainConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TrainConfig:
+        """Options from a user or an HTTP request: unknown names, wrong types and sizes refused.
+
+        Checked here because a job runs later in its own process: `embed_dim=10**6`
+        or `epochs=10**9` would only fail there, after exhausting memory or the job slot.
+        """
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"unknown training options: {unknown}; known: {sorted(known)}")
+        for name, value in options.items():
+            kind = str(known[name])
+            ok = {
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str),
+            }.get(kind, True)
+            if not ok:
+                raise ValueError(f"option {name} must be of type {kind}, not {value!r}"[:200])
+            low, high = _OPTION_BOUNDS.get(name, (None, None))
+            if low is not None and not low <= value <= high:
+                raise ValueError(f"option {name}={value!r} is outside {low}..{high}"[:200])
         return cls(**options)
 
     def model_config(self, vocab_size: int, num_labels: int) -> ModelConfig:

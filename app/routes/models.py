@@ -20,6 +20,7 @@ _ERRORS = {
     403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
+    422: {"model": ErrorResponse, "description": "Invalid version id"},
 }
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import PurePath
+import sqlite3
+from collections.abc import Callable
+from pathlib import PurePath, PureWindowsPath
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,10 +23,37 @@ from training.jobs import JobError, JobRequest, JobStore
 from training.readers import FORMATS, DataError, Example, clean, parse_bytes
 
 router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
+# An HTTP caller should not hang for the 10 s a training process waits on a lock.
+JOB_STORE_TIMEOUT = 2.0
+
+
+def _jobs(store: ModelStore) -> JobStore:
+    return JobStore(store, timeout=JOB_STORE_TIMEOUT)
+
+
+async def _job_store_call(func: Callable[..., Any], *args: Any) -> Any:
+    """Run a job-store call in a thread; a locked, missing or damaged database is a 503, not a 500."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except sqlite3.Error as exc:
+        raise ApiError(
+            503,
+            "job_store_unavailable",
+            f"the training job store cannot be used right now ({exc}); retry shortly",
+            {"Retry-After": "2"},
+        ) from None
+
+
+# Every admin route may answer 401/403 (token), 409 (no model store) and 503 (job store unusable).
+_ADMIN_ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token"},
+    403: {"model": ErrorResponse, "description": "The admin API is off"},
+    409: {"model": ErrorResponse, "description": "No model store"},
+    503: {"model": ErrorResponse, "description": "The job store is locked or unreadable; retry"},
+}
 _ERRORS = {
+    **_ADMIN_ERRORS,
     400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
     413: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
 }
@@ -56,7 +85,8 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example],
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ApiError(422, "invalid_request", "file: a multipart part named 'file' is required")
-    name = PurePath(upload.filename or "upload").name  # never a path from the client
+    # Never a path from the client; both separators, so "..\\x.csv" from Windows is "x.csv" too.
+    name = PureWindowsPath(upload.filename or "upload").name
     suffix = PurePath(name).suffix.lower()
     if suffix not in FORMATS:
         raise ApiError(
@@ -76,7 +106,7 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example],
     if isinstance(form.get("options"), str) and form["options"].strip():
         try:
             fields["options"] = json.loads(form["options"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ApiError(422, "invalid_request", "options: not valid JSON") from None
     return examples, fields
 
@@ -117,7 +147,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
     else:
         try:
             payload = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
         try:
             body = TrainingJobCreate.model_validate(payload)
@@ -137,7 +167,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
     try:
         job.validate()
         await asyncio.to_thread(_check_data, store, job)
-        record = await asyncio.to_thread(JobStore(store).submit, job)
+        record = await _job_store_call(_jobs(store).submit, job)
     except (JobError, DataError, StoreError) as exc:
         raise ApiError(422, "invalid_job", str(exc)) from None
     request.app.state.dispatcher.wake()
@@ -147,17 +177,19 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
 @router.get("/v1/training-jobs", response_model=TrainingJobList, responses=_ERRORS)
 async def list_jobs(store: StoreDep) -> dict[str, Any]:
     """Jobs of this store, newest first."""
-    return {"jobs": await asyncio.to_thread(JobStore(store).list)}
+    return {"jobs": await _job_store_call(_jobs(store).list)}
 
 
 @router.get(
-    "/v1/training-jobs/{job_id}", response_model=TrainingJob, responses={404: {"model": ErrorResponse}}
+    "/v1/training-jobs/{job_id}",
+    response_model=TrainingJob,
+    responses={**_ADMIN_ERRORS, 404: {"model": ErrorResponse}},
 )
 async def get_job(job_id: str, store: StoreDep) -> dict[str, Any]:
     """State, progress (epoch of total), metrics, resulting version, activation and error of one job."""
     if not job_id.isalnum() or len(job_id) > 64:
         raise ApiError(404, "not_found", f"no training job {job_id[:64]!r}")
     try:
-        return await asyncio.to_thread(JobStore(store).get, job_id)
+        return await _job_store_call(_jobs(store).get, job_id)
     except KeyError:
         raise ApiError(404, "not_found", f"no training job {job_id!r}") from None

@@ -1,0 +1,85 @@
+"""Sustained load against the real server with 2 workers: no error, bounded p99, flat memory.
+
+Loopback only, stops by itself after WARMUP + SECONDS. Deselect locally with
+`-m "not load"`; CI runs it. Figures are printed (also without -s) and kept
+in bench/results/load-test.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import rss_mb, run_load, worker_pids
+from bench.server_util import utterances, write_results
+from tests.conftest import Server
+
+pytestmark = pytest.mark.load
+
+CONCURRENCY = 64
+SECONDS = 60.0
+WARMUP = 5.0
+# A healthy server on two shared cores answers at c=64 with p99 in the tens of ms; a hung
+# or thrashing one does not make 2 s.
+P99_BOUND_MS = 2000.0
+# Resident memory of the workers may move by allocator noise, not grow with traffic: bounded
+# from the end of warm-up, and tighter from the first sample on (a leak keeps climbing).
+RSS_GROWTH_BOUND = 0.10
+RSS_DRIFT_BOUND = 0.05
+TEXTS = [*utterances(8), "¿Qué hora es?", "今何時ですか", "turn the lights on 🙂", "x" * 900]
+
+
+def _wait_for_workers(server: Server, count: int, timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = worker_pids(server.proc.pid, server.port)
+        if len(pids) == count:
+            return pids
+        time.sleep(0.2)
+    raise TimeoutError(f"expected {count} workers, found {worker_pids(server.proc.pid, server.port)}")
+
+
+def test_sixty_seconds_at_concurrency_64_on_two_workers(
+    serve, default_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server: Server = serve("--workers", "2", env={"INTENTLY_MODEL_STORE": str(default_store)})
+    pids = _wait_for_workers(server, 2)
+    warm = asyncio.run(run_load(server.url, TEXTS, CONCURRENCY, WARMUP))
+    assert warm.error_count == 0, warm.errors
+    rss_start = rss_mb(pids)
+    samples: list[tuple[float, float]] = []
+    result = asyncio.run(
+        run_load(
+            server.url,
+            TEXTS,
+            CONCURRENCY,
+            SECONDS,
+            on_tick=lambda t: samples.append((round(t, 1), round(rss_mb(pids), 1))),
+            tick=10.0,
+        )
+    )
+    rss_end = rss_mb(pids)
+    figures = {
+        **result.summary(),
+        "workers": 2,
+        "rss_start_mb": round(rss_start, 1),
+        "rss_end_mb": round(rss_end, 1),
+        "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2),
+        "rss_samples": samples,
+        "warmup_requests": warm.requests,
+    }
+    write_results("load-test", figures)
+    with capsys.disabled():
+        print(f"\nload test: {json.dumps(figures)}")
+    assert result.error_count == 0, result.errors
+    assert result.requests > 20 * SECONDS  # far below any healthy run: a stalled server fails
+    assert result.checked > 0
+    assert result.percentile_ms(99) < P99_BOUND_MS
+    assert rss_end <= rss_start * (1 + RSS_GROWTH_BOUND), figures
+    assert rss_end <= samples[0][1] * (1 + RSS_DRIFT_BOUND), figures
+    # The same two workers served it all: none died or was replaced under load.
+    assert worker_pids(server.proc.pid, server.port) == pids and server.proc.poll() is None
