@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class ModelHolder:
             log.info("model %s loaded", predictor.version)
         else:
             log.info("model swapped: %s -> %s", old, predictor.version)
+        _settle_heap()
 
     async def check_store(self) -> None:
         """Swap to the store's active version if it changed; a broken one is logged and skipped."""
@@ -127,3 +129,19 @@ class ModelHolder:
                 await self.check_store()
             except Exception:  # the watcher must outlive any one bad check
                 log.exception("model store check failed")
+
+
+def _settle_heap() -> None:
+    """Keep the long-lived heap (torch, the model, its vocabulary) out of every garbage collection.
+
+    Under load a full collection ran about 3 times a second and took 75-95 ms,
+    each one a stall for every request in flight; frozen, those objects are no
+    longer scanned: measured at concurrency 64, p99 fell from 107-123 ms to
+    20 ms and throughput rose from 2.9k to 4.3k requests/s (docs/BENCHMARKS.md).
+    Unfreezing and collecting first, at every swap, lets the model swapped out
+    be reclaimed even if it holds reference cycles; that one collection is the
+    price of a swap.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
