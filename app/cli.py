@@ -14,6 +14,16 @@ from model.store import ModelStore, StoreError
 from training import cli as training_cli
 from training.default_model import SEED_ENV, ensure_default
 
+# How the app is served; bench/bare_app.py serves its baseline with the very same options.
+# Logging is ours (app/logs.py, with request ids), so uvicorn's own config and access log are off;
+# after SIGTERM requests in flight get 30 s to finish.
+UVICORN_OPTIONS: dict[str, object] = {
+    "factory": True,
+    "log_config": None,
+    "access_log": False,
+    "timeout_graceful_shutdown": 30,
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -62,13 +72,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:create_app",
-        factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=30,
+        **UVICORN_OPTIONS,
     )
     return 0
 

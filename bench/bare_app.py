@@ -57,16 +57,11 @@ def main() -> None:
 
     import uvicorn
 
-    # The options `intently serve` passes (app/cli.py).
+    from app.cli import UVICORN_OPTIONS
+
+    # The options `intently serve` passes, so the two stacks differ only in the app.
     uvicorn.run(
-        "bench.bare_app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=30,
+        "bench.bare_app:create_app", host=args.host, port=args.port, workers=args.workers, **UVICORN_OPTIONS
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import server_util as su
+from bench.common import table, write_results
 
 ON, OFF, BARE = "batch-on", "batch-off", "bare"
 KINDS = (ON, OFF, BARE)
@@ -205,7 +206,7 @@ def main() -> None:
         )
     print()
     print(
-        su.table(
+        table(
             ["server", "W", "c", "req/s", "p50 ms", "p99 ms", "non2xx/sock", "rps÷bare", "p99÷bare"],
             table_rows,
         )
@@ -223,7 +224,7 @@ def main() -> None:
         "runs": rows,
         "targets": summary,
     }
-    path = su.write_results("http", payload)
+    path = write_results("http", payload)
     print(f"\n{len(rows)} runs in {elapsed:.0f} s; results in {path.relative_to(su.ROOT)}")
 
 

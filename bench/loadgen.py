@@ -19,12 +19,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,34 +180,6 @@ async def run_load(
     await asyncio.gather(*tasks)
     out.seconds = time.monotonic() - started
     return out
-
-
-# --- resident memory of the serving workers --------------------------------------------------
-
-
-def worker_pids(root_pid: int, port: int) -> list[int]:
-    """The processes under `root_pid` that hold the listening socket (the supervisor excluded)."""
-    from bench.server_util import _listening_inodes, descendants
-
-    inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
-    holders = []
-    for pid in descendants(root_pid):
-        with contextlib.suppress(OSError):
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
-                holders.append(pid)
-    workers = [p for p in holders if p != root_pid]
-    return workers or holders
-
-
-def rss_mb(pids: Sequence[int]) -> float:
-    """Sum of VmRSS of `pids` in MiB; a process that is gone counts 0."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
 
 
 def parse_args() -> argparse.Namespace:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import server_util as su
+from bench.common import table, write_results
 
 WARMUP = 1000
 MAX_WARM_MB = 400.0
@@ -141,7 +142,7 @@ def main() -> None:
     ]
     print()
     print(
-        su.table(
+        table(
             ["server", "warm RSS MB", "final RSS MB", "growth %", "peak MB", "sent", "req/s", "errors"], rows
         )
     )
@@ -166,7 +167,7 @@ def main() -> None:
         "results": results,
         "targets": {text: ok for text, ok in checks},
     }
-    path = su.write_results("memory", payload)
+    path = write_results("memory", payload)
     print(f"\ndone in {elapsed:.0f} s; results in {path.relative_to(su.ROOT)}")
 
 

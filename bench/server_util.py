@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 VENV_BIN = ROOT / ".venv" / "bin"
 HOST = "127.0.0.1"
 PATH = "/v1/classify"
@@ -241,24 +240,29 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def serving_pids(server: Server) -> list[int]:
-    """The processes that accept requests: those of the tree that hold the listening socket.
+def worker_pids(root_pid: int, port: int) -> list[int]:
+    """The processes under `root_pid` that accept requests on `port`: those holding its socket.
 
     With 1 worker uvicorn serves in the process we started; with more, the
     supervisor holds the socket too but serves nothing, so it is dropped when
-    any of its descendants hold the socket as well.
+    any of its descendants hold the socket as well. Empty while nothing listens.
     """
-    inodes = {f"socket:[{i}]" for i in _listening_inodes(server.port)}
+    inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
     holders = []
-    for pid in descendants(server.proc.pid):
+    for pid in descendants(root_pid):
         with contextlib.suppress(OSError):
             fds = os.listdir(f"/proc/{pid}/fd")
             if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
                 holders.append(pid)
-    if not holders:
-        raise RuntimeError(f"no process of {server.kind} (pid {server.proc.pid}) listens on {server.port}")
-    workers = [p for p in holders if p != server.proc.pid]
+    workers = [p for p in holders if p != root_pid]
     return workers or holders
+
+
+def serving_pids(server: Server) -> list[int]:
+    pids = worker_pids(server.proc.pid, server.port)
+    if not pids:
+        raise RuntimeError(f"no process of {server.kind} (pid {server.proc.pid}) listens on {server.port}")
+    return pids
 
 
 def rss_mb(pid: int) -> float:
@@ -267,6 +271,15 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def total_rss_mb(pids: Sequence[int]) -> float:
+    """Sum of the VmRSS of `pids` in MiB; a process that is gone counts 0."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, RuntimeError):
+            total += rss_mb(pid)
+    return total
 
 
 # --- load generators -----------------------------------------------------------------------
@@ -409,27 +422,6 @@ def run_hey(url: str, requests: int, concurrency: int = 32, text: str = DEFAULT_
 
 
 # --- output --------------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(
-            [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        )
-
-    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *(line(r) for r in cells[1:])])
-
-
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """bench/results/NAME.json (git-ignored), so runs can be compared later."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return path
 
 
 def machine_facts() -> dict[str, Any]:

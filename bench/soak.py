@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import server_util as su
-from bench.loadgen import rss_mb, run_load, worker_pids
+from bench.common import table, write_results
+from bench.loadgen import run_load
+from bench.server_util import total_rss_mb, worker_pids
 
 MAX_RSS_GROWTH_PCT = 10.0
 MAX_P99_RATIO = 2.0
@@ -50,7 +52,7 @@ def soak(server: su.Server, args: argparse.Namespace) -> dict[str, Any]:
     texts = su.utterances()
     pids = worker_pids(server.proc.pid, server.port)
     asyncio.run(run_load(server.url, texts, args.concurrency, args.warmup))
-    rss_start = rss_mb(pids)
+    rss_start = total_rss_mb(pids)
     print(f"workers {pids}, RSS after warm-up {rss_start:.1f} MB; one line per {args.window:g} s", flush=True)
     headers = ["window", "requests", "errors", "req/s", "p50 ms", "p99 ms", "RSS MB"]
     print("  ".join(headers), flush=True)
@@ -58,11 +60,11 @@ def soak(server: su.Server, args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.monotonic() + args.minutes * 60
     while (left := deadline - time.monotonic()) > 1:
         result = asyncio.run(run_load(server.url, texts, args.concurrency, min(args.window, left)))
-        row = {**result.summary(), "rss_mb": round(rss_mb(pids), 1)}
+        row = {**result.summary(), "rss_mb": round(total_rss_mb(pids), 1)}
         windows.append(row)
         print("  ".join(str(c) for c in _line(len(windows), row)), flush=True)
     first, last = windows[0], windows[-1]
-    rss_end = rss_mb(pids)
+    rss_end = total_rss_mb(pids)
     baseline_rss = first["rss_mb"]  # after a whole window: the allocator has settled
     verdict = {
         "errors": sum(w["errors"] for w in windows),
@@ -74,7 +76,7 @@ def soak(server: su.Server, args: argparse.Namespace) -> dict[str, Any]:
     }
     print()
     print(
-        su.table(
+        table(
             ["", "requests", "errors", "req/s", "p50 ms", "p99 ms", "RSS MB"],
             [
                 ["first window (baseline)", *_line(1, first)[1:]],
@@ -109,7 +111,7 @@ def main() -> None:
                 figures = soak(server, args)
             finally:
                 server.stop()
-        path = su.write_results("soak", {"machine": su.machine_facts(), "args": vars(args), **figures})
+        path = write_results("soak", {"machine": su.machine_facts(), "args": vars(args), **figures})
         print(f"results: {path}")
     finally:
         su.kill_all()

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from app.cli import main as cli_main
-from bench.loadgen import LoadResult, run_load, worker_pids
+from bench.loadgen import LoadResult, run_load
+from bench.server_util import worker_pids
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
 from model.store import ModelStore

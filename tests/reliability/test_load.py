@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import rss_mb, run_load, worker_pids
-from bench.server_util import utterances, write_results
+from bench.common import write_results
+from bench.loadgen import run_load
+from bench.server_util import total_rss_mb, utterances, worker_pids
 from tests.conftest import Server
 
 pytestmark = pytest.mark.load
@@ -50,7 +51,7 @@ def test_sixty_seconds_at_concurrency_64_on_two_workers(
     pids = _wait_for_workers(server, 2)
     warm = asyncio.run(run_load(server.url, TEXTS, CONCURRENCY, WARMUP))
     assert warm.error_count == 0, warm.errors
-    rss_start = rss_mb(pids)
+    rss_start = total_rss_mb(pids)
     samples: list[tuple[float, float]] = []
     result = asyncio.run(
         run_load(
@@ -58,11 +59,11 @@ def test_sixty_seconds_at_concurrency_64_on_two_workers(
             TEXTS,
             CONCURRENCY,
             SECONDS,
-            on_tick=lambda t: samples.append((round(t, 1), round(rss_mb(pids), 1))),
+            on_tick=lambda t: samples.append((round(t, 1), round(total_rss_mb(pids), 1))),
             tick=10.0,
         )
     )
-    rss_end = rss_mb(pids)
+    rss_end = total_rss_mb(pids)
     figures = {
         **result.summary(),
         "workers": 2,
