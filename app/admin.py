@@ -8,24 +8,33 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.config import Settings
 from app.errors import ApiError
 from model.store import ModelStore
 
 _bearer = HTTPBearer(auto_error=False, description="INTENTLY_ADMIN_TOKEN")
 
 
+def admin_token(settings: Settings) -> str | None:
+    """The configured token, or None when the admin API is off.
+
+    An empty value (e.g. `INTENTLY_ADMIN_TOKEN=` from a template) must not
+    open the admin API to a request without a token: it means off.
+    """
+    token = settings.admin_token
+    return token.get_secret_value() or None if token is not None else None
+
+
 async def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    token = request.app.state.settings.admin_token
-    # An empty value (e.g. `INTENTLY_ADMIN_TOKEN=` from a template) must not
-    # open the admin API to a request without a token: it means off.
-    if token is None or not token.get_secret_value():
+    token = admin_token(request.app.state.settings)
+    if token is None:
         raise ApiError(
             403, "admin_disabled", "the admin API is off; set INTENTLY_ADMIN_TOKEN on the server to enable it"
         )
     given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(given.encode("utf-8"), token.get_secret_value().encode("utf-8")):
+    if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.admin import UtteranceAccessDep
+from app.admin import UtteranceAccessDep, admin_token
 from app.deps import HolderDep, PredictorDep, SettingsDep
 from app.errors import ApiError
 from app.schemas import ErrorResponse, IntentExamples, IntentsResponse
@@ -59,7 +59,7 @@ async def examples(
     this needs the admin token.
     """
     if not allowed:
-        if settings.admin_token is None:
+        if admin_token(settings) is None:
             raise ApiError(
                 403,
                 "examples_private",
