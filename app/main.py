@@ -73,8 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         larger_bodies={"/v1/training-jobs": settings.max_upload_bytes},
     )
-    for router in (classify.router, model_info.router, health.router, models.router, training_jobs.router):
-        app.include_router(router)
-    app.include_router(evaluation.router)
-    app.include_router(playground.router)
+    for module in (classify, model_info, evaluation, health, models, training_jobs, playground):
+        app.include_router(module.router)
     return app
