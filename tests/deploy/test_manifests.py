@@ -84,9 +84,11 @@ def dockerfile_env(dockerfile: dict[str, list[str]]) -> dict[str, str]:
 
 def graceful_timeout() -> int:
     """The seconds uvicorn gives requests in flight after SIGTERM (set in app/cli.py)."""
-    match = re.search(r"timeout_graceful_shutdown=(\d+)", (ROOT / "app" / "cli.py").read_text())
-    assert match, "app/cli.py no longer sets timeout_graceful_shutdown"
-    return int(match.group(1))
+    from app.cli import UVICORN_OPTIONS
+
+    timeout = UVICORN_OPTIONS.get("timeout_graceful_shutdown")
+    assert isinstance(timeout, int), "app/cli.py no longer sets timeout_graceful_shutdown"
+    return timeout
 
 
 def seconds(duration: str) -> float:
