@@ -59,17 +59,24 @@ class Decision:
     out_of_scope: bool
 
 
-def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float) -> list[Decision]:
-    """Out of scope when the `oos` class wins or no in-scope intent reaches the threshold.
+def verdicts(
+    probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(top in-scope label, its probability, out of scope?) per row, as tensors.
 
-    Shared with training, which picks the threshold with this same rule.
+    Out of scope when the `oos` class wins or no in-scope intent reaches the
+    threshold. Shared with training, which picks the threshold with this same rule.
     """
-    masked = probs.masked_fill(~in_scope, -1.0)
-    top_prob, top = masked.max(dim=-1)
-    oos_wins = torch.zeros_like(top, dtype=torch.bool)
+    top_prob, top = probs.masked_fill(~in_scope, -1.0).max(dim=-1)
+    rejected = top_prob < threshold
     if oos_index is not None:
-        oos_wins = probs[:, oos_index] > top_prob
-    rejected = oos_wins | (top_prob < threshold)
+        rejected |= probs[:, oos_index] > top_prob
+    return top, top_prob, rejected
+
+
+def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float) -> list[Decision]:
+    """`verdicts`, one `Decision` per row."""
+    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold)
     return [
         Decision(int(t), float(p), bool(r))
         for t, p, r in zip(top.tolist(), top_prob.tolist(), rejected.tolist(), strict=True)
@@ -131,22 +138,31 @@ class Predictor:
         return self.predict_batch([text], top_k=top_k)[0]
 
     def predict_batch(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
-        probs = self.probabilities(texts)
-        decisions = decide(probs, self.in_scope, self.oos_index, self.meta.threshold)
+        # Rounded to 6 places in float64 by torch, once for the whole batch: Python's
+        # round() on each confidence was measured at 0.7 µs a call, 4 µs an utterance.
+        probs = self.probabilities(texts).double()
+        top, top_prob, rejected = verdicts(probs, self.in_scope, self.oos_index, self.meta.threshold)
+        # Out of scope, the confidence is that of the verdict itself.
+        confidence = torch.where(rejected, 1.0 - top_prob, top_prob).round(decimals=6)
         k = max(1, min(top_k, len(self.intents)))
-        ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).topk(k, dim=-1)
-        results = []
-        for text, d, ps, ids in zip(texts, decisions, ranked_p.tolist(), ranked_i.tolist(), strict=True):
-            ranking = [RankedIntent(self.labels[i], round(p, 6)) for p, i in zip(ps, ids, strict=True)]
-            results.append(
-                Prediction(
-                    text=text,
-                    intent=None if d.out_of_scope else self.labels[d.top],
-                    # Out of scope, the confidence is that of the verdict itself.
-                    confidence=round(1.0 - d.top_prob if d.out_of_scope else d.top_prob, 6),
-                    out_of_scope=d.out_of_scope,
-                    ranking=ranking,
-                    model_version=self.version,
-                )
+        ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).round(decimals=6).topk(k, dim=-1)
+        labels, version = self.labels, self.version
+        return [
+            Prediction(
+                text=text,
+                intent=None if out else labels[t],
+                confidence=c,
+                out_of_scope=out,
+                ranking=[RankedIntent(labels[i], p) for p, i in zip(ps, ids, strict=True)],
+                model_version=version,
             )
-        return results
+            for text, t, c, out, ps, ids in zip(
+                texts,
+                top.tolist(),
+                confidence.tolist(),
+                rejected.tolist(),
+                ranked_p.tolist(),
+                ranked_i.tolist(),
+                strict=True,
+            )
+        ]

@@ -14,6 +14,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from model.config import TokenizerConfig
 
@@ -28,6 +29,8 @@ _TOKEN = re.compile(
     r"|[^\W_]+(?:'[^\W_]+)*"  # words, numbers, contractions (what's, don't)
     r"|[^\w\s]"  # a punctuation mark or symbol (emoji included)
 )
+# Texts up to this long are split in one findall; at worst a few thousand tokens.
+_FINDALL_CHARS = 2048
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
 
@@ -41,8 +44,11 @@ def normalize(text: str, lowercase: bool = True) -> str:
 
 def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
     config = config or TokenizerConfig()
+    text = normalize(text, config.lowercase)
+    if len(text) <= _FINDALL_CHARS:
+        return _TOKEN.findall(text)[: config.max_tokens]  # one call into C: the common case
     # finditer + islice: a huge input is not split into millions of tokens only to keep 64.
-    matches = itertools.islice(_TOKEN.finditer(normalize(text, config.lowercase)), config.max_tokens)
+    matches = itertools.islice(_TOKEN.finditer(text), config.max_tokens)
     return [m.group() for m in matches]
 
 
@@ -65,6 +71,16 @@ class Encoded:
     bag: list[int]
 
 
+class _Token(NamedTuple):
+    """Everything `encode` needs of one token, worked out once and cached."""
+
+    word: int  # vocabulary id
+    ngrams: list[int]  # character n-gram buckets
+    unigram: int  # sentence-bag bucket of the word itself, 0 without a bag
+    bigram_state: int  # crc32 of "b:<token>": a bigram's hash continues from it
+    bigram_tail: bytes  # " <token>" in UTF-8: what a bigram ending here adds
+
+
 class Tokenizer:
     """Maps text to ids with a fixed vocabulary; cheap to call per request."""
 
@@ -77,7 +93,7 @@ class Tokenizer:
         if len(self.index) != len(self.vocab):
             raise ValueError("vocabulary has duplicate entries")
         self.bag_buckets = bag_buckets
-        self._ngram_cache: dict[str, list[int]] = {}
+        self._cache: dict[str, _Token] = {}
 
     @classmethod
     def build(
@@ -102,35 +118,48 @@ class Tokenizer:
 
     def token_ngrams(self, token: str) -> list[int]:
         """Bucket ids (1-based; 0 is padding) of a token's character n-grams."""
-        cached = self._ngram_cache.get(token)
-        if cached is not None:
-            return cached
         cfg = self.config
+        if not cfg.uses_subwords or token == UNK:
+            return []
         # Only the first max_ngrams_per_token n-grams are kept, shortest first, so a prefix
         # of the token gives exactly them: a 10 MB "word" must not build 30 million strings.
         prefix = token[: cfg.max_ngrams_per_token + cfg.ngram_min]
         grams = char_ngrams(prefix, cfg.ngram_min, cfg.ngram_max)[: cfg.max_ngrams_per_token]
-        ids = [1 + stable_hash(g) % cfg.ngram_buckets for g in grams]
-        # Bounded in count and in size: request text is untrusted, and real words are short.
-        if len(token) <= 64 and len(self._ngram_cache) < 200_000:
-            self._ngram_cache[token] = ids
-        return ids
+        return [1 + stable_hash(g) % cfg.ngram_buckets for g in grams]
 
     def sentence_bag(self, tokens: Sequence[str]) -> list[int]:
         """Hashed word uni- and bi-grams of the whole utterance (1-based buckets)."""
-        if not self.bag_buckets:
+        return self._bag([self._token(t) for t in tokens])
+
+    def _token(self, token: str) -> _Token:
+        entry = self._cache.get(token)
+        if entry is not None:
+            return entry
+        # The bag hashes "w:<a>" and "b:<a> <b>"; crc32 can continue from a prefix's
+        # value, so a bigram costs one call on cached bytes instead of a new string.
+        state = zlib.crc32(f"b:{token}".encode())
+        unigram = 1 + stable_hash(f"w:{token}") % self.bag_buckets if self.bag_buckets else 0
+        entry = _Token(
+            self.index.get(token, UNK_ID), self.token_ngrams(token), unigram, state, f" {token}".encode()
+        )
+        # Bounded in count and in size: request text is untrusted, and real words are short.
+        if len(token) <= 64 and len(self._cache) < 200_000:
+            self._cache[token] = entry
+        return entry
+
+    def _bag(self, entries: Sequence[_Token]) -> list[int]:
+        buckets = self.bag_buckets
+        if not buckets:
             return []
-        grams = [f"w:{t}" for t in tokens]
-        grams += [f"b:{a} {b}" for a, b in itertools.pairwise(tokens)]
-        return [1 + stable_hash(g) % self.bag_buckets for g in grams]
+        crc32 = zlib.crc32
+        bag = [e.unigram for e in entries]
+        bag += [1 + crc32(b.bigram_tail, a.bigram_state) % buckets for a, b in itertools.pairwise(entries)]
+        return bag
 
     def encode(self, text: str) -> Encoded:
         # An utterance with no tokens (only spaces or control characters) is
         # read as one unknown word, so the network always sees a sequence.
         tokens = tokenize(text, self.config) or [UNK]
-        words = [self.index.get(t, UNK_ID) for t in tokens]
-        if self.config.uses_subwords:
-            ngrams = [self.token_ngrams(t) if t != UNK else [] for t in tokens]
-        else:
-            ngrams = [[] for _ in tokens]
-        return Encoded(words, ngrams, self.sentence_bag(tokens))
+        cache = self._cache
+        entries = [cache.get(t) or self._token(t) for t in tokens]
+        return Encoded([e.word for e in entries], [e.ngrams for e in entries], self._bag(entries))

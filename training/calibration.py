@@ -10,25 +10,37 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from model.predictor import decide
+from model.predictor import verdicts
 
 
-def fit_temperature(logits: Tensor, targets: Tensor, steps: int = 200) -> float:
-    """The temperature minimising validation negative log-likelihood."""
+def fit_temperature(logits: Tensor, targets: Tensor, low: float = 0.05, high: float = 20.0) -> float:
+    """The temperature in [low, high] minimising validation negative log-likelihood.
+
+    The NLL is convex in the inverse temperature, so a golden-section search
+    over it finds the optimum, and cannot diverge: an L-BFGS fit did, to NaN,
+    on the near-uniform logits of an undertrained model.
+    """
     if len(targets) == 0:
         return 1.0
-    log_t = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps)
-    logits = logits.detach()
+    logits = logits.detach().double()
 
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
-        loss.backward()
-        return loss
+    def nll(beta: float) -> float:
+        return float(torch.nn.functional.cross_entropy(logits * beta, targets))
 
-    opt.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    ratio = (5**0.5 - 1) / 2
+    a, b = 1 / high, 1 / low
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    for _ in range(60):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    return 1 / ((a + b) / 2)
 
 
 def in_scope_accuracy(
@@ -37,9 +49,8 @@ def in_scope_accuracy(
     rows = in_scope[targets]
     if not rows.any():
         return 0.0
-    decisions = decide(probs[rows], in_scope, oos_index, threshold)
-    truth = targets[rows].tolist()
-    return sum(not d.out_of_scope and d.top == t for d, t in zip(decisions, truth, strict=True)) / len(truth)
+    top, _, rejected = verdicts(probs[rows], in_scope, oos_index, threshold)
+    return float((~rejected & (top == targets[rows])).double().mean())
 
 
 def choose_threshold(
