@@ -8,21 +8,11 @@ import signal
 import sys
 import tempfile
 
-from app.config import Settings
+from app.config import UVICORN_OPTIONS, Settings
 from model.artifact import ArtifactError, load
 from model.store import ModelStore, StoreError
 from training import cli as training_cli
 from training.default_model import SEED_ENV, ensure_default
-
-# How the app is served; bench/bare_app.py serves its baseline with the very same options.
-# Logging is ours (app/logs.py, with request ids), so uvicorn's own config and access log are off;
-# after SIGTERM requests in flight get 30 s to finish.
-UVICORN_OPTIONS: dict[str, object] = {
-    "factory": True,
-    "log_config": None,
-    "access_log": False,
-    "timeout_graceful_shutdown": 30,
-}
 
 
 def build_parser() -> argparse.ArgumentParser:

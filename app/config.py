@@ -71,3 +71,15 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# How the app is served; bench/bare_app.py serves its baseline with the very same
+# options (kept here, not in app.cli, so that it need not import torch to read them).
+# Logging is ours (app/logs.py, with request ids), so uvicorn's own config and access log are off;
+# after SIGTERM requests in flight get 30 s to finish.
+UVICORN_OPTIONS: dict[str, object] = {
+    "factory": True,
+    "log_config": None,
+    "access_log": False,
+    "timeout_graceful_shutdown": 30,
+}

@@ -57,7 +57,7 @@ def main() -> None:
 
     import uvicorn
 
-    from app.cli import UVICORN_OPTIONS
+    from app.config import UVICORN_OPTIONS
 
     # The options `intently serve` passes, so the two stacks differ only in the app.
     uvicorn.run(

@@ -143,7 +143,8 @@ class Tokenizer:
             self.index.get(token, UNK_ID), self.token_ngrams(token), unigram, state, f" {token}".encode()
         )
         # Bounded in count and in size: request text is untrusted, and real words are short.
-        if len(token) <= 64 and len(self._cache) < 200_000:
+        # At the cap the cache holds at most ~50 MB (about 1 KB an entry of 32 characters).
+        if len(token) <= 32 and len(self._cache) < 50_000:
             self._cache[token] = entry
         return entry
 

@@ -84,7 +84,7 @@ def dockerfile_env(dockerfile: dict[str, list[str]]) -> dict[str, str]:
 
 def graceful_timeout() -> int:
     """The seconds uvicorn gives requests in flight after SIGTERM (set in app/cli.py)."""
-    from app.cli import UVICORN_OPTIONS
+    from app.config import UVICORN_OPTIONS
 
     timeout = UVICORN_OPTIONS.get("timeout_graceful_shutdown")
     assert isinstance(timeout, int), "app/cli.py no longer sets timeout_graceful_shutdown"
