@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import errors, logs, metrics
 from app.batcher import Batcher
 from app.config import Settings, get_settings
+from app.fast_path import ClassifyFastPath
 from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.batcher = batcher
     app.state.dispatcher = dispatcher
     errors.install(app)
+    # Added first, so innermost: inside CORS and RequestContext, which apply to it as to any route.
+    app.add_middleware(ClassifyFastPath, fastapi_app=app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -37,6 +37,10 @@ PREDICTIONS = Counter(
     "Utterances classified, by predicted intent ('oos': out of scope)",
     ["intent"],
 )
+FAST_PATH = Counter(
+    "intently_classify_fast_path_total",
+    "POST /v1/classify requests answered beneath the framework's routing (app/fast_path.py)",
+)
 OUT_OF_SCOPE = Counter("intently_out_of_scope_total", "Utterances classified as out of scope")
 CLASSIFIED = Counter("intently_classified_total", "Utterances classified")
 MODEL_INFO = Gauge(

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.deps import ClassifyingDep, check_text, check_top_k
+from app.deps import Classifying, ClassifyingDep, check_text, check_top_k
 from app.errors import ApiError
 from app.metrics import observe_predictions
 from app.schemas import (
@@ -42,14 +42,19 @@ def _json(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
+async def classify_one(ctx: Classifying, text: str, top_k: int) -> bytes:
+    """One utterance checked, classified and serialised: the route and its fast path (app.fast_path)."""
+    check_text(text, ctx.settings)
+    check_top_k(top_k, ctx.settings)
+    (prediction,) = await ctx.batcher.classify(ctx.predictor, [text], top_k)
+    observe_predictions([prediction.intent])
+    return orjson.dumps(prediction.to_dict())
+
+
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
 async def classify(body: ClassifyRequest, ctx: ClassifyingDep) -> Response:
     """Classify one utterance: intent (null when out of scope), confidence and ranking."""
-    check_text(body.text, ctx.settings)
-    check_top_k(body.top_k, ctx.settings)
-    (prediction,) = await ctx.batcher.classify(ctx.predictor, [body.text], body.top_k)
-    observe_predictions([prediction.intent])
-    return _json(prediction.to_dict())
+    return Response(await classify_one(ctx, body.text, body.top_k), media_type="application/json")
 
 
 @router.post("/v1/classify/batch", response_model=BatchResponse, responses=_ERRORS)
