@@ -57,7 +57,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-    return JSONResponse(error_body("body_too_large", str(exc)), 413)
+    return JSONResponse(error_body("body_too_large", exc.detail), 413)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

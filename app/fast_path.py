@@ -7,16 +7,16 @@ project's own code and the model together. This layer parses the body with
 the route's own pydantic model and answers with the route's own code
 (`classify_one`). Anything it does not answer (another route, a body that is
 not valid JSON or not a valid request, a blank text, no model loaded yet, a
-failure) goes to the FastAPI app unchanged, with the body replayed, so every
-error keeps the status, message and OpenAPI description of the route.
+client gone mid-body) goes to the FastAPI app unchanged, with the body
+replayed, so every error keeps the status, message and OpenAPI description
+of the route. A failure of the model itself is raised to the app's error
+handler, as the route's would be.
 
 It sits inside `RequestContext` (request id, size limit, metrics, access
 log) and inside CORS, so those apply as to any request.
 """
 
 from __future__ import annotations
-
-import logging
 
 import orjson
 from fastapi import FastAPI
@@ -30,7 +30,6 @@ from app.middleware import BodyTooLarge
 from app.routes import classify
 from app.schemas import ClassifyRequest
 
-log = logging.getLogger("intently.fast_path")
 PATH = "/v1/classify"
 _JSON = b"application/json"
 
@@ -43,28 +42,30 @@ class ClassifyFastPath:
         self.route = next(r for r in classify.router.routes if getattr(r, "path", None) == PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
         try:
-            body = await _read_body(receive)
-        except BodyTooLarge as exc:
-            await _send(send, 413, orjson.dumps(error_body("body_too_large", str(exc))))
+            body, last = await _read_body(receive)
+        except BodyTooLarge as exc:  # as the route answers it (app/errors.py)
+            scope["route"] = self.route
+            await _send(send, 413, orjson.dumps(error_body("body_too_large", exc.detail)))
             return
-        if body is None:  # the client went away
-            return
-        answer = await self._answer(scope, body)
+        answer = await self._answer(scope, body) if last is None else None
         if answer is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, _replay(body, last, receive), send)
             return
         scope["route"] = self.route
         FAST_PATH.inc()
         await _send(send, 200, answer)
 
     async def _answer(self, scope: Scope, body: bytes) -> bytes | None:
-        """The serialised answer, or None to let the FastAPI route handle the request."""
-        content_type = dict(scope["headers"]).get(b"content-type", b"")
-        if not content_type.startswith(_JSON):
+        """The serialised answer, or None to let the FastAPI route handle the request.
+
+        Failures of the model are raised, not handed on: the route would run the
+        same batch again. The app's error handler answers them as for the route.
+        """
+        if not _is_json(scope):
             return None
         try:
             request = ClassifyRequest.model_validate_json(body)
@@ -79,32 +80,46 @@ class ClassifyFastPath:
             return await classify.classify_one(ctx, request.text, request.top_k)
         except ApiError:
             return None
-        except Exception:  # the route runs it again and answers the failure the usual way
-            log.exception("fast path failed; handing the request to the route")
-            return None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the `root_path` a proxy mounts the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _is_json(scope: Scope) -> bool:
+    """`application/json` exactly (any parameters), read from the first Content-Type header.
+
+    Only that: FastAPI also reads `+json` types as JSON, but those go the route's way.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == _JSON
+    return False
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
+    """The body, and the message that cut it short (a disconnect) or None when complete."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None
+            return b"".join(chunks), message
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join(chunks), None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that gives the body already read, then whatever the connection says next."""
-    sent = False
+def _replay(body: bytes, last: Message | None, receive: Receive) -> Receive:
+    """A `receive` that gives what was read (and the disconnect, if one came), then the connection's own."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": last is not None}]
+    if last is not None:
+        pending.append(last)
 
     async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return pending.pop(0) if pending else await receive()
 
     return replay
 

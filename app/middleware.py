@@ -12,6 +12,7 @@ import os
 import re
 import time
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import LATENCY, REQUESTS, child
@@ -20,9 +21,11 @@ log = logging.getLogger("intently.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(HTTPException):
+    """An HTTPException so that FastAPI passes it on while reading a body (it turns others into 400)."""
+
     def __init__(self, limit: int):
-        super().__init__(f"request body is larger than {limit} bytes")
+        super().__init__(413, f"request body is larger than {limit} bytes")
         self.limit = limit
 
 

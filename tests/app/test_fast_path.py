@@ -63,15 +63,37 @@ def test_errors_are_the_routes(client: TestClient, body: bytes, status: int, err
     assert _answered_by_fast_path(client) == before
 
 
-def test_streamed_body_over_the_limit_is_refused(client: TestClient) -> None:
+@pytest.mark.parametrize("headers", [{"content-type": "application/json"}, ROUTE_ONLY])
+def test_streamed_body_over_the_limit_is_refused(client: TestClient, headers: dict) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"text": "'
         yield b"a" * 5000
         yield b'"}'
 
-    r = client.post("/v1/classify", content=chunks(), headers={"content-type": "application/json"})
+    r = client.post("/v1/classify", content=chunks(), headers=headers)
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert client.post("/v1/classify", json={"text": "still fine"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "fast"),
+    [
+        ("application/json; charset=utf-8", True),
+        ("Application/JSON", True),
+        ("application/jsonl", False),
+        ("application/json5", False),
+        ("text/plain", False),
+    ],
+)
+def test_only_json_takes_the_fast_path(client: TestClient, content_type: str, fast: bool) -> None:
+    body = b'{"text": "What time is it?"}'
+    before = _answered_by_fast_path(client)
+    r = client.post("/v1/classify", content=body, headers={"content-type": content_type})
+    assert _answered_by_fast_path(client) == before + fast
+    if fast:
+        assert r.status_code == 200 and r.json()["intent"] == "ask_time"
+    else:  # the route reads none of these as JSON
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request"
 
 
 def test_metrics_and_other_routes_unchanged(client: TestClient) -> None:
