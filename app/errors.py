@@ -10,8 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.middleware import BodyTooLarge
-
 log = logging.getLogger("intently.errors")
 
 
@@ -51,13 +49,10 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # 413 includes app.middleware.BodyTooLarge, an HTTPException raised while a body is read.
     codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
     code = codes.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
-
-
-async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-    return JSONResponse(error_body("body_too_large", exc.detail), 413)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -69,5 +64,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(BodyTooLarge, _too_large)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
