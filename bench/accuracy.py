@@ -6,7 +6,7 @@ strongest cheap baseline, trained on the same split in the same run, plus an
 ablation without sub-word features to show what the n-grams buy on typos.
 
     .venv/bin/python -m bench.accuracy [--datasets banking77 snips] [--seed 0] [--quick]
-                                       [--no-subword-ablation]
+                                       [--no-subword-ablation] [--per-intent N]
 """
 
 from __future__ import annotations
@@ -137,9 +137,17 @@ def score_baseline(
 
 
 def run_dataset(
-    name: str, train_ex: list[Example], test_ex: list[Example], seed: int, quick: bool, ablation: bool
+    name: str,
+    train_ex: list[Example],
+    test_ex: list[Example],
+    seed: int,
+    quick: bool,
+    ablation: bool,
+    per_intent: int | None = None,
 ) -> dict[str, Any]:
     cfg = TrainConfig(seed=seed)
+    if per_intent:
+        train_ex = subsample_per_intent(train_ex, per_intent, seed)
     if quick:
         train_ex = subsample_per_intent(train_ex, QUICK_PER_INTENT, seed)
         cfg = replace(cfg, epochs=QUICK_EPOCHS)
@@ -174,7 +182,16 @@ def main() -> None:
         action="store_true",
         help="skip the extra training run with ngram_buckets=0",
     )
+    parser.add_argument(
+        "--per-intent",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N examples per intent (same test set): the few-examples start of a new bot",
+    )
     args = parser.parse_args()
+    if args.per_intent is not None and args.per_intent < 2:
+        parser.error("--per-intent must be at least 2 (training needs two examples of each intent)")
     apply_threads(args.threads)
     loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
     exit_if_nothing(loaded)
@@ -183,7 +200,7 @@ def main() -> None:
     rows = []
     for name, (train_ex, test_ex) in loaded.items():
         results[name] = run_dataset(
-            name, train_ex, test_ex, args.seed, args.quick, not args.no_subword_ablation
+            name, train_ex, test_ex, args.seed, args.quick, not args.no_subword_ablation, args.per_intent
         )
         for s in results[name]["systems"]:
             rows.append(
@@ -211,7 +228,8 @@ def main() -> None:
     print()
     print(table(headers, rows))
     print("acc: the project with its out-of-scope threshold (a rejection counts as wrong); no-thr: argmax.")
-    path = write_results("accuracy", {"run": run_facts(args), "quick": args.quick, "datasets": results})
+    name = f"accuracy-{args.per_intent}-per-intent" if args.per_intent else "accuracy"
+    path = write_results(name, {"run": run_facts(args), "quick": args.quick, "datasets": results})
     print(f"results: {path}")
 
 

@@ -5,7 +5,7 @@ Why: the project picks its out-of-scope threshold on held-out data with no
 shared sets have no out-of-scope rows, so ~25% of the intents are held out as
 "unseen": their training rows are removed and their test rows become `oos`.
 The baseline gets the very same threshold rule (temperature, then the highest
-threshold costing <= max_oos_drop of validation in-scope accuracy) on the same
+threshold expected to cost <= max_oos_drop of in-scope accuracy) on the same
 validation split, so the two are compared on detection, not on the rule.
 
     .venv/bin/python -m bench.oos [--datasets banking77 snips] [--seed 0] [--quick]

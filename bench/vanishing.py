@@ -45,7 +45,11 @@ ARCHS = ("rnn", "lstm")
 
 
 def small_config(arch: str, seed: int) -> TrainConfig:
-    """One direction, last hidden state only: the signal has to travel through every filler."""
+    """One direction, last hidden state only: the signal has to travel through every filler.
+
+    No linear bag path either: it reads the words regardless of order and would
+    carry the answer past whatever the recurrent layer forgets.
+    """
     return TrainConfig(
         arch=arch,
         bidirectional=False,
@@ -54,6 +58,7 @@ def small_config(arch: str, seed: int) -> TrainConfig:
         embed_dim=64,
         hidden_dim=64,
         ngram_buckets=0,
+        bag_buckets=0,
         epochs=8,
         seed=seed,
     )

@@ -223,7 +223,8 @@ def _check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         raise ValueError("tokenizer and model disagree on ngram_buckets")
     if not (1 <= tcfg.ngram_min <= tcfg.ngram_max <= 10 and 1 <= tcfg.max_tokens <= 4096):
         raise ValueError("tokenizer n-gram or length settings are out of range")
-    params = (cfg.vocab_size + cfg.ngram_buckets) * cfg.embed_dim + cfg.bag_buckets * cfg.num_labels
+    wide = cfg.bag_buckets + (cfg.ngram_buckets if cfg.uses_char_bag else 0)
+    params = (cfg.vocab_size + cfg.ngram_buckets) * cfg.embed_dim + wide * cfg.num_labels
     if params > MAX_PARAMETERS:
         raise ValueError("model is implausibly large")
 

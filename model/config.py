@@ -51,6 +51,10 @@ class ModelConfig:
     # A sentence-level bag of hashed word uni/bi-grams feeding the classifier
     # directly: a linear "wide" path beside the recurrent "deep" path.
     bag_buckets: int = 0
+    # The wide path also reads every token's hashed character n-grams, which
+    # makes it a linear model over words and characters, like TF-IDF + logistic
+    # regression: strong with few examples, where the recurrent path is weak.
+    bag_char_ngrams: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -62,6 +66,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+
+    @property
+    def uses_char_bag(self) -> bool:
+        return self.bag_char_ngrams and self.ngram_buckets > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -165,7 +165,11 @@ class Encoder(nn.Module):
 
 
 class IntentNet(nn.Module):
-    """Utterance -> intent logits. Optionally adds a linear bag-of-n-grams path."""
+    """Utterance -> intent logits: a recurrent "deep" path plus an optional linear "wide" path.
+
+    The wide path is a bag of hashed word uni- and bi-grams, and optionally of
+    the tokens' character n-grams; its logits are added to the deep path's.
+    """
 
     def __init__(self, cfg: ModelConfig, sparse: bool = False):
         super().__init__()
@@ -180,15 +184,32 @@ class IntentNet(nn.Module):
             if cfg.bag_buckets
             else None
         )
-        if self.bag is not None:
-            nn.init.zeros_(self.bag.weight)
+        self.char_bag = (
+            nn.EmbeddingBag(cfg.ngram_buckets + 1, cfg.num_labels, mode="sum", padding_idx=0, sparse=sparse)
+            if cfg.uses_char_bag
+            else None
+        )
+        for table in (self.bag, self.char_bag):
+            if table is not None:
+                nn.init.zeros_(table.weight)
 
     def features(self, batch: Batch) -> Tensor:
         x = self.embed_dropout(self.embed(batch))
         return self.encoder(x, batch.lengths)
 
-    def forward(self, batch: Batch) -> Tensor:
-        logits = self.head(self.dropout(self.features(batch)))
+    def paths(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """The deep and the wide path's logits, apart: training can fit each on its own."""
+        deep = self.head(self.dropout(self.features(batch)))
+        wide = None
         if self.bag is not None:
-            logits = logits + self.bag(batch.bag_ids, batch.bag_offsets)
-        return logits
+            wide = self.bag(batch.bag_ids, batch.bag_offsets)
+        if self.char_bag is not None:
+            # Each utterance's n-grams run from the n-gram offset of its first token.
+            starts = batch.lengths.cumsum(0) - batch.lengths
+            chars = self.char_bag(batch.ngram_ids, batch.ngram_offsets[starts])
+            wide = chars if wide is None else wide + chars
+        return deep, wide
+
+    def forward(self, batch: Batch) -> Tensor:
+        deep, wide = self.paths(batch)
+        return deep if wide is None else deep + wide

@@ -3,11 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model.network import Batch
 from model.predictor import Predictor
 from tests.conftest import small_config
 from training.evaluate import evaluate
 from training.readers import Example
-from training.train import TrainConfig, stratified_split, train
+from training.train import TrainConfig, TrainResult, stratified_split, train
 
 TINY = dict(embed_dim=32, hidden_dim=32, ngram_buckets=2000, epochs=3)
 
@@ -45,6 +46,28 @@ def test_every_arch_trains(assistant_train: list[Example]) -> None:
     for arch in ("gru", "rnn"):
         result = train(data, small_config(**{**TINY, "epochs": 1}, arch=arch))
         assert result.meta.model.arch == arch
+
+
+def test_each_path_learns_to_classify_on_its_own(
+    small_result: TrainResult, assistant_test: list[Example]
+) -> None:
+    net, labels = small_result.net.eval(), small_result.meta.labels
+    batch = Batch.from_encoded([small_result.tokenizer.encode(e.text) for e in assistant_test])
+    truth = torch.tensor([labels.index(e.intent) for e in assistant_test])
+    with torch.inference_mode():
+        deep, wide = net.paths(batch)
+    assert wide is not None and net.char_bag is not None
+    chance = 1 / len(labels)
+    for logits in (deep, wide, deep + wide):
+        assert float((logits.argmax(-1) == truth).float().mean()) > 0.6 > 15 * chance
+
+
+def test_paths_can_be_fitted_jointly_or_without_the_linear_path(assistant_train: list[Example]) -> None:
+    data = _subset(assistant_train, 10)
+    joint = train(data, small_config(**{**TINY, "epochs": 1}, separate_paths=False))
+    assert joint.meta.model.uses_char_bag and joint.meta.training["options"]["separate_paths"] is False
+    deep_only = train(data, small_config(**{**TINY, "epochs": 1}, bag_buckets=0, bag_char_ngrams=False))
+    assert deep_only.net.bag is None and deep_only.net.char_bag is None
 
 
 def test_calibration_and_threshold_are_stored(small_predictor: Predictor) -> None:

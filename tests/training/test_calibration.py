@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.calibration import choose_threshold, fit_temperature
+
+
+def _rows(confidences: list[float], labels: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability rows whose top class (0) has the given confidence; all correct."""
+    probs = []
+    for c in confidences:
+        rest = (1 - c) / (labels - 1)
+        probs.append([c] + [rest] * (labels - 1))
+    return torch.tensor(probs, dtype=torch.float64), torch.zeros(len(confidences), dtype=torch.long)
+
+
+def test_threshold_follows_the_order_statistics_of_correct_confidences() -> None:
+    # 999 correct rows at 0.500..0.998; 0.25% of 999 rows = the 2.5th order statistic of 1000.
+    conf = [0.5 + i / 2000 for i in range(999)]
+    probs, y = _rows(conf)
+    t = choose_threshold(probs, y, torch.ones(4, dtype=torch.bool), None, max_drop=0.0025)
+    # Position 2.5 * 1000 / 999 = 2.5025: between the 2nd (0.5005) and 3rd (0.5010) lowest.
+    assert t == pytest.approx(0.5005 + 0.5025 * 0.0005, abs=1e-4)
+
+
+def test_few_validation_rows_give_a_low_threshold_not_their_minimum() -> None:
+    # 14 confident correct rows: the old observed rule put the threshold just under 0.97.
+    probs, y = _rows([0.97 + i / 1000 for i in range(14)])
+    t = choose_threshold(probs, y, torch.ones(4, dtype=torch.bool), None, max_drop=0.0025)
+    # Position 0.0025 * 15 = 0.0375 of the way from chance (0.25) to the lowest (0.97).
+    assert t == pytest.approx(0.25 + 0.0375 * 0.72, abs=1e-4)
+
+
+def test_wrong_rows_do_not_move_the_threshold_but_count_in_the_budget() -> None:
+    probs, y = _rows([0.6 + i / 1000 for i in range(100)])
+    y_wrong = y.clone()
+    y_wrong[:50] = 1  # half the rows are wrong: half as many correct confidences to spend
+    ones = torch.ones(4, dtype=torch.bool)
+    all_right = choose_threshold(probs, y, ones, None, max_drop=0.05)
+    half_right = choose_threshold(probs, y_wrong, ones, None, max_drop=0.05)
+    # Budget: 5 of 100 rows either way. All right: position 5 * 101/100 = 5.05 among
+    # 0.600..0.699, i.e. just above the 5th lowest (0.604). Half right: the 5 rows are
+    # a tenth of the 50 correct ones, position 5 * 51/50 = 5.1 among 0.650..0.699.
+    assert all_right == pytest.approx(0.604 + 0.05 * 0.001, abs=1e-4)
+    assert half_right == pytest.approx(0.654 + 0.1 * 0.001, abs=1e-4)
+
+
+def test_no_budget_or_no_in_scope_rows_means_no_threshold() -> None:
+    probs, y = _rows([0.9, 0.95])
+    assert choose_threshold(probs, y, torch.ones(4, dtype=torch.bool), None, max_drop=0.0) == 0.0
+    in_scope = torch.tensor([False, True, True, True])  # class 0 is "oos"
+    assert choose_threshold(probs, y, in_scope, 0, max_drop=0.01) == 0.0
+
+
+def test_threshold_is_capped_below_one() -> None:
+    probs, y = _rows([0.999] * 20)
+    assert choose_threshold(probs, y, torch.ones(4, dtype=torch.bool), None, max_drop=0.9) == 0.99
+
+
+def test_temperature_recovers_a_known_scale() -> None:
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 5) * 2
+    y = torch.distributions.Categorical(logits=true_logits).sample()
+    # The model's logits are 3x too sharp: the fitted temperature should undo it.
+    assert fit_temperature(true_logits * 3, y) == pytest.approx(3.0, rel=0.1)
