@@ -33,6 +33,7 @@ class Batch:
     lengths: Tensor  # [B] tokens per utterance, on the CPU as packing requires
     bag_ids: Tensor  # [K] sentence-bag buckets of all utterances, flat
     bag_offsets: Tensor  # [B] start of each utterance's bag
+    ngram_starts: Tensor  # [B] start of each utterance's n-grams, for the wide path
 
     @classmethod
     def from_encoded(cls, items: Sequence[Encoded]) -> Batch:
@@ -51,13 +52,16 @@ class Batch:
             bag_sizes.append(len(e.bag))
         ngram_sizes.pop()
         bag_sizes.pop()
+        ngram_offsets = np.cumsum(ngram_sizes, dtype=np.int64)
+        lengths = np.array([len(e.words) for e in items], dtype=np.int64)
         return cls(
             _ids(words),
             _ids(ngrams),
-            torch.from_numpy(np.cumsum(ngram_sizes, dtype=np.int64)),
-            _ids([len(e.words) for e in items]),
+            torch.from_numpy(ngram_offsets),
+            torch.from_numpy(lengths),
             _ids(bag),
             torch.from_numpy(np.cumsum(bag_sizes, dtype=np.int64)),
+            torch.from_numpy(ngram_offsets[np.cumsum(lengths) - lengths]),
         )
 
 
@@ -204,9 +208,7 @@ class IntentNet(nn.Module):
         if self.bag is not None:
             wide = self.bag(batch.bag_ids, batch.bag_offsets)
         if self.char_bag is not None:
-            # Each utterance's n-grams run from the n-gram offset of its first token.
-            starts = batch.lengths.cumsum(0) - batch.lengths
-            chars = self.char_bag(batch.ngram_ids, batch.ngram_offsets[starts])
+            chars = self.char_bag(batch.ngram_ids, batch.ngram_starts)
             wide = chars if wide is None else wide + chars
         return deep, wide
 

@@ -45,16 +45,6 @@ def fit_temperature(logits: Tensor, targets: Tensor, low: float = 0.05, high: fl
     return 1 / ((a + b) / 2)
 
 
-def in_scope_accuracy(
-    probs: Tensor, targets: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float
-) -> float:
-    rows = in_scope[targets]
-    if not rows.any():
-        return 0.0
-    top, _, rejected = verdicts(probs[rows], in_scope, oos_index, threshold)
-    return float((~rejected & (top == targets[rows])).double().mean())
-
-
 def choose_threshold(
     probs: Tensor,
     targets: Tensor,
