@@ -183,13 +183,16 @@ class IntentNet(nn.Module):
         self.encoder = Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.encoder.out_dim, cfg.num_labels)
+        # Bucket ids start at 1, so row 0 is never read. No `padding_idx` to say so:
+        # with one, torch's EmbeddingBag takes a path measured 6x slower (188 vs 33 µs
+        # for 64 utterances' n-grams).
         self.bag = (
-            nn.EmbeddingBag(cfg.bag_buckets + 1, cfg.num_labels, mode="sum", padding_idx=0, sparse=sparse)
+            nn.EmbeddingBag(cfg.bag_buckets + 1, cfg.num_labels, mode="sum", sparse=sparse)
             if cfg.bag_buckets
             else None
         )
         self.char_bag = (
-            nn.EmbeddingBag(cfg.ngram_buckets + 1, cfg.num_labels, mode="sum", padding_idx=0, sparse=sparse)
+            nn.EmbeddingBag(cfg.ngram_buckets + 1, cfg.num_labels, mode="sum", sparse=sparse)
             if cfg.uses_char_bag
             else None
         )
