@@ -38,7 +38,7 @@ MAX_LABELS = 10_000
 MAX_DIM = 8192
 MAX_LAYERS = 8
 MAX_BUCKETS = 4_000_000
-MAX_PARAMETERS = 100_000_000
+MAX_PARAMETERS = 300_000_000  # 1.2 GB of float32: the wide tables grow with buckets x intents
 
 
 class ArtifactError(ValueError):
@@ -169,7 +169,7 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         raise TypeError("'model' and 'tokenizer' must be objects")
     cfg = ModelConfig.from_dict(model)
     tcfg = tokenizer_config_from_dict(tok)
-    _check_bounds(cfg, tcfg)
+    check_bounds(cfg, tcfg)
     vocab, labels = raw["vocab"], raw["labels"]
     if not _str_list(vocab) or len(vocab) != cfg.vocab_size:
         raise ValueError("'vocab' must be a list of vocab_size strings")
@@ -206,7 +206,8 @@ def _str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
+def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
+    """Sizes a loadable model stays within; training checks them too, before it starts."""
     limits = {
         "vocab_size": (cfg.vocab_size, MAX_VOCAB),
         "num_labels": (cfg.num_labels, MAX_LABELS),

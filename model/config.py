@@ -66,13 +66,20 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        for name in ("bidirectional", "bag_char_ngrams"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
 
     @property
     def uses_char_bag(self) -> bool:
         return self.bag_char_ngrams and self.ngram_buckets > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.bag_char_ngrams:
+            # Written only when on, so a model without it still loads in releases before it.
+            del data["bag_char_ngrams"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

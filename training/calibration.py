@@ -67,8 +67,10 @@ def choose_threshold(
     zero at chance level (1 / number of intents); a small validation set
     therefore gets a low threshold rather than an overfitted high one.
     """
+    if not math.isfinite(max_drop) or not 0 <= max_drop <= 1:
+        raise ValueError(f"max_drop must be within 0..1, got {max_drop!r}")
     rows = in_scope[targets]
-    if not rows.any() or max_drop <= 0:
+    if not rows.any() or max_drop == 0:
         return 0.0
     top, top_prob, rejected = verdicts(probs[rows], in_scope, oos_index, 0.0)
     correct = top_prob[~rejected & (top == targets[rows])].double().sort().values

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from model.artifact import ModelMeta
+from model.artifact import ModelMeta, check_bounds
 from model.config import ModelConfig, TokenizerConfig
 from model.network import Batch, IntentNet
 from model.predictor import decide
@@ -41,6 +41,7 @@ _OPTION_BOUNDS: dict[str, tuple[float, float]] = {
     "label_smoothing": (0.0, 0.99),
     "valid_fraction": (0.0, 0.9),
     "lr": (0.0, 10.0),
+    "max_oos_drop": (0.0, 1.0),
 }
 
 
@@ -237,6 +238,8 @@ def train(
         (e.text for e in train_ex), cfg.tokenizer_config(), bag_buckets=cfg.bag_buckets
     )
     model_cfg = cfg.model_config(len(tokenizer), len(labels))
+    # Fail now, not after an hour of training, if the result could never be loaded.
+    check_bounds(model_cfg, cfg.tokenizer_config())
     net = IntentNet(model_cfg, sparse=True)
 
     x_train = [tokenizer.encode(e.text) for e in train_ex]

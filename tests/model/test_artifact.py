@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from model.artifact import META_FILE, WEIGHTS_FILE, ArtifactError, load, read_meta
+from model.config import ModelConfig
 from model.predictor import Predictor
 
 PROBES = ["What time is it?", "set an alarm for 7", "wether tomorow", "how do I bake bread?", "🙂"]
@@ -88,6 +90,23 @@ def test_absurd_sizes_in_metadata_are_refused(small_model_dir: Path, tmp_path: P
     (d / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="embed_dim"):
         load(d)
+
+
+def test_a_flag_that_is_not_a_boolean_is_refused(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _copy(small_model_dir, tmp_path / "flag")
+    meta = json.loads((d / META_FILE).read_text())
+    assert meta["model"]["bag_char_ngrams"] is True  # today's default: the wide path reads n-grams
+    meta["model"]["bag_char_ngrams"] = "false"  # truthy: would build a table the weights lack
+    (d / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="bag_char_ngrams must be true or false"):
+        load(d)
+
+
+def test_a_model_without_the_character_bag_does_not_name_it(small_result) -> None:
+    """So that it still loads in releases from before the setting existed."""
+    cfg = replace(small_result.meta.model, bag_char_ngrams=False)
+    assert "bag_char_ngrams" not in cfg.to_dict()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_tensor_with_absurd_shape_is_refused_before_reading(small_model_dir: Path, tmp_path: Path) -> None:

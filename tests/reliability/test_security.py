@@ -406,6 +406,7 @@ def test_cors_allows_exactly_the_configured_origins(
         ({"batch_size": 0}, "batch_size=0 is outside"),
         ({"epochs": "12"}, "must be of type int"),
         ({"bidirectional": "yes"}, "must be of type bool"),
+        ({"max_oos_drop": 2.0}, "max_oos_drop=2.0 is outside"),
     ],
 )
 def test_oversized_training_options_are_refused_at_once(

@@ -16,12 +16,13 @@ def _rows(confidences: list[float], labels: int = 4) -> tuple[torch.Tensor, torc
 
 
 def test_threshold_follows_the_order_statistics_of_correct_confidences() -> None:
-    # 999 correct rows at 0.500..0.998; 0.25% of 999 rows = the 2.5th order statistic of 1000.
+    # 999 correct rows at 0.500..0.998: a budget of 0.25% of 999 rows is 2.4975 rows,
+    # position 2.4975 * 1000/999 = 2.5 order statistics, halfway from the 2nd (0.5005)
+    # to the 3rd lowest (0.5010).
     conf = [0.5 + i / 2000 for i in range(999)]
     probs, y = _rows(conf)
     t = choose_threshold(probs, y, torch.ones(4, dtype=torch.bool), None, max_drop=0.0025)
-    # Position 2.5 * 1000 / 999 = 2.5025: between the 2nd (0.5005) and 3rd (0.5010) lowest.
-    assert t == pytest.approx(0.5005 + 0.5025 * 0.0005, abs=1e-4)
+    assert t == pytest.approx(0.5005 + 0.5 * 0.0005, abs=1e-4)
 
 
 def test_few_validation_rows_give_a_low_threshold_not_their_minimum() -> None:
@@ -32,7 +33,7 @@ def test_few_validation_rows_give_a_low_threshold_not_their_minimum() -> None:
     assert t == pytest.approx(0.25 + 0.0375 * 0.72, abs=1e-4)
 
 
-def test_wrong_rows_do_not_move_the_threshold_but_count_in_the_budget() -> None:
+def test_the_budget_is_over_all_in_scope_rows_and_spent_on_correct_ones() -> None:
     probs, y = _rows([0.6 + i / 1000 for i in range(100)])
     y_wrong = y.clone()
     y_wrong[:50] = 1  # half the rows are wrong: half as many correct confidences to spend
@@ -51,6 +52,15 @@ def test_no_budget_or_no_in_scope_rows_means_no_threshold() -> None:
     assert choose_threshold(probs, y, torch.ones(4, dtype=torch.bool), None, max_drop=0.0) == 0.0
     in_scope = torch.tensor([False, True, True, True])  # class 0 is "oos"
     assert choose_threshold(probs, y, in_scope, 0, max_drop=0.01) == 0.0
+
+
+def test_all_wrong_or_an_impossible_budget() -> None:
+    probs, y = _rows([0.8, 0.9, 0.95])
+    ones = torch.ones(4, dtype=torch.bool)
+    assert choose_threshold(probs, torch.ones_like(y), ones, None, max_drop=0.01) == 0.0
+    for bad in (float("nan"), float("inf"), -0.1, 1.5):
+        with pytest.raises(ValueError, match="max_drop"):
+            choose_threshold(probs, y, ones, None, max_drop=bad)
 
 
 def test_threshold_is_capped_below_one() -> None:

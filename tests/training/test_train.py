@@ -62,12 +62,41 @@ def test_each_path_learns_to_classify_on_its_own(
         assert float((logits.argmax(-1) == truth).float().mean()) > 0.6 > 15 * chance
 
 
-def test_paths_can_be_fitted_jointly_or_without_the_linear_path(assistant_train: list[Example]) -> None:
+def test_wide_path_of_a_batch_equals_each_utterance_alone(small_result: TrainResult) -> None:
+    net, tok = small_result.net.eval(), small_result.tokenizer
+    # An empty text is read as one <unk> token, which has no character n-grams:
+    # one such utterance in the middle of the batch and one at its end.
+    texts = ["what time is it", "", "set an alarm for 6:30 please", "天气 ??", ""]
+    encoded = [tok.encode(t) for t in texts]
+    with torch.inference_mode():
+        _, together = net.paths(Batch.from_encoded(encoded))
+        alone = [net.paths(Batch.from_encoded([e]))[1] for e in encoded]
+    assert together is not None
+    assert torch.allclose(together, torch.cat([a for a in alone if a is not None]), atol=1e-5)
+
+
+def test_separate_paths_means_one_loss_per_path(
+    assistant_train: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    class CountingLoss(torch.nn.CrossEntropyLoss):
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            calls.append(len(target))
+            return super().forward(logits, target)
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", CountingLoss)
     data = _subset(assistant_train, 10)
-    joint = train(data, small_config(**{**TINY, "epochs": 1}, separate_paths=False))
-    assert joint.meta.model.uses_char_bag and joint.meta.training["options"]["separate_paths"] is False
-    deep_only = train(data, small_config(**{**TINY, "epochs": 1}, bag_buckets=0, bag_char_ngrams=False))
-    assert deep_only.net.bag is None and deep_only.net.char_bag is None
+    per_run = []
+    deep_only = {"bag_buckets": 0, "bag_char_ngrams": False}
+    for options in ({"separate_paths": True}, {"separate_paths": False}, deep_only):
+        calls.clear()
+        result = train(data, small_config(**{**TINY, "epochs": 1}, **options))
+        per_run.append(sum(calls))
+    # Two losses over each training row when the paths are fitted apart, one otherwise.
+    assert per_run[0] == 2 * per_run[1] == 2 * per_run[2]
+    assert per_run[1] >= result.meta.data["train_examples"]
+    assert result.net.bag is None and result.net.char_bag is None
 
 
 def test_calibration_and_threshold_are_stored(small_predictor: Predictor) -> None:
