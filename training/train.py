@@ -234,12 +234,11 @@ def train(
         raise ValueError(f"validation data has intents the training data lacks: {unknown[:10]}")
     label_index = {lab: i for i, lab in enumerate(labels)}
 
-    tokenizer = Tokenizer.build(
-        (e.text for e in train_ex), cfg.tokenizer_config(), bag_buckets=cfg.bag_buckets
-    )
+    tokenizer_cfg = cfg.tokenizer_config()
+    tokenizer = Tokenizer.build((e.text for e in train_ex), tokenizer_cfg, bag_buckets=cfg.bag_buckets)
     model_cfg = cfg.model_config(len(tokenizer), len(labels))
     # Fail now, not after an hour of training, if the result could never be loaded.
-    check_bounds(model_cfg, cfg.tokenizer_config())
+    check_bounds(model_cfg, tokenizer_cfg)
     net = IntentNet(model_cfg, sparse=True)
 
     x_train = [tokenizer.encode(e.text) for e in train_ex]
@@ -333,7 +332,7 @@ def train(
 
     meta = ModelMeta(
         model=model_cfg,
-        tokenizer=cfg.tokenizer_config(),
+        tokenizer=tokenizer_cfg,
         vocab=tokenizer.vocab,
         labels=labels,
         oos_label=OOS,

@@ -83,11 +83,11 @@ def dockerfile_env(dockerfile: dict[str, list[str]]) -> dict[str, str]:
 
 
 def graceful_timeout() -> int:
-    """The seconds uvicorn gives requests in flight after SIGTERM (set in app/cli.py)."""
+    """The seconds uvicorn gives requests in flight after SIGTERM (set in app/config.py)."""
     from app.config import UVICORN_OPTIONS
 
     timeout = UVICORN_OPTIONS.get("timeout_graceful_shutdown")
-    assert isinstance(timeout, int), "app/cli.py no longer sets timeout_graceful_shutdown"
+    assert isinstance(timeout, int), "app/config.py no longer sets timeout_graceful_shutdown"
     return timeout
 
 
