@@ -9,7 +9,15 @@ threshold expected to cost <= max_oos_drop of in-scope accuracy) on the same
 validation split, so the two are compared on detection, not on the rule.
 
     .venv/bin/python -m bench.oos [--datasets banking77 snips] [--seed 0] [--quick]
-                                  [--oos-examples 0.25]
+                                  [--oos-examples 0.25] [--max-oos-drop 0.0025]
+
+Besides the figures at the chosen threshold, each system's score (its top
+in-scope probability) is judged without a threshold: AUROC of in-scope
+test rows against unseen-intent rows, and the recall the best threshold
+for this very test set would reach at a 1.5-point drop. The first shows
+how well the score separates at all; the second is the ceiling no
+threshold rule can pass, so a low recall there is the score's limit, not
+the rule's.
 
 `--oos-examples F`: the case where a team gives `oos` examples. A further
 fraction F of the intents is turned into `oos` training rows (their test
@@ -25,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from bench.common import (
     QUICK_EPOCHS,
@@ -82,7 +91,28 @@ def in_scope_only(y: list[str], pred: list[str]) -> tuple[list[str], list[str]]:
     return [t for t, _ in pairs], [p for _, p in pairs]
 
 
-def row(system: str, y: list[str], with_thr: list[str], argmax: list[str], **extra: Any) -> dict[str, Any]:
+def separation(scores: np.ndarray, y: list[str], argmax: list[str]) -> dict[str, float | None]:
+    """AUROC of in-scope vs unseen rows, and the recall of the best threshold at the target drop.
+
+    The best threshold is chosen on the test rows themselves: the highest one
+    that rejects at most TARGET_DROP_POINTS of the in-scope rows answered right.
+    """
+    truth = np.array(y)
+    unseen = truth == OOS
+    if unseen.all() or not unseen.any():
+        return {"auroc": None, "best_recall_at_target_drop": None}
+    right = np.sort(scores[~unseen & (np.array(argmax) == truth)])
+    allowed = int(TARGET_DROP_POINTS / 100 * int((~unseen).sum()))
+    threshold = right[allowed] if allowed < len(right) else np.inf
+    return {
+        "auroc": round(float(roc_auc_score(~unseen, scores)), 4),
+        "best_recall_at_target_drop": float(np.mean(scores[unseen] < threshold)),
+    }
+
+
+def row(
+    system: str, y: list[str], with_thr: list[str], argmax: list[str], scores: np.ndarray, **extra: Any
+) -> dict[str, Any]:
     """The figures of one system; `drop_points` is what the threshold costs in-scope."""
     s = summary(y, with_thr)
     no_thr = accuracy(*in_scope_only(y, argmax))
@@ -95,11 +125,14 @@ def row(system: str, y: list[str], with_thr: list[str], argmax: list[str], **ext
         "oos_precision": s["oos_precision"],
         "accuracy": s["accuracy"],
         "macro_f1": s["macro_f1"],
+        **separation(scores, y, argmax),
         **extra,
     }
 
 
-def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: TrainConfig) -> dict[str, Any]:
+def baseline(
+    train_ex: list[Example], texts: list[str], y: list[str], foreign: list[str], cfg: TrainConfig
+) -> dict[str, Any]:
     """TF-IDF + LogReg thresholded exactly as training/train.py thresholds the project."""
     data, _ = clean(train_ex)
     fit_ex, valid_ex = stratified_split(data, cfg.valid_fraction, cfg.seed)
@@ -120,6 +153,8 @@ def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: Train
 
     probs = torch.softmax(log_probs(texts) / temperature, dim=-1)
     decisions = decide(probs, in_scope, oos_index, threshold)
+    foreign_probs = torch.softmax(log_probs(foreign) / temperature, dim=-1) if foreign else probs[:0]
+    foreign_out = [d.out_of_scope for d in decide(foreign_probs, in_scope, oos_index, threshold)]
     with_thr = [OOS if d.out_of_scope else labels[d.top] for d in decisions]
     argmax = [labels[d.top] for d in decisions]
     return row(
@@ -127,6 +162,8 @@ def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: Train
         y,
         with_thr,
         argmax,
+        np.array([d.top_prob for d in decisions]),
+        out_of_domain_recall=float(np.mean(foreign_out)) if foreign else None,
         threshold=threshold,
         temperature=round(temperature, 5),
         train_seconds=round(seconds, 2),
@@ -134,10 +171,17 @@ def baseline(train_ex: list[Example], texts: list[str], y: list[str], cfg: Train
 
 
 def run_dataset(
-    name: str, train_ex: list[Example], test_ex: list[Example], seed: int, quick: bool, oos_examples: float
+    name: str,
+    train_ex: list[Example],
+    test_ex: list[Example],
+    seed: int,
+    quick: bool,
+    oos_examples: float,
+    max_oos_drop: float,
+    foreign: list[str],
 ) -> dict[str, Any]:
     known_train, test, unseen = split_unseen(train_ex, test_ex, seed, oos_examples)
-    cfg = TrainConfig(seed=seed)
+    cfg = TrainConfig(seed=seed, max_oos_drop=max_oos_drop)
     if quick:
         known_train = subsample_per_intent(known_train, QUICK_PER_INTENT, seed)
         cfg = replace(cfg, epochs=QUICK_EPOCHS)
@@ -153,11 +197,15 @@ def run_dataset(
 
     predictor, result, seconds = train_project(known_train, cfg)
     with_thr, argmax = project_labels(predictor, texts)
+    top_in_scope = predictor.probabilities(texts).masked_fill(~predictor.in_scope, -1.0).max(dim=-1).values
+    foreign_out = [p.out_of_scope for p in predictor.predict_batch(foreign, top_k=1)]
     project = row(
         "project: bilstm (default)",
         y,
         with_thr,
         argmax,
+        top_in_scope.numpy(),
+        out_of_domain_recall=float(np.mean(foreign_out)) if foreign else None,
         threshold=result.meta.threshold,
         temperature=result.meta.temperature,
         train_seconds=round(seconds, 2),
@@ -171,7 +219,8 @@ def run_dataset(
         "max_oos_drop": cfg.max_oos_drop,
         "oos_examples_fraction": oos_examples,
         "oos_train_rows": given,
-        "systems": [project, baseline(known_train, texts, y, cfg)],
+        "out_of_domain_test": len(foreign),
+        "systems": [project, baseline(known_train, texts, y, foreign, cfg)],
     }
 
 
@@ -184,9 +233,18 @@ def main() -> None:
         metavar="F",
         help="turn this fraction of the other intents into `oos` training rows (default 0: none)",
     )
+    parser.add_argument(
+        "--max-oos-drop",
+        type=float,
+        default=TrainConfig.max_oos_drop,
+        metavar="B",
+        help=f"threshold budget for both systems (default: training's, {TrainConfig.max_oos_drop})",
+    )
     args = parser.parse_args()
     if not 0 <= args.oos_examples < 0.75:
         parser.error("--oos-examples must be in [0, 0.75)")
+    if not 0 <= args.max_oos_drop <= 1:
+        parser.error("--max-oos-drop must be in [0, 1]")
     apply_threads(args.threads)
     loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
     exit_if_nothing(loaded)
@@ -194,7 +252,11 @@ def main() -> None:
     results: dict[str, Any] = {}
     rows = []
     for name, (train_ex, test_ex) in loaded.items():
-        results[name] = run_dataset(name, train_ex, test_ex, args.seed, args.quick, args.oos_examples)
+        # Other data sets' test utterances: input from another domain altogether.
+        foreign = [e.text for other, (_, test) in loaded.items() if other != name for e in test]
+        results[name] = run_dataset(
+            name, train_ex, test_ex, args.seed, args.quick, args.oos_examples, args.max_oos_drop, foreign
+        )
         for s in results[name]["systems"]:
             rows.append(
                 [
@@ -206,6 +268,9 @@ def main() -> None:
                     "ok" if s["drop_points"] <= TARGET_DROP_POINTS else "MISS",
                     pct(s["oos_recall"]),
                     pct(s["oos_precision"]),
+                    "-" if s["auroc"] is None else f"{s['auroc']:.3f}",
+                    "-" if s["best_recall_at_target_drop"] is None else pct(s["best_recall_at_target_drop"]),
+                    "-" if s["out_of_domain_recall"] is None else pct(s["out_of_domain_recall"]),
                     f"{s['threshold']:.2f}",
                     f"{s['temperature']:.3f}",
                     f"{s['train_seconds']:.1f}",
@@ -220,6 +285,9 @@ def main() -> None:
         f"<= {TARGET_DROP_POINTS}",
         "oos rec %",
         "oos prec %",
+        "auroc",
+        f"best rec % @{TARGET_DROP_POINTS}",
+        "other-set rec %",
         "thr",
         "temp",
         "train s",
@@ -228,6 +296,9 @@ def main() -> None:
     print(table(headers, rows))
     print("in-scope: accuracy on known intents with the threshold (a rejection counts as wrong);")
     print("no-thr: argmax over known intents; drop = no-thr - in-scope.")
+    print("auroc, best rec: the top in-scope probability judged without the chosen threshold (best rec: the")
+    print(f"best threshold for this test set at a {TARGET_DROP_POINTS}-point drop, a ceiling for any rule).")
+    print("other-set rec: share of the other data sets' test utterances (another domain) rejected.")
     path = write_results(
         "oos",
         {

@@ -56,6 +56,9 @@ class ModelMeta:
     oos_label: str | None = "oos"
     threshold: float = 0.0
     temperature: float = 1.0
+    # Scale probabilities by the share of known words (model/coverage.py). Off for
+    # artifacts written before it existed, so they answer exactly as they did.
+    word_coverage: bool = False
     version: str = field(default_factory=lambda: new_version_id())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
@@ -74,6 +77,7 @@ class ModelMeta:
             "oos_label": self.oos_label,
             "threshold": self.threshold,
             "temperature": self.temperature,
+            **({"word_coverage": True} if self.word_coverage else {}),
             "data": self.data,
             "metrics": self.metrics,
             "training": self.training,
@@ -183,6 +187,9 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         raise ValueError("'threshold' must be within [0, 1]")
     if not 0.01 <= temperature <= 100.0:
         raise ValueError("'temperature' must be within [0.01, 100]")
+    word_coverage = raw.get("word_coverage", False)
+    if not isinstance(word_coverage, bool):
+        raise ValueError("'word_coverage' must be true or false")
     version = str(raw["version"])
     if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
         raise ValueError("'version' must be a short safe name")
@@ -194,6 +201,7 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         oos_label=oos,
         threshold=threshold,
         temperature=temperature,
+        word_coverage=word_coverage,
         version=version,
         created_at=str(raw.get("created_at", "")),
         data=dict(raw.get("data") or {}),

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from model.artifact import ModelMeta, load
+from model.coverage import WordCoverage
 from model.network import Batch, IntentNet
-from model.tokenizer import Tokenizer
+from model.tokenizer import Tokenizer, tokenize
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,12 @@ def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: fl
     ]
 
 
+def known_shares(coverage: WordCoverage, tokenizer: Tokenizer, texts: Sequence[str]) -> Tensor:
+    """Per text, the share of its words seen in training; shared with training's threshold choice."""
+    config = tokenizer.config
+    return torch.tensor([coverage.share(tokenize(t, config)) for t in texts])
+
+
 def quantize_dynamic(net: IntentNet) -> IntentNet:
     """int8 weights for LSTM/GRU and linear layers, activations quantized on the fly.
 
@@ -106,6 +113,7 @@ class Predictor:
         self.oos_index = meta.labels.index(meta.oos_label) if meta.oos_label in meta.labels else None
         self.in_scope = torch.tensor([i != self.oos_index for i in range(len(self.labels))])
         self.intents = [lab for i, lab in enumerate(self.labels) if i != self.oos_index]
+        self.coverage = WordCoverage(meta.vocab) if meta.word_coverage else None
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
@@ -131,8 +139,15 @@ class Predictor:
         return out
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
-        """Calibrated class probabilities (temperature-scaled softmax)."""
-        return torch.softmax(self.logits(texts, batch_size) / self.meta.temperature, dim=-1)
+        """Calibrated class probabilities (temperature-scaled softmax), times the known-word share.
+
+        With the share (model/coverage.py) an utterance of mostly unknown words
+        has confidences summing to less than 1: the rest is out of scope.
+        """
+        probs = torch.softmax(self.logits(texts, batch_size) / self.meta.temperature, dim=-1)
+        if self.coverage is not None:
+            probs *= known_shares(self.coverage, self.tokenizer, texts)[:, None]
+        return probs
 
     def predict(self, text: str, top_k: int = 5) -> Prediction:
         return self.predict_batch([text], top_k=top_k)[0]

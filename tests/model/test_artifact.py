@@ -134,3 +134,16 @@ def test_a_pickle_is_never_executed(small_model_dir: Path, tmp_path: Path) -> No
 def test_missing_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not found"):
         load(tmp_path / "nope")
+
+
+def test_word_coverage_flag_is_checked_and_absent_means_off(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _copy(small_model_dir, tmp_path / "coverage")
+    meta = json.loads((d / META_FILE).read_text())
+    assert meta["word_coverage"] is True  # today's default
+    meta["word_coverage"] = "yes"
+    (d / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="word_coverage"):
+        load(d)
+    del meta["word_coverage"]  # an artifact from before the setting: loads, answers as it did
+    (d / META_FILE).write_text(json.dumps(meta))
+    assert Predictor.load(d).coverage is None

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from model.predictor import Predictor, decide
+from model.tokenizer import tokenize
 
 
 def test_prediction_shape(small_predictor: Predictor) -> None:
@@ -42,3 +46,25 @@ def test_decide_rules() -> None:
     assert d[0].top == 0 and abs(d[0].top_prob - 0.7) < 1e-6
     d = decide(probs, in_scope, oos_index=None, threshold=0.0)
     assert [x.out_of_scope for x in d] == [False, False, False]
+
+
+def test_unknown_words_discount_the_confidences(small_predictor: Predictor) -> None:
+    """Confidences sum to the share of words seen in training; the rest is out of scope."""
+    texts = ["What time is it?", "what time is it in zanzibar qwxz", "zanzibar qwxz blorp"]
+    sums = small_predictor.probabilities(texts).sum(dim=-1).tolist()
+    assert sums[0] == pytest.approx(1.0, abs=1e-5)
+    assert small_predictor.coverage is not None
+    known = small_predictor.coverage.share(tokenize(texts[1]))
+    assert 0.5 <= known < 1 and sums[1] == pytest.approx(known, abs=1e-5)
+    assert sums[2] == pytest.approx(0.0, abs=1e-6)
+    assert small_predictor.predict(texts[2]).out_of_scope
+
+
+def test_without_coverage_the_probabilities_are_the_calibrated_softmax(small_predictor: Predictor) -> None:
+    meta = replace(small_predictor.meta, word_coverage=False)
+    plain = Predictor(small_predictor.net, meta, small_predictor.tokenizer)
+    text = ["what time is it in zanzibar qwxz"]
+    assert small_predictor.coverage is not None
+    known = small_predictor.coverage.share(tokenize(text[0]))
+    assert plain.probabilities(text).sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(plain.probabilities(text) * known, small_predictor.probabilities(text))
