@@ -139,7 +139,10 @@ def test_missing_directory_is_named(tmp_path: Path) -> None:
 def test_word_coverage_flag_is_checked_and_absent_means_off(small_model_dir: Path, tmp_path: Path) -> None:
     d = _copy(small_model_dir, tmp_path / "coverage")
     meta = json.loads((d / META_FILE).read_text())
-    assert meta["word_coverage"] is True  # today's default
+    assert "word_coverage" not in meta  # off by default, and then not written
+    meta["word_coverage"] = True
+    (d / META_FILE).write_text(json.dumps(meta))
+    assert Predictor.load(d).coverage is not None
     meta["word_coverage"] = "yes"
     (d / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="word_coverage"):

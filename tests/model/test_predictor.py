@@ -48,8 +48,13 @@ def test_decide_rules() -> None:
     assert [x.out_of_scope for x in d] == [False, False, False]
 
 
+def with_coverage(predictor: Predictor) -> Predictor:
+    return Predictor(predictor.net, replace(predictor.meta, word_coverage=True), predictor.tokenizer)
+
+
 def test_unknown_words_discount_the_confidences(small_predictor: Predictor) -> None:
     """Confidences sum to the share of words seen in training; the rest is out of scope."""
+    small_predictor = with_coverage(small_predictor)
     texts = ["What time is it?", "what time is it in zanzibar qwxz", "zanzibar qwxz blorp"]
     sums = small_predictor.probabilities(texts).sum(dim=-1).tolist()
     assert sums[0] == pytest.approx(1.0, abs=1e-5)
@@ -61,8 +66,8 @@ def test_unknown_words_discount_the_confidences(small_predictor: Predictor) -> N
 
 
 def test_without_coverage_the_probabilities_are_the_calibrated_softmax(small_predictor: Predictor) -> None:
-    meta = replace(small_predictor.meta, word_coverage=False)
-    plain = Predictor(small_predictor.net, meta, small_predictor.tokenizer)
+    plain, small_predictor = small_predictor, with_coverage(small_predictor)
+    assert plain.coverage is None
     text = ["what time is it in zanzibar qwxz"]
     assert small_predictor.coverage is not None
     known = small_predictor.coverage.share(tokenize(text[0]))
