@@ -56,9 +56,9 @@ class ModelMeta:
     oos_label: str | None = "oos"
     threshold: float = 0.0
     temperature: float = 1.0
-    # Scale probabilities by the share of known words (model/coverage.py). Off for
-    # artifacts written before it existed, so they answer exactly as they did.
-    word_coverage: bool = False
+    # Out of scope also when the top probability times the share of known words
+    # (model/coverage.py) is under this. 0 (off) for artifacts from before it existed.
+    coverage_threshold: float = 0.0
     version: str = field(default_factory=lambda: new_version_id())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
@@ -77,7 +77,7 @@ class ModelMeta:
             "oos_label": self.oos_label,
             "threshold": self.threshold,
             "temperature": self.temperature,
-            **({"word_coverage": True} if self.word_coverage else {}),
+            **({"coverage_threshold": self.coverage_threshold} if self.coverage_threshold else {}),
             "data": self.data,
             "metrics": self.metrics,
             "training": self.training,
@@ -187,9 +187,11 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         raise ValueError("'threshold' must be within [0, 1]")
     if not 0.01 <= temperature <= 100.0:
         raise ValueError("'temperature' must be within [0.01, 100]")
-    word_coverage = raw.get("word_coverage", False)
-    if not isinstance(word_coverage, bool):
-        raise ValueError("'word_coverage' must be true or false")
+    coverage_threshold = raw.get("coverage_threshold", 0.0)
+    if isinstance(coverage_threshold, bool) or not isinstance(coverage_threshold, int | float):
+        raise ValueError("'coverage_threshold' must be a number")
+    if not 0.0 <= coverage_threshold <= 1.0:
+        raise ValueError("'coverage_threshold' must be within [0, 1]")
     version = str(raw["version"])
     if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
         raise ValueError("'version' must be a short safe name")
@@ -201,7 +203,7 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         oos_label=oos,
         threshold=threshold,
         temperature=temperature,
-        word_coverage=word_coverage,
+        coverage_threshold=coverage_threshold,
         version=version,
         created_at=str(raw.get("created_at", "")),
         data=dict(raw.get("data") or {}),

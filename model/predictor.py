@@ -61,23 +61,39 @@ class Decision:
 
 
 def verdicts(
-    probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float
+    probs: Tensor,
+    in_scope: Tensor,
+    oos_index: int | None,
+    threshold: float,
+    shares: Tensor | None = None,
+    coverage_threshold: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(top in-scope label, its probability, out of scope?) per row, as tensors.
 
     Out of scope when the `oos` class wins or no in-scope intent reaches the
-    threshold. Shared with training, which picks the threshold with this same rule.
+    threshold, or (with known-word `shares`) when the top probability times the
+    share falls under `coverage_threshold`. Shared with training, which picks
+    both thresholds with this same rule.
     """
     top_prob, top = probs.masked_fill(~in_scope, -1.0).max(dim=-1)
     rejected = top_prob < threshold
     if oos_index is not None:
         rejected |= probs[:, oos_index] > top_prob
+    if shares is not None and coverage_threshold > 0:
+        rejected |= top_prob * shares < coverage_threshold
     return top, top_prob, rejected
 
 
-def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float) -> list[Decision]:
+def decide(
+    probs: Tensor,
+    in_scope: Tensor,
+    oos_index: int | None,
+    threshold: float,
+    shares: Tensor | None = None,
+    coverage_threshold: float = 0.0,
+) -> list[Decision]:
     """`verdicts`, one `Decision` per row."""
-    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold)
+    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold, shares, coverage_threshold)
     return [
         Decision(int(t), float(p), bool(r))
         for t, p, r in zip(top.tolist(), top_prob.tolist(), rejected.tolist(), strict=True)
@@ -113,7 +129,7 @@ class Predictor:
         self.oos_index = meta.labels.index(meta.oos_label) if meta.oos_label in meta.labels else None
         self.in_scope = torch.tensor([i != self.oos_index for i in range(len(self.labels))])
         self.intents = [lab for i, lab in enumerate(self.labels) if i != self.oos_index]
-        self.coverage = WordCoverage(meta.vocab) if meta.word_coverage else None
+        self.coverage = WordCoverage(meta.vocab) if meta.coverage_threshold > 0 else None
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
@@ -139,15 +155,12 @@ class Predictor:
         return out
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
-        """Calibrated class probabilities (temperature-scaled softmax), times the known-word share.
+        """Calibrated class probabilities (temperature-scaled softmax)."""
+        return torch.softmax(self.logits(texts, batch_size) / self.meta.temperature, dim=-1)
 
-        With the share (model/coverage.py) an utterance of mostly unknown words
-        has confidences summing to less than 1: the rest is out of scope.
-        """
-        probs = torch.softmax(self.logits(texts, batch_size) / self.meta.temperature, dim=-1)
-        if self.coverage is not None:
-            probs *= known_shares(self.coverage, self.tokenizer, texts)[:, None]
-        return probs
+    def shares(self, texts: Sequence[str]) -> Tensor | None:
+        """Known-word share per text (model/coverage.py), or None when the model does not use it."""
+        return None if self.coverage is None else known_shares(self.coverage, self.tokenizer, texts)
 
     def predict(self, text: str, top_k: int = 5) -> Prediction:
         return self.predict_batch([text], top_k=top_k)[0]
@@ -156,14 +169,19 @@ class Predictor:
         probs = self.probabilities(texts)
         if not bool(torch.isfinite(probs).all()):  # damaged weights: fail loudly, never answer NaN
             raise ValueError("the model produced non-finite scores; its weights may be damaged")
-        top, top_prob, rejected = verdicts(probs, self.in_scope, self.oos_index, self.meta.threshold)
+        shares = self.shares(texts)
+        top, top_prob, rejected = verdicts(
+            probs, self.in_scope, self.oos_index, self.meta.threshold, shares, self.meta.coverage_threshold
+        )
         k = max(1, min(top_k, len(self.intents)))
         ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).topk(k, dim=-1)
         # Rounded to 6 places in float64 by torch, once for the whole batch: Python's
         # round() on each confidence was measured at 0.7 µs a call, 4 µs an utterance.
-        # Out of scope, the confidence is that of the verdict itself.
+        # Out of scope, the confidence is that of the verdict itself (with the share of
+        # known words, of the top probability discounted by it).
         top_prob = top_prob.double()
-        confidence = torch.where(rejected, 1.0 - top_prob, top_prob).round(decimals=6)
+        doubt = top_prob if shares is None else top_prob * shares.double()
+        confidence = torch.where(rejected, 1.0 - doubt, top_prob).round(decimals=6)
         ranked_p = ranked_p.double().round(decimals=6)
         labels, version = self.labels, self.version
         return [

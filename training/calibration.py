@@ -84,3 +84,25 @@ def choose_threshold(
     k = int(position)
     threshold = knots[-1] if k >= m else knots[k] + (position - k) * (knots[k + 1] - knots[k])
     return min(math.floor(threshold * 10_000) / 10_000, 0.99)
+
+
+def choose_coverage_threshold(
+    probs: Tensor,
+    shares: Tensor,
+    targets: Tensor,
+    in_scope: Tensor,
+    oos_index: int | None,
+    threshold: float,
+    max_drop: float = 0.0025,
+) -> float:
+    """The threshold on the top probability times the known-word share (model/coverage.py).
+
+    Chosen like `choose_threshold`, with a budget of its own, among the rows
+    the probability threshold keeps: input of mostly unseen words (another
+    domain) is caught, while on data whose validation rows are full of
+    unseen names (snips) the share's threshold simply comes out low and the
+    probability's threshold stays where it was.
+    """
+    _, _, rejected = verdicts(probs, in_scope, oos_index, threshold)
+    kept = ~rejected
+    return choose_threshold(probs[kept] * shares[kept, None], targets[kept], in_scope, oos_index, max_drop)

@@ -136,17 +136,16 @@ def test_missing_directory_is_named(tmp_path: Path) -> None:
         load(tmp_path / "nope")
 
 
-def test_word_coverage_flag_is_checked_and_absent_means_off(small_model_dir: Path, tmp_path: Path) -> None:
+def test_coverage_threshold_is_checked_and_absent_means_off(small_model_dir: Path, tmp_path: Path) -> None:
     d = _copy(small_model_dir, tmp_path / "coverage")
     meta = json.loads((d / META_FILE).read_text())
-    assert "word_coverage" not in meta  # off by default, and then not written
-    meta["word_coverage"] = True
-    (d / META_FILE).write_text(json.dumps(meta))
+    assert 0 < meta["coverage_threshold"] < 1  # today's default
     assert Predictor.load(d).coverage is not None
-    meta["word_coverage"] = "yes"
-    (d / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="word_coverage"):
-        load(d)
-    del meta["word_coverage"]  # an artifact from before the setting: loads, answers as it did
+    for bad in ("0.3", True, 1.5):
+        meta["coverage_threshold"] = bad
+        (d / META_FILE).write_text(json.dumps(meta))
+        with pytest.raises(ArtifactError, match="coverage_threshold"):
+            load(d)
+    del meta["coverage_threshold"]  # an artifact from before the setting: loads, answers as it did
     (d / META_FILE).write_text(json.dumps(meta))
     assert Predictor.load(d).coverage is None

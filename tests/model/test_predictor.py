@@ -48,28 +48,35 @@ def test_decide_rules() -> None:
     assert [x.out_of_scope for x in d] == [False, False, False]
 
 
-def with_coverage(predictor: Predictor) -> Predictor:
-    return Predictor(predictor.net, replace(predictor.meta, word_coverage=True), predictor.tokenizer)
+def with_coverage(predictor: Predictor, threshold: float = 0.3) -> Predictor:
+    meta = replace(predictor.meta, coverage_threshold=threshold)
+    return Predictor(predictor.net, meta, predictor.tokenizer)
 
 
-def test_unknown_words_discount_the_confidences(small_predictor: Predictor) -> None:
-    """Confidences sum to the share of words seen in training; the rest is out of scope."""
-    small_predictor = with_coverage(small_predictor)
+def test_input_of_unseen_words_is_out_of_scope_with_the_share(small_predictor: Predictor) -> None:
+    assert small_predictor.meta.coverage_threshold > 0  # the default
+    covered, small_predictor = with_coverage(small_predictor), with_coverage(small_predictor, 0.0)
     texts = ["What time is it?", "what time is it in zanzibar qwxz", "zanzibar qwxz blorp"]
-    sums = small_predictor.probabilities(texts).sum(dim=-1).tolist()
-    assert sums[0] == pytest.approx(1.0, abs=1e-5)
-    assert small_predictor.coverage is not None
-    known = small_predictor.coverage.share(tokenize(texts[1]))
-    assert 0.5 <= known < 1 and sums[1] == pytest.approx(known, abs=1e-5)
-    assert sums[2] == pytest.approx(0.0, abs=1e-6)
-    assert small_predictor.predict(texts[2]).out_of_scope
+    assert covered.coverage is not None and small_predictor.shares(texts) is None
+    shares = covered.shares(texts)
+    assert shares is not None
+    assert shares[0] == 1.0 and shares[2] == 0.0
+    assert shares[1] == covered.coverage.share(tokenize(texts[1])) and 0.5 <= shares[1] < 1
+    # Probabilities stay the calibrated softmax; only the verdict changes.
+    assert torch.equal(covered.probabilities(texts), small_predictor.probabilities(texts))
+    plain, both = small_predictor.predict(texts[0]), covered.predict(texts[0])
+    assert plain.intent == both.intent == "ask_time" and plain.confidence == both.confidence
+    unknown = covered.predict(texts[2])
+    assert unknown.out_of_scope and unknown.intent is None and unknown.confidence == 1.0
 
 
-def test_without_coverage_the_probabilities_are_the_calibrated_softmax(small_predictor: Predictor) -> None:
-    plain, small_predictor = small_predictor, with_coverage(small_predictor)
-    assert plain.coverage is None
-    text = ["what time is it in zanzibar qwxz"]
-    assert small_predictor.coverage is not None
-    known = small_predictor.coverage.share(tokenize(text[0]))
-    assert plain.probabilities(text).sum().item() == pytest.approx(1.0, abs=1e-5)
-    assert torch.allclose(plain.probabilities(text) * known, small_predictor.probabilities(text))
+def test_the_share_threshold_applies_to_the_discounted_probability(small_predictor: Predictor) -> None:
+    text = "what time is it in zanzibar qwxz"
+    top = with_coverage(small_predictor, 0.0).predict(text, top_k=1)
+    assert top.intent == "ask_time"
+    shares = with_coverage(small_predictor).shares([text])
+    assert shares is not None
+    discounted = top.confidence * float(shares[0])
+    assert not with_coverage(small_predictor, discounted - 0.01).predict(text).out_of_scope
+    rejected = with_coverage(small_predictor, discounted + 0.01).predict(text)
+    assert rejected.out_of_scope and rejected.confidence == pytest.approx(1 - discounted, abs=1e-5)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.calibration import choose_threshold, fit_temperature
+from training.calibration import choose_coverage_threshold, choose_threshold, fit_temperature
 
 
 def _rows(confidences: list[float], labels: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +74,18 @@ def test_temperature_recovers_a_known_scale() -> None:
     y = torch.distributions.Categorical(logits=true_logits).sample()
     # The model's logits are 3x too sharp: the fitted temperature should undo it.
     assert fit_temperature(true_logits * 3, y) == pytest.approx(3.0, rel=0.1)
+
+
+def test_the_share_threshold_is_chosen_among_the_rows_the_probability_keeps() -> None:
+    # 400 correct rows at 0.9; the first 100 have half their words unseen (share 0.5).
+    probs, y = _rows([0.9] * 400)
+    shares = torch.ones(400, dtype=torch.float64)
+    shares[:100] = 0.5
+    ones = torch.ones(4, dtype=torch.bool)
+    # A quarter of the rows sit under the probability threshold: they are not the share's to spend.
+    probs[300:] = _rows([0.3] * 100)[0]
+    t = choose_coverage_threshold(probs, shares, y, ones, None, threshold=0.5, max_drop=0.0025)
+    # Kept: 300 rows; 100 at 0.45 (0.9 x 0.5), 200 at 0.9. A quarter point of 300 rows is
+    # 0.75 of an order statistic, 3/4 of the way from chance (0.25) to 0.45: rows at 0.45 stay.
+    assert t == pytest.approx(0.25 + 0.75 * 301 / 300 * 0.2, abs=1e-4)
+    assert t < 0.45

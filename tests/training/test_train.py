@@ -122,3 +122,16 @@ def test_one_intent_is_not_enough() -> None:
     data = [Example("x y", "a"), Example("y z", "a"), Example("q", "oos"), Example("r", "oos")]
     with pytest.raises(ValueError, match="at least two intents"):
         train(data, small_config(**TINY))
+
+
+def test_word_coverage_adds_a_share_threshold_and_leaves_the_rest(
+    assistant_train: list[Example], small_result: TrainResult
+) -> None:
+    plain = train(assistant_train, small_config(word_coverage=False))
+    assert plain.meta.coverage_threshold == 0.0 and "coverage_threshold" not in plain.meta.to_dict()
+    covered = small_result.meta  # the default
+    assert 0.0 < covered.coverage_threshold < 1.0
+    assert covered.threshold == plain.meta.threshold  # the same network, the same rule
+    # The share's threshold costs validation rows too, never more than a few.
+    lost = plain.meta.metrics["in_scope_accuracy"] - covered.metrics["in_scope_accuracy"]
+    assert 0.0 <= lost <= 0.02
