@@ -2,10 +2,10 @@
 
 A softmax shares all its mass among the known intents, so a music request
 sent to a banking model still gets 0.6 on some banking intent; but most of
-its words never occurred in the banking training text. The predictor
-multiplies the calibrated probabilities by this share, and training picks
-the out-of-scope threshold on validation rows scored the same way, so the
-threshold's cost in in-scope accuracy is still what the budget allows.
+its words never occurred in the banking training text. The predictor also
+rejects an utterance whose top probability times this share falls under a
+second threshold, which training picks on validation rows with the same
+budget rule as the first (training/calibration.py).
 
 A word one typo away from a vocabulary word of five or more letters counts
 as seen, so misspellings ("wether") do not read as new words. Numbers,
