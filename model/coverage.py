@@ -35,30 +35,39 @@ class WordCoverage:
     """Known-word share of a token list, from a vocabulary built on the training text."""
 
     def __init__(self, vocab: Iterable[str]):
+        vocab = list(vocab)
         self.known = {w for w in vocab if is_word(w)}
         long_words = [w for w in self.known if MIN_FUZZY_LETTERS <= len(w) <= MAX_FUZZY_LETTERS]
         self.long_words = set(long_words)
         # A vocabulary word with one letter dropped: SymSpell's trick for edit distance 1
         # (a dropped, added or changed letter, or two swapped) with set lookups only.
         self.deleted = set().union(*map(_deletions, long_words)) if long_words else set()
-        self._cache: dict[str, bool] = {}
+        # Token -> seen word (True), unseen word (False), not a word (None): one dict
+        # lookup a token on the request path. Vocabulary tokens are judged up front.
+        self._status: dict[str, bool | None] = {t: (True if t in self.known else None) for t in vocab}
+        # Bounded in count and in size (short tokens only): request text is untrusted.
+        self._limit = len(self._status) + 50_000
 
     def seen(self, word: str) -> bool:
         if word in self.known:
             return True
-        hit = self._cache.get(word)
-        if hit is None:
-            hit = False
-            if MIN_FUZZY_LETTERS - 1 <= len(word) <= MAX_FUZZY_LETTERS:
-                long_words, deleted = self.long_words, self.deleted
-                hit = word in deleted or any(v in long_words or v in deleted for v in _deletions(word))
-            if len(self._cache) < 50_000:  # bounded: request text is untrusted
-                self._cache[word] = hit
-        return hit
+        if not MIN_FUZZY_LETTERS - 1 <= len(word) <= MAX_FUZZY_LETTERS:
+            return False
+        long_words, deleted = self.long_words, self.deleted
+        return word in deleted or any(v in long_words or v in deleted for v in _deletions(word))
 
     def share(self, tokens: Sequence[str]) -> float:
         """Seen words / words; 1.0 when the utterance has no words at all (nothing to judge)."""
-        words = [t for t in tokens if is_word(t)]
-        if not words:
-            return 1.0
-        return sum(map(self.seen, words)) / len(words)
+        status = self._status
+        words = seen = 0
+        for token in tokens:
+            if token in status:
+                state = status[token]
+            else:
+                state = self.seen(token) if is_word(token) else None
+                if len(token) <= MAX_FUZZY_LETTERS and len(status) < self._limit:
+                    status[token] = state
+            if state is not None:
+                words += 1
+                seen += state
+        return seen / words if words else 1.0

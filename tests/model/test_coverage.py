@@ -43,3 +43,9 @@ def test_numbers_punctuation_and_empty_input_do_not_count(coverage: WordCoverage
 
 def test_a_huge_token_is_unseen_and_cheap(coverage: WordCoverage) -> None:
     assert share(coverage, "x" * 1_000_000) == 0.0
+
+
+def test_new_tokens_are_remembered_only_while_short_and_few(coverage: WordCoverage) -> None:
+    before = len(coverage._status)
+    share(coverage, "zebra " + "y" * 100)
+    assert len(coverage._status) == before + 1  # "zebra" kept, the long token not
