@@ -117,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"validation accuracy {m['accuracy']:.4f} "
             f"(without threshold {m['accuracy_without_threshold']:.4f}), "
             f"macro F1 {m['macro_f1']:.4f}; temperature {result.meta.temperature}, "
-            f"out-of-scope threshold {result.meta.threshold}",
+            f"out-of-scope threshold {result.meta.threshold}"
+            f" (known-word share: {result.meta.coverage_threshold})",
             file=sys.stderr,
         )
     else:
