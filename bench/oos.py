@@ -7,6 +7,9 @@ shared sets have no out-of-scope rows, so ~25% of the intents are held out as
 The baseline gets the very same threshold rule (temperature, then the highest
 threshold expected to cost <= max_oos_drop of in-scope accuracy) on the same
 validation split, so the two are compared on detection, not on the rule.
+The project's second threshold (on its probability times the share of
+known words, model/coverage.py) is part of the project, not of the rule,
+and the baseline does not get it.
 
     .venv/bin/python -m bench.oos [--datasets banking77 snips] [--seed 0] [--quick]
                                   [--oos-examples 0.25] [--max-oos-drop 0.0025]
