@@ -29,7 +29,8 @@ def test_one_typo_in_a_long_word_still_counts_as_seen(coverage: WordCoverage, ty
 
 
 def test_short_words_and_two_typos_are_not_matched(coverage: WordCoverage) -> None:
-    assert not coverage.seen("snd")  # "send" is too short to match loosely
+    assert not coverage.seen("thy")  # "the" is too short to match loosely
+    assert coverage.seen("snd")  # "send" is not
     assert not coverage.seen("wehtr")  # two edits from "weather"
     assert not coverage.seen("weathered")
     assert coverage.seen("feather")  # one edit from "weather": the price of typo tolerance
