@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from model.artifact import ModelMeta, load
 from model.coverage import WordCoverage
 from model.network import Batch, IntentNet
-from model.tokenizer import Tokenizer, tokenize
+from model.tokenizer import Encoded, Tokenizer, tokenize
 
 
 @dataclass(frozen=True)
@@ -84,26 +84,18 @@ def verdicts(
     return top, top_prob, rejected
 
 
-def decide(
-    probs: Tensor,
-    in_scope: Tensor,
-    oos_index: int | None,
-    threshold: float,
-    shares: Tensor | None = None,
-    coverage_threshold: float = 0.0,
-) -> list[Decision]:
+def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float) -> list[Decision]:
     """`verdicts`, one `Decision` per row."""
-    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold, shares, coverage_threshold)
+    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold)
     return [
         Decision(int(t), float(p), bool(r))
         for t, p, r in zip(top.tolist(), top_prob.tolist(), rejected.tolist(), strict=True)
     ]
 
 
-def known_shares(coverage: WordCoverage, tokenizer: Tokenizer, texts: Sequence[str]) -> Tensor:
-    """Per text, the share of its words seen in training; shared with training's threshold choice."""
-    config = tokenizer.config
-    return torch.tensor([coverage.share(tokenize(t, config)) for t in texts])
+def known_shares(coverage: WordCoverage, token_lists: Sequence[Sequence[str]]) -> Tensor:
+    """Per tokenised text, the share of its words seen in training; shared with training."""
+    return torch.tensor([coverage.share(tokens) for tokens in token_lists])
 
 
 def quantize_dynamic(net: IntentNet) -> IntentNet:
@@ -143,11 +135,13 @@ class Predictor:
 
     def logits(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """Raw logits in input order; batches are sorted by length to limit padding."""
-        if not texts:
+        return self._logits([self.tokenizer.encode(t) for t in texts], batch_size)
+
+    def _logits(self, encoded: Sequence[Encoded], batch_size: int = 256) -> Tensor:
+        if not encoded:
             return torch.empty(0, len(self.labels))
-        encoded = [self.tokenizer.encode(t) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].words))
-        out = torch.empty(len(texts), len(self.labels))
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].words))
+        out = torch.empty(len(encoded), len(self.labels))
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
@@ -160,16 +154,22 @@ class Predictor:
 
     def shares(self, texts: Sequence[str]) -> Tensor | None:
         """Known-word share per text (model/coverage.py), or None when the model does not use it."""
-        return None if self.coverage is None else known_shares(self.coverage, self.tokenizer, texts)
+        if self.coverage is None:
+            return None
+        return known_shares(self.coverage, [tokenize(t, self.tokenizer.config) for t in texts])
 
     def predict(self, text: str, top_k: int = 5) -> Prediction:
         return self.predict_batch([text], top_k=top_k)[0]
 
     def predict_batch(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
-        probs = self.probabilities(texts)
+        # Tokenised once: the network and the known-word share both read the tokens.
+        config = self.tokenizer.config
+        tokens = [tokenize(t, config) for t in texts]
+        logits = self._logits([self.tokenizer.encode_tokens(t) for t in tokens])
+        probs = torch.softmax(logits / self.meta.temperature, dim=-1)
         if not bool(torch.isfinite(probs).all()):  # damaged weights: fail loudly, never answer NaN
             raise ValueError("the model produced non-finite scores; its weights may be damaged")
-        shares = self.shares(texts)
+        shares = None if self.coverage is None else known_shares(self.coverage, tokens)
         top, top_prob, rejected = verdicts(
             probs, self.in_scope, self.oos_index, self.meta.threshold, shares, self.meta.coverage_threshold
         )

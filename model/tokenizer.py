@@ -158,9 +158,13 @@ class Tokenizer:
         return bag
 
     def encode(self, text: str) -> Encoded:
+        return self.encode_tokens(tokenize(text, self.config))
+
+    def encode_tokens(self, tokens: Sequence[str]) -> Encoded:
+        """`encode` for text already split by `tokenize`, for callers that need the tokens too."""
         # An utterance with no tokens (only spaces or control characters) is
         # read as one unknown word, so the network always sees a sequence.
-        tokens = tokenize(text, self.config) or [UNK]
+        tokens = tokens or [UNK]
         cache = self._cache
         entries = [cache.get(t) or self._token(t) for t in tokens]
         return Encoded([e.word for e in entries], [e.ngrams for e in entries], self._bag(entries))

@@ -19,8 +19,8 @@ from model.artifact import ModelMeta, check_bounds
 from model.config import ModelConfig, TokenizerConfig
 from model.coverage import WordCoverage
 from model.network import Batch, IntentNet
-from model.predictor import decide, known_shares
-from model.tokenizer import UNK_ID, Encoded, Tokenizer
+from model.predictor import known_shares, verdicts
+from model.tokenizer import UNK_ID, Encoded, Tokenizer, tokenize
 from training.calibration import choose_coverage_threshold, choose_threshold, fit_temperature
 from training.metrics import summary as metric_summary
 from training.readers import OOS, DataSummary, Example, checksum, clean
@@ -336,7 +336,8 @@ def train(
         probs = torch.softmax(logits / temperature, dim=-1)
         threshold = choose_threshold(probs, y_valid, in_scope, oos_index, cfg.max_oos_drop)
         if cfg.word_coverage:
-            shares = known_shares(WordCoverage(tokenizer.vocab), tokenizer, [e.text for e in valid_ex])
+            tokens = [tokenize(e.text, tokenizer_cfg) for e in valid_ex]
+            shares = known_shares(WordCoverage(tokenizer.vocab), tokens)
             coverage_threshold = choose_coverage_threshold(
                 probs, shares, y_valid, in_scope, oos_index, threshold, cfg.max_oos_drop
             )
@@ -381,8 +382,8 @@ def _validation_metrics(
     shares: Tensor | None,
     coverage_threshold: float,
 ) -> dict[str, Any]:
-    decisions = decide(probs, in_scope, oos_index, threshold, shares, coverage_threshold)
-    y_pred = [OOS if d.out_of_scope else labels[d.top] for d in decisions]
+    top, _, rejected = verdicts(probs, in_scope, oos_index, threshold, shares, coverage_threshold)
+    y_pred = [OOS if out else labels[t] for t, out in zip(top.tolist(), rejected.tolist(), strict=True)]
     y_true = [labels[t] for t in targets.tolist()]
     out = {k: round(v, 5) if isinstance(v, float) else v for k, v in metric_summary(y_true, y_pred).items()}
     out["accuracy_without_threshold"] = round(float((probs.argmax(-1) == targets).float().mean()), 5)
