@@ -102,6 +102,14 @@ def _coerce(name: str, value: str, type_name: str) -> Any:
     return value
 
 
+# Measured (docs/BENCHMARKS.md section 2): the thresholds alone caught 18-26% of requests
+# for intents nobody described; `oos` examples from other intents raised that to 68-94%.
+NO_OOS_HINT = (
+    "no rows labelled 'oos': out-of-scope input is judged by the thresholds alone; a few dozen"
+    " examples of what the bot should not answer, labelled 'oos', catch far more (docs/training.md)"
+)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if not args.out and not args.store:
         raise CliError("say where the model goes: --out DIR or --store DIR")
@@ -121,6 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f" (known-word share: {result.meta.coverage_threshold})",
             file=sys.stderr,
         )
+        if not m["oos_in_training"]:
+            print(NO_OOS_HINT, file=sys.stderr)
     else:
         print("no validation data: confidences are uncalibrated and no threshold was set", file=sys.stderr)
     if args.out:

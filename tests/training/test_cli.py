@@ -51,6 +51,7 @@ def test_train_evaluate_predict_csv(tmp_path: Path) -> None:
     out = tmp_path / "m"
     proc = intently("train", str(ASSISTANT / "train.csv"), "--out", str(out), *FAST)
     assert "written to" in proc.stdout and "examples kept" in proc.stderr
+    assert "no rows labelled 'oos'" not in proc.stderr
     proc = intently("evaluate", str(out), str(ASSISTANT / "test.csv"), "--json")
     metrics = json.loads(proc.stdout)
     assert {"accuracy", "macro_f1", "n", "in_scope_accuracy", "oos_recall", "oos_precision"} <= set(metrics)
@@ -83,6 +84,16 @@ def test_jsonl_and_rasa_yaml_and_report(tmp_path: Path, rows: list[dict[str, str
     assert "accuracy" in proc.stdout and "precision" in proc.stdout
     assert (report / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((report / "report.json").read_text())["metrics"]["n"] == len(rows)
+
+
+def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: list[dict[str, str]]) -> None:
+    data = tmp_path / "no_oos.csv"
+    with data.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "intent"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "intent": r["intent"]} for r in rows if r["intent"] != "oos")
+    proc = intently("train", str(data), "--out", str(tmp_path / "m"), *FAST)
+    assert "no rows labelled 'oos'" in proc.stderr
 
 
 @pytest.mark.parametrize(
