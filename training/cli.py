@@ -105,8 +105,8 @@ def _coerce(name: str, value: str, type_name: str) -> Any:
 # Measured (docs/BENCHMARKS.md section 2): the thresholds alone caught 18-26% of requests
 # for intents nobody described; `oos` examples from other intents raised that to 68-94%.
 NO_OOS_HINT = (
-    "no rows labelled 'oos': out-of-scope input is judged by the thresholds alone; a few dozen"
-    " examples of what the bot should not answer, labelled 'oos', catch far more (docs/training.md)"
+    "no rows labelled 'oos': out-of-scope input is judged by the thresholds alone; examples of"
+    " what the bot should not answer, labelled 'oos', catch far more (docs/training.md)"
 )
 
 
