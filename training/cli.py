@@ -131,6 +131,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         if not m["oos_in_training"]:
             print(NO_OOS_HINT, file=sys.stderr)
+        if result.meta.training.get("refit_on_all_examples"):
+            print(
+                f"few examples per intent: retrained on all {result.meta.data['examples']} rows,"
+                " with the temperature and thresholds above",
+                file=sys.stderr,
+            )
     else:
         print("no validation data: confidences are uncalibrated and no threshold was set", file=sys.stderr)
     if args.out:

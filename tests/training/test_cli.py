@@ -94,6 +94,23 @@ def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: 
         writer.writerows({"text": r["text"], "intent": r["intent"]} for r in rows if r["intent"] != "oos")
     proc = intently("train", str(data), "--out", str(tmp_path / "m"), *FAST)
     assert "no rows labelled 'oos'" in proc.stderr
+    assert "retrained on all" not in proc.stderr  # 40 or more examples an intent
+
+
+def test_training_on_few_examples_says_it_refit(tmp_path: Path, rows: list[dict[str, str]]) -> None:
+    data = tmp_path / "few.csv"
+    taken: dict[str, int] = {}
+    with data.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "intent"])
+        writer.writeheader()
+        for r in rows:
+            if taken.setdefault(r["intent"], 0) < 10:
+                taken[r["intent"]] += 1
+                writer.writerow({"text": r["text"], "intent": r["intent"]})
+    proc = intently("train", str(data), "--out", str(tmp_path / "m"), *FAST)
+    assert f"retrained on all {sum(taken.values())} rows" in proc.stderr
+    meta = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    assert meta["training"]["refit_on_all_examples"] is True
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,34 @@ def test_word_coverage_adds_a_share_threshold_and_leaves_the_rest(
     # The share's threshold costs validation rows too, never more than a few.
     lost = plain.meta.metrics["in_scope_accuracy"] - covered.metrics["in_scope_accuracy"]
     assert 0.0 <= lost <= 0.02
+
+
+def test_few_examples_are_refit_on_every_row(assistant_train: list[Example]) -> None:
+    data = _subset(assistant_train, 10)
+    refit = train(data, small_config(**TINY))
+    first_only = train(data, small_config(**TINY, refit_below=0))
+    assert refit.meta.training["refit_on_all_examples"] is True
+    assert first_only.meta.training["refit_on_all_examples"] is False
+    # Calibration and metrics come from the first model, identical in both runs.
+    assert refit.meta.temperature == first_only.meta.temperature
+    assert refit.meta.threshold == first_only.meta.threshold
+    assert refit.meta.metrics == first_only.meta.metrics
+    # The validation rows went back into training, and none is passed on as held out.
+    held_out = first_only.valid_examples
+    assert held_out and refit.valid_examples == []
+    assert refit.meta.data["train_examples"] == refit.meta.data["examples"] == len(data)
+    only_in_held_out = {w for e in held_out for w in e.text.lower().split()} - {
+        w for e in data if e not in held_out for w in e.text.lower().split()
+    }
+    words = {w for w in only_in_held_out if w.isalpha()}
+    assert words and words <= set(refit.tokenizer.vocab)
+    assert not words & set(first_only.tokenizer.vocab)
+
+
+def test_no_refit_with_a_given_validation_set_or_enough_examples(assistant_train: list[Example]) -> None:
+    data = _subset(assistant_train, 10)
+    train_ex, valid_ex = stratified_split(data, 0.2, 0)
+    given = train(train_ex, small_config(**{**TINY, "epochs": 1}), valid_examples=valid_ex)
+    assert given.meta.training["refit_on_all_examples"] is False and given.valid_examples == valid_ex
+    enough = train(data, small_config(**{**TINY, "epochs": 1}, refit_below=10))
+    assert enough.meta.training["refit_on_all_examples"] is False
