@@ -249,25 +249,10 @@ def train(
 
     net, tokenizer, history = _fit(train_ex, valid_ex, label_index, cfg, progress, show_progress)
 
-    oos_index = label_index.get(OOS)
-    in_scope = torch.tensor([lab != OOS for lab in labels])
-    temperature, threshold, metrics = 1.0, 0.0, {}
-    shares, coverage_threshold = None, 0.0
+    temperature, threshold, coverage_threshold, metrics = 1.0, 0.0, 0.0, {}
     if valid_ex:
-        x_valid = [tokenizer.encode(e.text) for e in valid_ex]
-        y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
-        logits = predict_logits(net, x_valid)
-        temperature = fit_temperature(logits, y_valid)
-        probs = torch.softmax(logits / temperature, dim=-1)
-        threshold = choose_threshold(probs, y_valid, in_scope, oos_index, cfg.max_oos_drop)
-        if cfg.word_coverage:
-            tokens = [tokenize(e.text, tokenizer.config) for e in valid_ex]
-            shares = known_shares(WordCoverage(tokenizer.vocab), tokens)
-            coverage_threshold = choose_coverage_threshold(
-                probs, shares, y_valid, in_scope, oos_index, threshold, cfg.max_oos_drop
-            )
-        metrics = _validation_metrics(
-            probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold
+        temperature, threshold, coverage_threshold, metrics = _calibrate(
+            net, tokenizer, valid_ex, labels, cfg
         )
 
     refit = valid_examples is None and bool(valid_ex) and _median_intent_size(data) < cfg.refit_below
@@ -306,6 +291,32 @@ def train(
     # After a refit no row is held out from the model any more: none is passed on as such
     # (the store would judge later versions against this one on rows it trained on).
     return TrainResult(net, meta, tokenizer, summary, [] if refit else list(valid_ex), history)
+
+
+def _calibrate(
+    net: IntentNet, tokenizer: Tokenizer, valid_ex: Sequence[Example], labels: list[str], cfg: TrainConfig
+) -> tuple[float, float, float, dict[str, Any]]:
+    """Temperature, the two out-of-scope thresholds and the validation metrics they give."""
+    label_index = {lab: i for i, lab in enumerate(labels)}
+    oos_index = label_index.get(OOS)
+    in_scope = torch.tensor([lab != OOS for lab in labels])
+    x_valid = [tokenizer.encode(e.text) for e in valid_ex]
+    y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
+    logits = predict_logits(net, x_valid)
+    temperature = fit_temperature(logits, y_valid)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    threshold = choose_threshold(probs, y_valid, in_scope, oos_index, cfg.max_oos_drop)
+    shares, coverage_threshold = None, 0.0
+    if cfg.word_coverage:
+        tokens = [tokenize(e.text, tokenizer.config) for e in valid_ex]
+        shares = known_shares(WordCoverage(tokenizer.vocab), tokens)
+        coverage_threshold = choose_coverage_threshold(
+            probs, shares, y_valid, in_scope, oos_index, threshold, cfg.max_oos_drop
+        )
+    metrics = _validation_metrics(
+        probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold
+    )
+    return temperature, threshold, coverage_threshold, metrics
 
 
 def _median_intent_size(data: Sequence[Example]) -> float:

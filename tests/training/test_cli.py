@@ -86,29 +86,26 @@ def test_jsonl_and_rasa_yaml_and_report(tmp_path: Path, rows: list[dict[str, str
     assert json.loads((report / "report.json").read_text())["metrics"]["n"] == len(rows)
 
 
-def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: list[dict[str, str]]) -> None:
-    data = tmp_path / "no_oos.csv"
-    with data.open("w", encoding="utf-8", newline="") as f:
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["text", "intent"])
         writer.writeheader()
-        writer.writerows({"text": r["text"], "intent": r["intent"]} for r in rows if r["intent"] != "oos")
+        writer.writerows({"text": r["text"], "intent": r["intent"]} for r in rows)
+    return path
+
+
+def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: list[dict[str, str]]) -> None:
+    data = write_csv(tmp_path / "no_oos.csv", [r for r in rows if r["intent"] != "oos"])
     proc = intently("train", str(data), "--out", str(tmp_path / "m"), *FAST)
     assert "no rows labelled 'oos'" in proc.stderr
     assert "retrained on all" not in proc.stderr  # 40 or more examples an intent
 
 
 def test_training_on_few_examples_says_it_refit(tmp_path: Path, rows: list[dict[str, str]]) -> None:
-    data = tmp_path / "few.csv"
-    taken: dict[str, int] = {}
-    with data.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "intent"])
-        writer.writeheader()
-        for r in rows:
-            if taken.setdefault(r["intent"], 0) < 10:
-                taken[r["intent"]] += 1
-                writer.writerow({"text": r["text"], "intent": r["intent"]})
+    few = [r for i, r in enumerate(rows) if sum(x["intent"] == r["intent"] for x in rows[:i]) < 10]
+    data = write_csv(tmp_path / "few.csv", few)
     proc = intently("train", str(data), "--out", str(tmp_path / "m"), *FAST)
-    assert f"retrained on all {sum(taken.values())} rows" in proc.stderr
+    assert f"retrained on all {len(few)} rows" in proc.stderr
     meta = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
     assert meta["training"]["refit_on_all_examples"] is True
 
