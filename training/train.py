@@ -255,7 +255,8 @@ def train(
             net, tokenizer, valid_ex, labels, cfg
         )
 
-    refit = valid_examples is None and bool(valid_ex) and _median_intent_size(data) < cfg.refit_below
+    sizes = [n for intent, n in summary.per_intent.items() if intent != OOS]
+    refit = valid_examples is None and bool(valid_ex) and float(np.median(sizes)) < cfg.refit_below
     if refit:
         # The validation rows go back in. Metrics, temperature and thresholds stay those of
         # the first model: the second has no rows left to measure itself on.
@@ -317,14 +318,6 @@ def _calibrate(
         probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold
     )
     return temperature, threshold, coverage_threshold, metrics
-
-
-def _median_intent_size(data: Sequence[Example]) -> float:
-    counts: dict[str, int] = defaultdict(int)
-    for e in data:
-        if e.intent != OOS:
-            counts[e.intent] += 1
-    return float(np.median(list(counts.values()))) if counts else 0.0
 
 
 def _fit(
