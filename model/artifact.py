@@ -65,6 +65,11 @@ class ModelMeta:
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics
     training: dict[str, Any] = field(default_factory=dict)  # options, seed, time taken
 
+    @property
+    def trained_vocab(self) -> list[str]:
+        """The words seen in training: the vocabulary without the words only the vectors brought."""
+        return self.vocab[: self.model.learned_rows]
+
     def to_dict(self, with_vocab: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "format": FORMAT,
@@ -226,6 +231,7 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         "num_layers": (cfg.num_layers, MAX_LAYERS),
         "ngram_buckets": (cfg.ngram_buckets, MAX_BUCKETS),
         "bag_buckets": (cfg.bag_buckets, MAX_BUCKETS),
+        "vectors_dim": (cfg.vectors_dim, MAX_DIM),
     }
     for name, (value, limit) in limits.items():
         if not 0 <= value <= limit:
@@ -235,7 +241,8 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
     if not (1 <= tcfg.ngram_min <= tcfg.ngram_max <= 10 and 1 <= tcfg.max_tokens <= 4096):
         raise ValueError("tokenizer n-gram or length settings are out of range")
     wide = cfg.bag_buckets + (cfg.ngram_buckets if cfg.uses_char_bag else 0)
-    params = (cfg.vocab_size + cfg.ngram_buckets) * cfg.embed_dim + wide * cfg.num_labels
+    params = (cfg.learned_rows + cfg.ngram_buckets) * cfg.embed_dim + wide * cfg.num_labels
+    params += cfg.vocab_size * cfg.vectors_dim
     if params > MAX_PARAMETERS:
         raise ValueError("model is implausibly large")
 

@@ -55,6 +55,12 @@ class ModelConfig:
     # makes it a linear model over words and characters, like TF-IDF + logistic
     # regression: strong with few examples, where the recurrent path is weak.
     bag_char_ngrams: bool = False
+    # Width of a frozen table of pretrained word vectors read beside the learned one
+    # (0: none). Its rows cover the training words and frequent words of the source.
+    vectors_dim: int = 0
+    # Rows of the learned word table: the words seen in training, which come first in
+    # the vocabulary. 0 means the whole vocabulary (models without vectors).
+    learned_vocab: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -64,6 +70,8 @@ class ModelConfig:
         for name in ("vocab_size", "num_labels", "embed_dim", "hidden_dim", "num_layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.vectors_dim < 0 or not 0 <= self.learned_vocab <= self.vocab_size:
+            raise ValueError("vectors_dim and learned_vocab must be within 0..vocab_size")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         for name in ("bidirectional", "bag_char_ngrams"):
@@ -74,11 +82,16 @@ class ModelConfig:
     def uses_char_bag(self) -> bool:
         return self.bag_char_ngrams and self.ngram_buckets > 0
 
+    @property
+    def learned_rows(self) -> int:
+        return self.learned_vocab or self.vocab_size
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not self.bag_char_ngrams:
-            # Written only when on, so a model without it still loads in releases before it.
-            del data["bag_char_ngrams"]
+        # Written only when on, so a model without them still loads in releases before them.
+        for name in ("bag_char_ngrams", "vectors_dim", "learned_vocab"):
+            if not data[name]:
+                del data[name]
         return data
 
     @classmethod

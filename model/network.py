@@ -89,16 +89,31 @@ def _pack(x: Tensor, lengths: Tensor) -> tuple[PackedSequence, Tensor]:
 class TokenEmbedding(nn.Module):
     """A word vector plus the mean of the token's hashed character n-gram vectors.
 
-    Both tables can produce sparse gradients: with 50k n-gram buckets a dense
+    With pretrained vectors the word vector is a learned projection of the word's
+    frozen pretrained row plus a learned correction; words only the pretrained source
+    knows (no row in the learned table) get the projection alone.
+
+    The learned tables can produce sparse gradients: with 50k n-gram buckets a dense
     update of the whole table each step would dominate training time.
     """
 
-    def __init__(self, vocab_size: int, ngram_buckets: int, dim: int, sparse: bool = False):
+    def __init__(self, cfg: ModelConfig, sparse: bool = False):
         super().__init__()
-        self.words = nn.Embedding(vocab_size, dim, padding_idx=0, sparse=sparse)
+        dim = cfg.embed_dim
+        self.learned_rows = cfg.learned_rows
+        self.words = nn.Embedding(cfg.learned_rows, dim, padding_idx=0, sparse=sparse)
         self.ngrams = (
-            nn.EmbeddingBag(ngram_buckets + 1, dim, mode="mean", sparse=sparse) if ngram_buckets else None
+            nn.EmbeddingBag(cfg.ngram_buckets + 1, dim, mode="mean", sparse=sparse)
+            if cfg.ngram_buckets
+            else None
         )
+        self.vectors: nn.Parameter | None = None
+        self.project: nn.Linear | None = None
+        if cfg.vectors_dim:
+            # Stored in half precision: the table is frozen and mostly rows no training word uses.
+            table = torch.zeros(cfg.vocab_size, cfg.vectors_dim, dtype=torch.float16)
+            self.vectors = nn.Parameter(table, requires_grad=False)
+            self.project = nn.Linear(cfg.vectors_dim, dim, bias=False)
         nn.init.normal_(self.words.weight, std=0.1)
         with torch.no_grad():
             self.words.weight[0].zero_()
@@ -107,7 +122,12 @@ class TokenEmbedding(nn.Module):
                 self.ngrams.weight[0].zero_()
 
     def forward(self, batch: Batch) -> Tensor:
-        x = self.words(batch.words)
+        ids = batch.words
+        if self.vectors is not None and self.project is not None:
+            learned = torch.where(ids < self.learned_rows, ids, 0)
+            x = self.words(learned) + self.project(self.vectors[ids].float())
+        else:
+            x = self.words(ids)
         if self.ngrams is not None:
             x = x + self.ngrams(batch.ngram_ids, batch.ngram_offsets)
         return x
@@ -178,7 +198,7 @@ class IntentNet(nn.Module):
     def __init__(self, cfg: ModelConfig, sparse: bool = False):
         super().__init__()
         self.cfg = cfg
-        self.embed = TokenEmbedding(cfg.vocab_size, cfg.ngram_buckets, cfg.embed_dim, sparse)
+        self.embed = TokenEmbedding(cfg, sparse)
         self.embed_dropout = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)

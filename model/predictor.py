@@ -121,7 +121,7 @@ class Predictor:
         self.oos_index = meta.labels.index(meta.oos_label) if meta.oos_label in meta.labels else None
         self.in_scope = torch.tensor([i != self.oos_index for i in range(len(self.labels))])
         self.intents = [lab for i, lab in enumerate(self.labels) if i != self.oos_index]
-        self.coverage = WordCoverage(meta.vocab) if meta.coverage_threshold > 0 else None
+        self.coverage = WordCoverage(meta.trained_vocab) if meta.coverage_threshold > 0 else None
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:

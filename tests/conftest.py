@@ -35,9 +35,19 @@ NEW_INTENT = [
     "have a pizza delivered to my house",
 ]
 
+# Pretrained vectors and the teacher are tested on their own (tests/training/test_pretrained.py);
+# elsewhere they would only add the encoder's load and augmented rows to every training.
+NO_PRETRAINED = {"vectors": "", "teacher": ""}
 # Small and quick, but a real network trained on real data.
 SMALL = dict(
-    embed_dim=64, hidden_dim=64, ngram_buckets=5000, bag_buckets=20_000, epochs=12, min_steps=0, seed=0
+    embed_dim=64,
+    hidden_dim=64,
+    ngram_buckets=5000,
+    bag_buckets=20_000,
+    epochs=12,
+    min_steps=0,
+    seed=0,
+    **NO_PRETRAINED,
 )
 
 

@@ -16,14 +16,20 @@ from model.artifact import ArtifactError, save
 from model.predictor import Predictor
 from model.store import ModelStore, StoreError
 from training.evaluate import evaluate, format_report, version_report_files, write_report
+from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
 from training.readers import DataError, read_file, read_files
 from training.train import TrainConfig, train
+from training.vectors import build_table
 
 # Options the command line spells out; the rest of TrainConfig goes through --set.
 _HELP = {
     "arch": "recurrent cell: lstm (default), gru or rnn",
     "epochs": "maximum number of epochs (early stopping may end sooner)",
     "seed": "random seed; the same data and seed give the same model",
+    "vectors": "pretrained word vectors: a sentence-transformers model (Hugging Face name or directory)"
+    " or a table from `intently vectors build` (default: the built-in encoder when installed)",
+    "teacher": "distil from a sentence-transformers model (Hugging Face name or directory, or 'auto'):"
+    " it labels augmented utterances for the network; only the network is saved",
 }
 
 
@@ -41,6 +47,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=["lstm", "gru", "rnn"], default="lstm", help=_HELP["arch"])
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=_HELP["epochs"])
     p.add_argument("--seed", type=int, default=0, help=_HELP["seed"])
+    vectors = p.add_mutually_exclusive_group()
+    vectors.add_argument("--vectors", metavar="NAME_OR_PATH", help=_HELP["vectors"])
+    vectors.add_argument("--no-vectors", action="store_true", help="train without pretrained vectors")
+    p.add_argument("--teacher", metavar="NAME_OR_PATH", help=_HELP["teacher"])
     p.add_argument(
         "--set",
         action="append",
@@ -64,6 +74,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True, help="model store directory")
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("vectors", help="build a table of pretrained word vectors to train with")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--source", default=DEFAULT_ENCODER, help="sentence-transformers model: name or directory")
+    p.add_argument("--out", required=True, help="table file to write (.safetensors)")
+    p.add_argument("--words", help="file of words, one a line (default: the encoder's own whole words)")
+    p.set_defaults(func=cmd_vectors)
 
     p = sub.add_parser("predict", help="classify utterances, one JSON line each")
     p.add_argument("model", help="model directory")
@@ -113,7 +130,12 @@ NO_OOS_HINT = (
 def cmd_train(args: argparse.Namespace) -> int:
     if not args.out and not args.store:
         raise CliError("say where the model goes: --out DIR or --store DIR")
-    config = parse_options(args.set, {"arch": args.arch, "epochs": args.epochs, "seed": args.seed})
+    base: dict[str, Any] = {"arch": args.arch, "epochs": args.epochs, "seed": args.seed}
+    if args.vectors or args.no_vectors:
+        base["vectors"] = "" if args.no_vectors else args.vectors
+    if args.teacher:
+        base["teacher"] = args.teacher
+    config = parse_options(args.set, base)
     examples = read_files(args.data)
     valid = read_file(args.valid) if args.valid else None
     result = train(examples, config, valid_examples=valid, show_progress=not args.quiet)
@@ -193,6 +215,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vectors(args: argparse.Namespace) -> int:
+    words = None
+    if args.words:
+        with open(args.words, encoding="utf-8") as f:
+            words = [w.strip() for w in f if w.strip()]
+    table = build_table(load_encoder(args.source), words)
+    path = table.save(args.out)
+    print(f"{len(table.words)} words x {table.dim} from {table.source} ({table.checksum}) written to {path}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model)
     if args.top_k < 1:
@@ -206,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed command; bad input becomes one clear line on stderr and exit 2."""
     try:
         return int(args.func(args))
-    except (CliError, DataError, ArtifactError, StoreError, ValueError, OSError) as exc:
+    except (CliError, DataError, ArtifactError, StoreError, EncoderUnavailable, ValueError, OSError) as exc:
         print(f"intently {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

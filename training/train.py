@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -22,8 +22,11 @@ from model.network import Batch, IntentNet
 from model.predictor import known_shares, verdicts
 from model.tokenizer import UNK_ID, Encoded, Tokenizer, tokenize
 from training.calibration import choose_coverage_threshold, choose_threshold, fit_temperature
+from training.distill import augmented_rows, fit_teacher, neighbours, teacher_text
 from training.metrics import summary as metric_summary
+from training.pretrained import DEFAULT_ENCODER, load_encoder, packages_installed
 from training.readers import OOS, DataSummary, Example, checksum, clean
+from training.vectors import VocabularyVectors, for_vocabulary
 
 # Far past any sensible intent model; they keep a job within memory and within hours.
 _OPTION_BOUNDS: dict[str, tuple[float, float]] = {
@@ -44,6 +47,13 @@ _OPTION_BOUNDS: dict[str, tuple[float, float]] = {
     "valid_fraction": (0.0, 0.9),
     "lr": (0.0, 10.0),
     "max_oos_drop": (0.0, 1.0),
+    "vectors_words": (0, 1_000_000),
+    "min_vectors_coverage": (0.0, 1.0),
+    "teacher_c": (1e-4, 1e4),
+    "augment_copies": (0, 1000),
+    "augment_budget": (0, 2_000_000),
+    "distill_weight": (0.0, 100.0),
+    "teacher_below": (0, 1_000_000),
 }
 
 
@@ -90,6 +100,27 @@ class TrainConfig:
     # first keeps. A banking77 model then rejected 83% of snips's requests instead of
     # 72%, at 0.06 points of in-scope accuracy (docs/RESEARCH.md).
     word_coverage: bool = True
+    # Pretrained word vectors: a sentence encoder (Hugging Face name or directory) or a
+    # table file from `intently vectors build`; "auto" is the default encoder when the
+    # pretrained extras are installed, "" none.
+    vectors: str = "auto"
+    # Frequent words of the vectors' source added to the vocabulary beyond the training
+    # words, so that common words no example used still mean something when served.
+    vectors_words: int = 20_000
+    # Below this share of the training text's words known to the source (another
+    # language, say), the vectors would mostly be noise: train without them.
+    min_vectors_coverage: float = 0.5
+    # Distillation: a sentence encoder whose logistic regression on the team's examples
+    # teaches the network on augmented utterances; "auto" as for vectors, "" none.
+    teacher: str = "auto"
+    # "auto" distils only when the median intent has fewer examples than this: with few
+    # examples the teacher knows far more than the data says; with many the network
+    # alone did better (docs/RESEARCH.md).
+    teacher_below: int = 25
+    teacher_c: float = 100.0
+    augment_copies: int = 20  # augmented utterances per example, at most
+    augment_budget: int = 40_000  # augmented utterances in all, at most
+    distill_weight: float = 3.0
     seed: int = 0
     # Keep the weights at the end of the cosine schedule rather than the epoch with
     # the best validation accuracy: ~1k validation rows are too noisy to choose by
@@ -122,10 +153,14 @@ class TrainConfig:
                 raise ValueError(f"option {name}={value!r} is outside {low}..{high}"[:200])
         return cls(**options)
 
-    def model_config(self, vocab_size: int, num_labels: int) -> ModelConfig:
+    def model_config(
+        self, vocab_size: int, num_labels: int, vectors_dim: int = 0, learned_vocab: int = 0
+    ) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size,
             num_labels=num_labels,
+            vectors_dim=vectors_dim,
+            learned_vocab=learned_vocab,
             arch=self.arch,  # type: ignore[arg-type]
             embed_dim=self.embed_dim,
             hidden_dim=self.hidden_dim,
@@ -247,7 +282,7 @@ def train(
         raise ValueError(f"validation data has intents the training data lacks: {unknown[:10]}")
     label_index = {lab: i for i, lab in enumerate(labels)}
 
-    net, tokenizer, history = _fit(train_ex, valid_ex, label_index, cfg, progress, show_progress)
+    net, tokenizer, history, pretrained = _fit(train_ex, valid_ex, label_index, cfg, progress, show_progress)
 
     temperature, threshold, coverage_threshold, metrics = 1.0, 0.0, 0.0, {}
     if valid_ex:
@@ -261,7 +296,9 @@ def train(
         # The validation rows go back in. Metrics, temperature and thresholds stay those of
         # the first model: the second has no rows left to measure itself on.
         seed_everything(cfg.seed)
-        net, tokenizer, more = _fit(train_ex + valid_ex, [], label_index, cfg, progress, show_progress)
+        net, tokenizer, more, pretrained = _fit(
+            train_ex + valid_ex, [], label_index, cfg, progress, show_progress
+        )
         history += [{**h, "refit": True} for h in more]
 
     meta = ModelMeta(
@@ -285,6 +322,7 @@ def train(
             "options": asdict(cfg),
             "epochs_run": len(history),
             "refit_on_all_examples": refit,
+            **pretrained,
             "seconds": round(time.monotonic() - started, 2),
             "torch": torch.__version__,
         },
@@ -327,28 +365,49 @@ def _fit(
     cfg: TrainConfig,
     progress: Callable[[Progress], None] | None,
     show_progress: bool,
-) -> tuple[IntentNet, Tokenizer, list[dict[str, Any]]]:
-    """Vocabulary, network and epochs on `train_ex`; `valid_ex` (may be empty) is only watched."""
+) -> tuple[IntentNet, Tokenizer, list[dict[str, Any]], dict[str, Any]]:
+    """Vocabulary, network and epochs on `train_ex`; `valid_ex` (may be empty) is only watched.
+
+    Also returns what the vectors and the teacher were, for `model.json`.
+    """
     tokenizer_cfg = cfg.tokenizer_config()
+    tokens = [tokenize(e.text, tokenizer_cfg) for e in train_ex]
     tokenizer = Tokenizer.build((e.text for e in train_ex), tokenizer_cfg, bag_buckets=cfg.bag_buckets)
-    model_cfg = cfg.model_config(len(tokenizer), len(label_index))
+    learned = len(tokenizer)
+    sizes = Counter(e.intent for e in train_ex if e.intent != OOS)
+    median = float(np.median(list(sizes.values()))) if sizes else 0.0
+    vectors, teacher, facts = _pretrained(cfg, tokenizer.vocab, tokens, median)
+    if vectors is not None:
+        tokenizer = Tokenizer(tokenizer.vocab + vectors.extra_words, tokenizer_cfg, cfg.bag_buckets)
+    dim = 0 if vectors is None else int(vectors.matrix.shape[1])
+    model_cfg = cfg.model_config(len(tokenizer), len(label_index), dim, learned if dim else 0)
     # Fail now, not after an hour of training, if the result could never be loaded.
     check_bounds(model_cfg, tokenizer_cfg)
     net = IntentNet(model_cfg, sparse=True)
+    if vectors is not None and net.embed.vectors is not None:
+        net.embed.vectors.data.copy_(torch.from_numpy(vectors.matrix))
 
-    x_train = [tokenizer.encode(e.text) for e in train_ex]
+    x_train = [tokenizer.encode_tokens(t) for t in tokens]
     y_train = torch.tensor([label_index[e.intent] for e in train_ex])
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
+    soft: Tensor | None = None
+    if teacher:
+        aug, soft, facts["teacher"] = _distillation(
+            cfg, teacher, train_ex, tokens, y_train, len(label_index), vectors, tokenizer.vocab
+        )
+        x_train += [tokenizer.encode_tokens(t) for t in aug]
+    labelled = len(y_train)
 
     sparse_params = [p for m in net.modules() if getattr(m, "sparse", False) for p in m.parameters()]
     sparse_ids = {id(p) for p in sparse_params}
-    dense_params = [p for p in net.parameters() if id(p) not in sparse_ids]
+    dense_params = [p for p in net.parameters() if id(p) not in sparse_ids and p.requires_grad]
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         torch.optim.SparseAdam(sparse_params, lr=cfg.lr),
     ]
     pool = balanced_indices(y_train.tolist(), cfg.balance)
+    pool = np.concatenate([pool, np.arange(labelled, len(x_train))])
     steps_per_epoch = math.ceil(len(pool) / cfg.batch_size)
     # Small data sets get more epochs, so that every model sees enough updates.
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
@@ -375,13 +434,16 @@ def _fit(
         for idx in _batches(pool, cfg.batch_size, rng):
             batch = _word_dropout(Batch.from_encoded([x_train[i] for i in idx]), cfg.word_dropout, gen)
             deep, wide = net.paths(batch)
-            target = y_train[idx]
-            if wide is None:
-                loss = loss_fn(deep, target)
-            elif cfg.separate_paths:
-                loss = loss_fn(deep, target) + loss_fn(wide, target)
-            else:
-                loss = loss_fn(deep + wide, target)
+            hard = idx < labelled
+            target = y_train[idx[hard]]
+            loss = _label_loss(loss_fn, deep[hard], None if wide is None else wide[hard], target, cfg)
+            if soft is not None:
+                # Each path learns the teacher on its own, as each learns the labels.
+                targets = soft[idx]
+                distilled = _soft_loss(deep, targets)
+                if wide is not None:
+                    distilled = distilled + _soft_loss(wide, targets)
+                loss = loss + cfg.distill_weight * distilled
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -414,7 +476,87 @@ def _fit(
     if best_state is not None and not cfg.keep_last:
         net.load_state_dict(best_state)
     net.eval()
-    return net, tokenizer, history
+    return net, tokenizer, history, facts
+
+
+def _label_loss(
+    loss_fn: torch.nn.Module, deep: Tensor, wide: Tensor | None, target: Tensor, cfg: TrainConfig
+) -> Tensor:
+    if len(target) == 0:
+        return deep.sum() * 0.0
+    if wide is None:
+        return loss_fn(deep, target)
+    if cfg.separate_paths:
+        return loss_fn(deep, target) + loss_fn(wide, target)
+    return loss_fn(deep + wide, target)
+
+
+def _soft_loss(logits: Tensor, probs: Tensor) -> Tensor:
+    """Cross-entropy against the teacher's probabilities (KL divergence up to a constant)."""
+    return -(probs * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def _pretrained(
+    cfg: TrainConfig, vocab: list[str], tokens: Sequence[Sequence[str]], median_examples: float
+) -> tuple[VocabularyVectors | None, str, dict[str, Any]]:
+    """The vectors' rows for the vocabulary and the teacher's source ("" for none), "auto" settled.
+
+    "auto" means the default encoder where the pretrained extras are installed, the
+    encoder knows enough of the training words, and (for the teacher) the data is
+    small enough (`teacher_below`). The facts, reasons included, go to `model.json`.
+    """
+    wanted = {"vectors": cfg.vectors, "teacher": cfg.teacher}
+    facts: dict[str, Any] = {}
+    for name, source in wanted.items():
+        if source == "auto" and not packages_installed():
+            facts[name] = {"source": None, "reason": "pretrained extras not installed"}
+        elif name == "teacher" and source == "auto" and median_examples >= cfg.teacher_below:
+            facts[name] = {"source": None, "reason": f"{median_examples:g} examples per intent (median)"}
+        elif not source or source == "none":
+            facts[name] = {"source": None, "reason": "turned off"}
+        else:
+            wanted[name] = DEFAULT_ENCODER if source == "auto" else source
+            continue
+        wanted[name] = ""
+    vectors = None
+    if wanted["vectors"] or wanted["teacher"]:
+        counts: Counter[str] = Counter(t for ts in tokens for t in ts)
+        found = for_vocabulary(wanted["vectors"] or wanted["teacher"], vocab, counts, cfg.vectors_words)
+        too_few = found.coverage < cfg.min_vectors_coverage
+        reason = f"the source knows {found.coverage:.0%} of the training words"
+        if wanted["vectors"]:
+            vectors = None if too_few else found
+            facts["vectors"] = found.facts() | ({"source": None, "reason": reason} if too_few else {})
+        if too_few and cfg.teacher == "auto":
+            facts["teacher"] = {"source": None, "reason": reason}
+            wanted["teacher"] = ""
+    return vectors, wanted["teacher"], facts
+
+
+def _distillation(
+    cfg: TrainConfig,
+    source: str,
+    train_ex: Sequence[Example],
+    tokens: Sequence[Sequence[str]],
+    labels: Tensor,
+    num_labels: int,
+    vectors: VocabularyVectors | None,
+    vocab: list[str],
+) -> tuple[list[list[str]], Tensor, dict[str, Any]]:
+    """Augmented token lists, the teacher's probabilities for every row, and the teacher's facts."""
+    encoder = load_encoder(source)
+    teacher = fit_teacher(encoder, [e.text for e in train_ex], labels.tolist(), num_labels, cfg.teacher_c)
+    near = (
+        {}
+        if vectors is None
+        else neighbours(vocab, vectors.matrix, among=len(vocab) - len(vectors.extra_words))
+    )
+    copies = min(cfg.augment_copies, cfg.augment_budget // max(1, len(train_ex)))
+    aug = augmented_rows(tokens, near, copies, cfg.seed)
+    texts = [e.text for e in train_ex] + [teacher_text(t, encoder.mask_token) for t in aug]
+    probs = torch.from_numpy(teacher.probabilities(texts))
+    facts = {"source": encoder.source, "checksum": encoder.checksum, "augmented": len(aug)}
+    return aug, probs, facts
 
 
 def _validation_metrics(

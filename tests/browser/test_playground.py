@@ -16,7 +16,7 @@ import pytest
 
 from tests.browser.chromium import PHONE
 from tests.browser.conftest import TOKEN, Console
-from tests.conftest import NEW_INTENT, Server
+from tests.conftest import NEW_INTENT, NO_PRETRAINED, Server
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
 from playwright.sync_api import expect
@@ -30,6 +30,7 @@ FAST = {
     "bag_buckets": 20000,
     "epochs": 20,
     "min_steps": 0,
+    **NO_PRETRAINED,
 }
 
 

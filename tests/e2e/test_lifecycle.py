@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -12,11 +13,11 @@ import httpx
 import pytest
 
 from model.store import ModelStore
-from tests.conftest import ASSISTANT, NEW_INTENT, Server
+from tests.conftest import ASSISTANT, NEW_INTENT, NO_PRETRAINED, Server
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FAST = {"epochs": 20, "min_steps": 0}
+FAST = {"epochs": 20, "min_steps": 0, **NO_PRETRAINED}
 
 
 def _env(store: Path) -> dict[str, str]:
@@ -129,7 +130,11 @@ def test_sigkill_during_training_leaves_the_store_consistent(
             "/v1/training-jobs",
             headers=AUTH,
             files={"file": ("train.csv", (ASSISTANT / "train.csv").read_bytes(), "text/csv")},
-            data={"mode": "replace", "activate": "always", "options": '{"epochs": 30, "patience": 30}'},
+            data={
+                "mode": "replace",
+                "activate": "always",
+                "options": json.dumps({"epochs": 30, "patience": 30, **NO_PRETRAINED}),
+            },
         ).json()["id"]
         deadline = time.monotonic() + 120
         while http.get(f"/v1/training-jobs/{job_id}", headers=AUTH).json()["progress"]["epoch"] < 1:

@@ -31,7 +31,7 @@ from app.config import Settings
 from app.main import create_app
 from model.artifact import WEIGHTS_FILE, load
 from model.store import ModelStore
-from tests.conftest import ROOT, Server, free_port
+from tests.conftest import NO_PRETRAINED, ROOT, Server, free_port
 from tests.reliability.conftest import AUTH, TOKEN
 from tests.reliability.test_faults import _clone_version
 
@@ -245,7 +245,11 @@ def test_upload_file_names_never_become_paths(serve, tiny_store: Path, tmp_path:
             f"{server.url}/v1/training-jobs",
             headers=AUTH,
             files={"file": (filename, data)},
-            data={"mode": "append", "activate": "never", "options": '{"epochs": 1, "min_steps": 0}'},
+            data={
+                "mode": "append",
+                "activate": "never",
+                "options": json.dumps({"epochs": 1, "min_steps": 0, **NO_PRETRAINED}),
+            },
             timeout=30,
         )
         assert r.status_code == 202, (filename, r.text)

@@ -1,0 +1,148 @@
+"""Accuracy with few examples per intent: the project, TF-IDF + logistic regression, and the teacher.
+
+Why: teams start with a handful of examples an intent. This trains every system on
+the same seeded draws of N examples per intent (three draws each by default, and the
+full training set once) and prints the mean and the spread over the draws. The
+teacher (the sentence encoder + logistic regression the project distils from) runs
+where its package is installed, so the student can be read against it.
+
+    .venv/bin/python -m bench.few_shot [--datasets banking77 snips] [--per-intent 5 10 30]
+                                       [--draws 3] [--full] [--threads 1] [--set NAME=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from bench.common import (
+    accuracy,
+    apply_threads,
+    base_parser,
+    exit_if_nothing,
+    fit_baseline,
+    load_dataset,
+    project_labels,
+    run_facts,
+    subsample_per_intent,
+    table,
+    train_project,
+    write_results,
+)
+from training.cli import CliError, parse_options
+from training.readers import Example
+from training.train import TrainConfig
+
+
+def score_teacher(cfg: TrainConfig, train_ex: Sequence[Example], test_ex: Sequence[Example]) -> float | None:
+    """The distillation teacher alone, or None where its packages are missing."""
+    from training import pretrained
+    from training.distill import fit_teacher
+
+    if not pretrained.packages_installed():
+        return None
+    encoder = pretrained.load_encoder(
+        cfg.teacher if cfg.teacher not in ("", "auto") else pretrained.DEFAULT_ENCODER
+    )
+    labels = sorted({e.intent for e in train_ex})
+    index = {lab: i for i, lab in enumerate(labels)}
+    teacher = fit_teacher(
+        encoder, [e.text for e in train_ex], [index[e.intent] for e in train_ex], len(labels), cfg.teacher_c
+    )
+    predicted = teacher.probabilities([e.text for e in test_ex]).argmax(1)
+    return accuracy([e.intent for e in test_ex], [labels[i] for i in predicted])
+
+
+def run_draw(
+    train_ex: Sequence[Example], test_ex: Sequence[Example], cfg: TrainConfig, teacher: bool
+) -> dict[str, Any]:
+    texts = [e.text for e in test_ex]
+    y = [e.intent for e in test_ex]
+    predictor, result, seconds = train_project(train_ex, cfg)
+    with_threshold, argmax = project_labels(predictor, texts)
+    baseline, baseline_seconds = fit_baseline(train_ex)
+    out: dict[str, Any] = {
+        "train_examples": len(train_ex),
+        "project": accuracy(y, with_threshold),
+        "project_without_threshold": accuracy(y, argmax),
+        "project_seconds": round(seconds, 1),
+        "vectors": result.meta.training.get("vectors", {}).get("source"),
+        "teacher_used": (result.meta.training.get("teacher") or {}).get("source"),
+        "tfidf": accuracy(y, list(baseline.predict(texts))),
+        "tfidf_seconds": round(baseline_seconds, 1),
+    }
+    if teacher:
+        started = time.perf_counter()
+        out["teacher"] = score_teacher(cfg, train_ex, test_ex)
+        out["teacher_seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _mean_spread(values: Sequence[float | None]) -> str:
+    real = [v for v in values if v is not None]
+    if not real:
+        return "-"
+    mean = 100 * statistics.fmean(real)
+    if len(real) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {100 * (max(real) - min(real)) / 2:.1f}"
+
+
+def main() -> None:
+    parser = base_parser("Few examples per intent: the project vs TF-IDF + logreg vs the teacher.")
+    parser.add_argument("--per-intent", type=int, nargs="*", default=[5, 10, 30], metavar="N")
+    parser.add_argument("--draws", type=int, default=3, help="seeded draws per size (seeds SEED..SEED+D-1)")
+    parser.add_argument("--full", action="store_true", help="also train on the whole training set once")
+    parser.add_argument("--no-teacher", action="store_true", help="skip the teacher's own score")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a training option")
+    args = parser.parse_args()
+    if any(n < 2 for n in args.per_intent):
+        parser.error("--per-intent values must be at least 2")
+    apply_threads(args.threads)
+    try:
+        base = parse_options(args.set, {})
+    except CliError as exc:
+        parser.error(str(exc))
+    loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
+    exit_if_nothing(loaded)
+
+    results: dict[str, Any] = {}
+    rows = []
+    for name, (train_ex, test_ex) in loaded.items():
+        sizes: list[int | None] = [*args.per_intent, *([None] if args.full else [])]
+        results[name] = {}
+        for size in sizes:
+            draws = []
+            for seed in range(args.seed, args.seed + (args.draws if size else 1)):
+                subset = subsample_per_intent(train_ex, size, seed) if size else list(train_ex)
+                cfg = replace(base, seed=seed)
+                draw = run_draw(subset, test_ex, cfg, not args.no_teacher)
+                print(f"[{name}] {size or 'full'} per intent, seed {seed}: {draw}", flush=True)
+                draws.append(draw)
+            key = str(size or "full")
+            results[name][key] = draws
+            rows.append(
+                [
+                    name,
+                    key,
+                    len(draws),
+                    _mean_spread([d["project"] for d in draws]),
+                    _mean_spread([d["tfidf"] for d in draws]),
+                    _mean_spread([d.get("teacher") for d in draws]),
+                    f"{statistics.fmean(d['project_seconds'] for d in draws):.0f}",
+                ]
+            )
+    print()
+    print(table(["dataset", "per intent", "draws", "intently %", "TF-IDF %", "teacher %", "train s"], rows))
+    print(
+        "mean ± half the range over the draws; intently with its out-of-scope threshold (a rejection: wrong)"
+    )
+    path = write_results("few-shot", {"run": run_facts(args), "options": asdict(base), "datasets": results})
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

