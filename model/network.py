@@ -109,6 +109,7 @@ class TokenEmbedding(nn.Module):
         )
         self.vectors: nn.Parameter | None = None
         self.project: nn.Linear | None = None
+        self.folded: Tensor | None = None  # see fold()
         if cfg.vectors_dim:
             # Stored in half precision: the table is frozen and mostly rows no training word uses.
             table = torch.zeros(cfg.vocab_size, cfg.vectors_dim, dtype=torch.float16)
@@ -121,9 +122,29 @@ class TokenEmbedding(nn.Module):
                 nn.init.normal_(self.ngrams.weight, std=0.1)
                 self.ngrams.weight[0].zero_()
 
+    def fold(self) -> None:
+        """Precompute learned row + projected vector for every word, for serving.
+
+        The sum is one table lookup then, as in a model without vectors. Training
+        mode drops it, since the learned parts change again.
+        """
+        if self.vectors is None or self.project is None:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            table = self.project(self.vectors.float())
+            table[: self.learned_rows] += self.words.weight
+            self.folded = table
+
+    def train(self, mode: bool = True) -> TokenEmbedding:
+        if mode:
+            self.folded = None
+        return super().train(mode)
+
     def forward(self, batch: Batch) -> Tensor:
         ids = batch.words
-        if self.vectors is not None and self.project is not None:
+        if self.folded is not None and not self.training:
+            x = nn.functional.embedding(ids, self.folded)
+        elif self.vectors is not None and self.project is not None:
             learned = torch.where(ids < self.learned_rows, ids, 0)
             x = self.words(learned) + self.project(self.vectors[ids].float())
         else:

@@ -115,6 +115,7 @@ def quantize_dynamic(net: IntentNet) -> IntentNet:
 class Predictor:
     def __init__(self, net: IntentNet, meta: ModelMeta, tokenizer: Tokenizer):
         self.net = net.eval()
+        self.net.embed.fold()
         self.meta = meta
         self.tokenizer = tokenizer
         self.labels = meta.labels

@@ -91,18 +91,34 @@ def test_vectors_carry_meaning_to_words_unseen_in_training(with_vectors: TrainRe
 
 
 def test_an_unseen_word_reads_its_vector(with_vectors: TrainResult) -> None:
-    predictor = Predictor(with_vectors.net, with_vectors.meta, with_vectors.tokenizer)
+    net = with_vectors.net
     assert "umbrella" in with_vectors.tokenizer.index
-    before = predictor.logits(["umbrella"])
-    with torch.no_grad():
-        vectors = with_vectors.net.embed.vectors
-        assert vectors is not None
-        row = with_vectors.tokenizer.index["umbrella"]
-        saved = vectors[row].clone()
-        vectors[row] = 0
-        after = predictor.logits(["umbrella"])
-        vectors[row] = saved
+    before = Predictor(net, with_vectors.meta, with_vectors.tokenizer).logits(["umbrella"])
+    assert net.embed.vectors is not None and net.embed.folded is not None
+    row = with_vectors.tokenizer.index["umbrella"]
+    saved = net.embed.vectors[row].clone()
+    try:
+        with torch.no_grad():
+            net.embed.vectors[row] = 0
+        after = Predictor(net, with_vectors.meta, with_vectors.tokenizer).logits(["umbrella"])
+    finally:
+        with torch.no_grad():
+            net.embed.vectors[row] = saved
+        net.embed.fold()
     assert not torch.allclose(before, after)
+
+
+def test_the_folded_table_answers_as_the_parts_do(with_vectors: TrainResult) -> None:
+    predictor = Predictor(with_vectors.net, with_vectors.meta, with_vectors.tokenizer)
+    texts = ["play a song", "umbrella snowfall", "qzx"]
+    folded = predictor.logits(texts)
+    embed = with_vectors.net.embed
+    table, embed.folded = embed.folded, None
+    try:
+        parts = predictor.logits(texts)
+    finally:
+        embed.folded = table
+    assert torch.allclose(folded, parts, atol=1e-5)
 
 
 def test_the_known_word_share_counts_only_training_words(with_vectors: TrainResult) -> None:
