@@ -97,9 +97,14 @@ class JobRequest:
         if not self.examples:
             raise JobError("no examples given")
         try:
-            return TrainConfig.from_options(dict(self.options or {}))
+            config = TrainConfig.from_options(dict(self.options or {}))
         except (TypeError, ValueError) as exc:
             raise JobError(f"options: {exc}") from None
+        # A job is an HTTP request: it must not name files on the server or models to download.
+        for name in ("vectors", "teacher"):
+            if getattr(config, name) not in ("auto", ""):
+                raise JobError(f"options: {name} must be 'auto' or '' in a training job")
+        return config
 
 
 class JobStore:

@@ -411,6 +411,9 @@ def test_cors_allows_exactly_the_configured_origins(
         ({"epochs": "12"}, "must be of type int"),
         ({"bidirectional": "yes"}, "must be of type bool"),
         ({"max_oos_drop": 2.0}, "max_oos_drop=2.0 is outside"),
+        # A request must not make the server read its own files or download a model.
+        ({"vectors": "/etc/passwd"}, "vectors must be 'auto' or ''"),
+        ({"teacher": "someone/some-model"}, "teacher must be 'auto' or ''"),
     ],
 )
 def test_oversized_training_options_are_refused_at_once(
