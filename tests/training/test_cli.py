@@ -124,3 +124,16 @@ def test_errors_are_one_clear_line(args: list[str], message: str) -> None:
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_pretrained_flags_reach_the_training_options(tmp_path: Path, rows: list[dict[str, str]]) -> None:
+    few = [r for i, r in enumerate(rows) if sum(x["intent"] == r["intent"] for x in rows[:i]) < 5]
+    data = write_csv(tmp_path / "few.csv", few)
+    intently("train", str(data), "--out", str(tmp_path / "m"), "--no-vectors", "--teacher", "none", *FAST)
+    training = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))["training"]
+    assert training["options"]["vectors"] == "" and training["options"]["teacher"] == "none"
+    assert training["vectors"] == training["teacher"] == {"source": None, "reason": "turned off"}
+    proc = intently(
+        "train", str(data), "--out", str(tmp_path / "n"), "--vectors", "x", "--no-vectors", check=False
+    )
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
