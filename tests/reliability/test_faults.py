@@ -27,7 +27,7 @@ from bench.server_util import worker_pids
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
 from model.store import ModelStore
-from tests.conftest import NO_PRETRAINED, ROOT, Server, free_port
+from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
 from training.jobs import DB_FILE, JobRequest, JobStore, run_job
 
@@ -326,15 +326,7 @@ def test_disk_full_during_a_training_job_fails_the_job_cleanly(
     store = ModelStore(tiny_store)
     active, versions = store.active(), store.list_ids()
     jobs = JobStore(store)
-    options = dict(
-        epochs=1,
-        min_steps=0,
-        embed_dim=16,
-        hidden_dim=16,
-        ngram_buckets=1000,
-        bag_buckets=1000,
-        **NO_PRETRAINED,
-    )
+    options = dict(SMALL, epochs=1, embed_dim=16, hidden_dim=16, ngram_buckets=1000, bag_buckets=1000)
     job = jobs.submit(JobRequest(tiny_examples(), mode="replace", activate="always", options=options))
     monkeypatch.setattr(artifact, "save_file", lambda *a, **k: (_ for _ in ()).throw(_enospc()))
     run_job(store, job["id"])
