@@ -94,17 +94,12 @@ def subsample_per_intent(examples: Sequence[Example], per_intent: int, seed: int
 
 def tfidf_logreg() -> Any:
     """The baseline RESEARCH.md measured: word 1-2 + char_wb 2-5 TF-IDF, LogisticRegression C=30."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import FeatureUnion, Pipeline
+    from sklearn.pipeline import Pipeline
 
-    features = FeatureUnion(
-        [
-            ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
-        ]
-    )
-    return Pipeline([("features", features), ("clf", LogisticRegression(C=30, max_iter=2000))])
+    from training.distill import tfidf_features
+
+    return Pipeline([("features", tfidf_features()), ("clf", LogisticRegression(C=30, max_iter=2000))])
 
 
 def fit_baseline(examples: Sequence[Example]) -> tuple[Any, float]:
