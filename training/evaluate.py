@@ -30,7 +30,7 @@ def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any
     labels = sorted(set(y_true) | set(y_pred), key=lambda x: (x == OOS, x))
     return {
         "model_version": predictor.version,
-        "metrics": summary(y_true, y_pred),
+        "metrics": summary(y_true, y_pred, set(predictor.labels)),
         "per_intent": per_label(y_true, y_pred),
         "confused_pairs": confused_pairs(y_true, y_pred, texts),
         "labels": labels,
@@ -42,7 +42,16 @@ def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any
 def format_report(report: dict[str, Any]) -> str:
     m = report["metrics"]
     lines = [f"model {report['model_version']}  ({m['n']} examples)"]
-    for key in ("accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "oos_precision"):
+    keys = (
+        "accuracy",
+        "macro_f1",
+        "in_scope_accuracy",
+        "oos_recall",
+        "oos_precision",
+        "oos_f1",
+        "open_macro_f1",
+    )
+    for key in keys:
         if key in m:
             lines.append(f"  {key:<18} {m[key]:.4f}")
     if report["unknown_intents"]:

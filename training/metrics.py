@@ -31,8 +31,31 @@ def per_label(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, dict[st
     return out
 
 
-def summary(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
-    """The headline numbers DESIGN.md names; OOS figures only when the data has `oos` rows."""
+def open_set(y_true: Sequence[str], y_pred: Sequence[str], known: set[str]) -> dict[str, float]:
+    """The open-intent figures: the known intents plus `oos` as one more class (K+1).
+
+    A true intent outside `known` (one the model never saw) counts as `oos`, as in
+    the open intent detection literature (Zhang et al. 2021).
+    """
+    t = [y if y in known else OOS for y in y_true]
+    p = [y if y in known else OOS for y in y_pred]
+    labels = per_label(t, p)
+    classes = set(t) | {OOS}
+    known_f1 = [labels[c]["f1"] for c in classes if c != OOS]
+    return {
+        "open_accuracy": sum(a == b for a, b in zip(t, p, strict=True)) / len(t) if t else 0.0,
+        "open_macro_f1": sum(labels.get(c, {"f1": 0.0})["f1"] for c in classes) / len(classes),
+        "oos_f1": labels[OOS]["f1"] if OOS in labels else 0.0,
+        "known_macro_f1": sum(known_f1) / len(known_f1) if known_f1 else 0.0,
+    }
+
+
+def summary(y_true: Sequence[str], y_pred: Sequence[str], known: set[str] | None = None) -> dict[str, Any]:
+    """The headline numbers DESIGN.md names; OOS figures only when the data has `oos` rows.
+
+    `known`: the model's intents; true intents outside it count as `oos` in the
+    open-intent figures (`open_set`), which are given when any row is `oos` or unknown.
+    """
     if len(y_true) != len(y_pred):
         raise ValueError("y_true and y_pred differ in length")
     n = len(y_true)
@@ -50,6 +73,9 @@ def summary(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
         oos = labels[OOS]
         result["oos_recall"] = oos["recall"]
         result["oos_precision"] = oos["precision"]
+    known = set(y_true) - {OOS} if known is None else set(known) - {OOS}
+    if n and any(t not in known for t in y_true):
+        result.update(open_set(y_true, y_pred, known))
     return result
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.metrics import confused_pairs, confusion_matrix, per_label, summary
+from training.metrics import confused_pairs, confusion_matrix, open_set, per_label, summary
 
 
 def test_in_scope_accuracy_counts_rejections_as_wrong() -> None:
@@ -37,3 +37,24 @@ def test_per_label_and_confusions() -> None:
         {"true": "a", "predicted": "b", "count": 1, "examples": ["y"]}
     ]
     assert confusion_matrix(y_true, y_pred, ["a", "b"]) == [[1, 1], [0, 1]]
+
+
+def test_open_set_figures_by_hand() -> None:
+    # Known a, b; "c" was never trained on, so it counts as oos (K+1 = 3 classes).
+    y_true = ["a", "a", "b", "b", "c", "c", "oos", "oos"]
+    y_pred = ["a", "oos", "b", "a", "oos", "b", "oos", "a"]
+    m = open_set(y_true, y_pred, {"a", "b"})
+    # a: tp 1, predicted 3, true 2 -> p 1/3 r 1/2 f 2/5; b: tp 1, predicted 2, true 2 -> f 1/2;
+    # oos: tp 2 (a c row and an oos row), predicted 3, true 4 -> p 2/3, r 1/2, f 4/7.
+    assert m["open_accuracy"] == pytest.approx(4 / 8)
+    assert m["oos_f1"] == pytest.approx(4 / 7)
+    assert m["known_macro_f1"] == pytest.approx((2 / 5 + 1 / 2) / 2)
+    assert m["open_macro_f1"] == pytest.approx((2 / 5 + 1 / 2 + 4 / 7) / 3)
+
+
+def test_summary_adds_open_figures_for_oos_or_unknown_rows() -> None:
+    with_oos = summary(["a", "b", "oos"], ["a", "b", "a"])
+    assert with_oos["oos_f1"] == 0.0 and with_oos["open_macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    unknown = summary(["a", "b", "c"], ["a", "b", "oos"], known={"a", "b"})
+    assert unknown["oos_f1"] == 1.0 and unknown["open_macro_f1"] == 1.0
+    assert "oos_f1" not in summary(["a", "b"], ["a", "b"], known={"a", "b"})
