@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.config import ModelConfig, TokenizerConfig, tokenizer_config_from_dict
+from model.detector import DetectorParams
 from model.network import IntentNet
 from model.tokenizer import Tokenizer
 
@@ -38,6 +39,7 @@ MAX_LABELS = 10_000
 MAX_DIM = 8192
 MAX_LAYERS = 8
 MAX_BUCKETS = 4_000_000
+MAX_DETECTOR_ROWS = 1_000_000
 MAX_PARAMETERS = 300_000_000  # 1.2 GB of float32: the wide tables grow with buckets x intents
 
 
@@ -59,6 +61,9 @@ class ModelMeta:
     # Out of scope also when the top probability times the share of known words
     # (model/coverage.py) is under this. 0 (off) for artifacts from before it existed.
     coverage_threshold: float = 0.0
+    # The unknown-intent detector's standardisation and threshold (model/detector.py);
+    # None for models without one, the ones from before it existed included.
+    detector: DetectorParams | None = None
     version: str = field(default_factory=lambda: new_version_id())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
@@ -83,6 +88,7 @@ class ModelMeta:
             "threshold": self.threshold,
             "temperature": self.temperature,
             **({"coverage_threshold": self.coverage_threshold} if self.coverage_threshold else {}),
+            **({"detector": self.detector.to_dict()} if self.detector else {}),
             "data": self.data,
             "metrics": self.metrics,
             "training": self.training,
@@ -197,6 +203,9 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         raise ValueError("'coverage_threshold' must be a number")
     if not 0.0 <= coverage_threshold <= 1.0:
         raise ValueError("'coverage_threshold' must be within [0, 1]")
+    detector = None if raw.get("detector") is None else DetectorParams.from_dict(raw["detector"])
+    if (detector is None) != (cfg.detector_rows == 0):
+        raise ValueError("'detector' and model.detector_rows must be given together")
     version = str(raw["version"])
     if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
         raise ValueError("'version' must be a short safe name")
@@ -209,6 +218,7 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         threshold=threshold,
         temperature=temperature,
         coverage_threshold=coverage_threshold,
+        detector=detector,
         version=version,
         created_at=str(raw.get("created_at", "")),
         data=dict(raw.get("data") or {}),
@@ -232,6 +242,7 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         "ngram_buckets": (cfg.ngram_buckets, MAX_BUCKETS),
         "bag_buckets": (cfg.bag_buckets, MAX_BUCKETS),
         "vectors_dim": (cfg.vectors_dim, MAX_DIM),
+        "detector_rows": (cfg.detector_rows, MAX_DETECTOR_ROWS),
     }
     for name, (value, limit) in limits.items():
         if not 0 <= value <= limit:
@@ -242,7 +253,7 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         raise ValueError("tokenizer n-gram or length settings are out of range")
     wide = cfg.bag_buckets + (cfg.ngram_buckets if cfg.uses_char_bag else 0)
     params = (cfg.learned_rows + cfg.ngram_buckets) * cfg.embed_dim + wide * cfg.num_labels
-    params += cfg.vocab_size * cfg.vectors_dim
+    params += cfg.vocab_size * cfg.vectors_dim + cfg.detector_rows * 4 * cfg.hidden_dim
     if params > MAX_PARAMETERS:
         raise ValueError("model is implausibly large")
 

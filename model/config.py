@@ -61,6 +61,8 @@ class ModelConfig:
     # Rows of the learned word table: the words seen in training, which come first in
     # the vocabulary. 0 means the whole vocabulary (models without vectors).
     learned_vocab: int = 0
+    # Training rows kept for the unknown-intent detector (model/detector.py); 0: none.
+    detector_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -72,6 +74,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive")
         if self.vectors_dim < 0 or not 0 <= self.learned_vocab <= self.vocab_size:
             raise ValueError("vectors_dim and learned_vocab must be within 0..vocab_size")
+        if self.detector_rows < 0:
+            raise ValueError("detector_rows must not be negative")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         for name in ("bidirectional", "bag_char_ngrams"):
@@ -89,7 +93,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # Written only when on, so a model without them still loads in releases before them.
-        for name in ("bag_char_ngrams", "vectors_dim", "learned_vocab"):
+        for name in ("bag_char_ngrams", "vectors_dim", "learned_vocab", "detector_rows"):
             if not data[name]:
                 del data[name]
         return data

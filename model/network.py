@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, invert_permutation
 
 from model.config import ModelConfig
+from model.detector import KnownRows
 from model.tokenizer import Encoded
 
 _RNNS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -240,6 +241,15 @@ class IntentNet(nn.Module):
         for table in (self.bag, self.char_bag):
             if table is not None:
                 nn.init.zeros_(table.weight)
+        self.detector = (
+            KnownRows(cfg.detector_rows, self.encoder.out_dim, cfg.num_labels) if cfg.detector_rows else None
+        )
+
+    def attach_detector(self, features: Tensor, labels: Tensor) -> None:
+        """Keep these training rows' features for the unknown-intent detector."""
+        self.cfg = replace(self.cfg, detector_rows=len(features))
+        self.detector = KnownRows(len(features), self.encoder.out_dim, self.cfg.num_labels)
+        self.detector.fill(features, labels, self.cfg.num_labels)
 
     def features(self, batch: Batch) -> Tensor:
         x = self.embed_dropout(self.embed(batch))
@@ -247,7 +257,16 @@ class IntentNet(nn.Module):
 
     def paths(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """The deep and the wide path's logits, apart: training can fit each on its own."""
-        deep = self.head(self.dropout(self.features(batch)))
+        return self._paths(self.features(batch), batch)
+
+    def classify(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Logits and the pooled features they came from (which the detector reads)."""
+        features = self.features(batch)
+        deep, wide = self._paths(features, batch)
+        return (deep if wide is None else deep + wide), features
+
+    def _paths(self, features: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        deep = self.head(self.dropout(features))
         wide = None
         if self.bag is not None:
             wide = self.bag(batch.bag_ids, batch.bag_offsets)

@@ -9,6 +9,7 @@ classifying inside a user's own process:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from model.artifact import ModelMeta, load
 from model.coverage import WordCoverage
+from model.detector import DetectorParams
 from model.network import Batch, IntentNet
 from model.tokenizer import Encoded, Tokenizer, tokenize
 
@@ -67,13 +69,17 @@ def verdicts(
     threshold: float,
     shares: Tensor | None = None,
     coverage_threshold: float = 0.0,
+    near: Tensor | None = None,
+    detector: DetectorParams | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(top in-scope label, its probability, out of scope?) per row, as tensors.
 
     Out of scope when the `oos` class wins or no in-scope intent reaches the
     threshold, or (with known-word `shares`) when the top probability times the
-    share falls under `coverage_threshold`. Shared with training, which picks
-    both thresholds with this same rule.
+    share falls under `coverage_threshold`, or (with the similarity `near` of each
+    row to its intent's training rows) when the unknown-intent detector's score is
+    under its threshold. Shared with training, which picks the thresholds with
+    this same rule.
     """
     top_prob, top = probs.masked_fill(~in_scope, -1.0).max(dim=-1)
     rejected = top_prob < threshold
@@ -81,6 +87,8 @@ def verdicts(
         rejected |= probs[:, oos_index] > top_prob
     if shares is not None and coverage_threshold > 0:
         rejected |= top_prob * shares < coverage_threshold
+    if near is not None and detector is not None:
+        rejected |= detector.score(top_prob, near) < detector.threshold
     return top, top_prob, rejected
 
 
@@ -139,15 +147,23 @@ class Predictor:
         return self._logits([self.tokenizer.encode(t) for t in texts], batch_size)
 
     def _logits(self, encoded: Sequence[Encoded], batch_size: int = 256) -> Tensor:
-        if not encoded:
-            return torch.empty(0, len(self.labels))
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].words))
+        return self._scores(encoded, batch_size)[0]
+
+    def _scores(self, encoded: Sequence[Encoded], batch_size: int = 256) -> tuple[Tensor, Tensor | None]:
+        """Logits, and each row's similarity to its top intent's training rows (with a detector)."""
+        detector = self.net.detector if self.meta.detector is not None else None
         out = torch.empty(len(encoded), len(self.labels))
+        near = torch.empty(len(encoded)) if detector is not None else None
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].words))
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                out[idx] = self.net(Batch.from_encoded([encoded[i] for i in idx]))
-        return out
+                logits, features = self.net.classify(Batch.from_encoded([encoded[i] for i in idx]))
+                out[idx] = logits
+                if detector is not None and near is not None:
+                    top = logits.masked_fill(~self.in_scope, -math.inf).argmax(dim=-1)
+                    near[idx] = detector.similarity(features, top)
+        return out, near
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """Calibrated class probabilities (temperature-scaled softmax)."""
@@ -166,13 +182,20 @@ class Predictor:
         # Tokenised once: the network and the known-word share both read the tokens.
         config = self.tokenizer.config
         tokens = [tokenize(t, config) for t in texts]
-        logits = self._logits([self.tokenizer.encode_tokens(t) for t in tokens])
+        logits, near = self._scores([self.tokenizer.encode_tokens(t) for t in tokens])
         probs = torch.softmax(logits / self.meta.temperature, dim=-1)
         if not bool(torch.isfinite(probs).all()):  # damaged weights: fail loudly, never answer NaN
             raise ValueError("the model produced non-finite scores; its weights may be damaged")
         shares = None if self.coverage is None else known_shares(self.coverage, tokens)
         top, top_prob, rejected = verdicts(
-            probs, self.in_scope, self.oos_index, self.meta.threshold, shares, self.meta.coverage_threshold
+            probs,
+            self.in_scope,
+            self.oos_index,
+            self.meta.threshold,
+            shares,
+            self.meta.coverage_threshold,
+            near,
+            self.meta.detector,
         )
         k = max(1, min(top_k, len(self.intents)))
         ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).topk(k, dim=-1)

@@ -8,10 +8,12 @@ calibrated validation probabilities with the very rule the predictor applies.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
+from model.detector import DetectorParams
 from model.predictor import verdicts
 
 
@@ -74,16 +76,65 @@ def choose_threshold(
         return 0.0
     top, top_prob, rejected = verdicts(probs[rows], in_scope, oos_index, 0.0)
     correct = top_prob[~rejected & (top == targets[rows])].double().sort().values
-    m = len(correct)
-    if m == 0:
+    if len(correct) == 0:
         return 0.0
-    # Budget in accuracy points -> allowed share of the correct answers.
-    position = max_drop * int(rows.sum()) / m * (m + 1)  # in units of order statistics
     chance = min(1.0 / int(in_scope.sum()), float(correct[0]))
-    knots = [chance, *correct.tolist()]
-    k = int(position)
-    threshold = knots[-1] if k >= m else knots[k] + (position - k) * (knots[k + 1] - knots[k])
+    threshold = _expected_drop_threshold(correct, int(rows.sum()), max_drop, chance)
     return min(math.floor(threshold * 10_000) / 10_000, 0.99)
+
+
+def _expected_drop_threshold(correct: Tensor, rows: int, max_drop: float, floor: float) -> float:
+    """The score under which about `max_drop` x `rows` future correct answers fall.
+
+    `correct`: the sorted scores of the correct validation answers; the k-th lowest
+    of m stands for a share k/(m+1) of future ones (see `choose_threshold`), and
+    `floor` for none.
+    """
+    m = len(correct)
+    # Budget in accuracy points -> allowed share of the correct answers.
+    position = max_drop * rows / m * (m + 1)  # in units of order statistics
+    knots = [floor, *correct.tolist()]
+    k = int(position)
+    return knots[-1] if k >= m else knots[k] + (position - k) * (knots[k + 1] - knots[k])
+
+
+def fit_detector(
+    top_prob: Tensor,
+    near: Tensor,
+    targets: Tensor,
+    top: Tensor,
+    in_scope: Tensor,
+    reject_known: float,
+    max_drop: float | None,
+) -> DetectorParams | None:
+    """Standardise the detector's two signals on the in-scope validation rows; place its threshold.
+
+    Without `oos` rows (`max_drop` None) the threshold rejects `reject_known` of those
+    rows: nothing tells how often unknown requests come, so the team says how many
+    known ones it may lose. With them, the threshold is the highest expected to cost
+    at most `max_drop` of in-scope accuracy (as `choose_threshold`), and never rejects
+    more than `reject_known`. None with fewer than two in-scope rows to measure on.
+    """
+    rows = in_scope[targets]
+    if int(rows.sum()) < 2:
+        return None
+    prob, sim = top_prob[rows].double(), near[rows].double()
+    unset = DetectorParams(
+        prob_mean=float(prob.mean()),
+        prob_std=max(float(prob.std()), 1e-3),
+        near_mean=float(sim.mean()),
+        near_std=max(float(sim.std()), 1e-3),
+        threshold=0.0,
+    )
+    scores = unset.score(prob, sim)
+    # Below every validation row: rejects nothing seen so far (a finite value, for JSON).
+    lowest = float(scores.min()) - 1.0
+    threshold = float(torch.quantile(scores, reject_known)) if reject_known > 0 else lowest
+    if max_drop is not None:
+        correct = scores[top[rows] == targets[rows]].sort().values
+        if len(correct):
+            threshold = min(threshold, _expected_drop_threshold(correct, len(scores), max_drop, lowest))
+    return replace(unset, threshold=threshold)
 
 
 def choose_coverage_threshold(

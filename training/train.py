@@ -18,15 +18,19 @@ from tqdm import tqdm
 from model.artifact import ModelMeta, check_bounds
 from model.config import ModelConfig, TokenizerConfig
 from model.coverage import WordCoverage
+from model.detector import DetectorParams
 from model.network import Batch, IntentNet
 from model.predictor import known_shares, verdicts
 from model.tokenizer import UNK_ID, Encoded, Tokenizer, tokenize
-from training.calibration import choose_coverage_threshold, choose_threshold, fit_temperature
+from training.calibration import choose_coverage_threshold, choose_threshold, fit_detector, fit_temperature
 from training.distill import augmented_rows, fit_teacher, neighbours, teacher_text
 from training.metrics import summary as metric_summary
 from training.pretrained import DEFAULT_ENCODER, load_encoder, packages_installed
 from training.readers import OOS, DataSummary, Example, checksum, clean
 from training.vectors import VocabularyVectors, for_vocabulary
+
+# Enough rows to find an intent's near neighbours; bounds the model's size on big data sets.
+MAX_DETECTOR_ROWS_PER_INTENT = 300
 
 # Far past any sensible intent model; they keep a job within memory and within hours.
 _OPTION_BOUNDS: dict[str, tuple[float, float]] = {
@@ -54,6 +58,7 @@ _OPTION_BOUNDS: dict[str, tuple[float, float]] = {
     "augment_budget": (0, 2_000_000),
     "distill_weight": (0.0, 100.0),
     "teacher_below": (0, 1_000_000),
+    "reject_known": (0.0, 0.9),
 }
 
 
@@ -100,6 +105,11 @@ class TrainConfig:
     # first keeps. A banking77 model then rejected 83% of snips's requests instead of
     # 72%, at 0.06 points of in-scope accuracy (docs/RESEARCH.md).
     word_coverage: bool = True
+    # The unknown-intent detector (model/detector.py): the share of known-intent requests
+    # it may turn away, set on validation rows. Rejecting more catches more requests of
+    # intents nobody wrote examples of; 0 turns it off. With `oos` rows in the data it
+    # takes `max_oos_drop` instead, as the probability threshold does (docs/training.md).
+    reject_known: float = 0.15
     # Pretrained word vectors: a sentence encoder (Hugging Face name or directory) or a
     # table file from `intently vectors build`; "auto" is the default encoder when the
     # pretrained extras are installed, "" none.
@@ -250,15 +260,6 @@ def _word_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batch:
     return replace(batch, words=batch.words.masked_fill(drop, UNK_ID))
 
 
-def predict_logits(net: IntentNet, encoded: Sequence[Encoded], batch_size: int = 512) -> Tensor:
-    net.eval()
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(encoded), batch_size):
-            outs.append(net(Batch.from_encoded(encoded[i : i + batch_size])))
-    return torch.cat(outs) if outs else torch.empty(0, net.cfg.num_labels)
-
-
 def train(
     examples: Sequence[Example],
     config: TrainConfig | None = None,
@@ -284,10 +285,10 @@ def train(
 
     net, tokenizer, history, pretrained = _fit(train_ex, valid_ex, label_index, cfg, progress, show_progress)
 
-    temperature, threshold, coverage_threshold, metrics = 1.0, 0.0, 0.0, {}
+    temperature, threshold, coverage_threshold, detector, metrics = 1.0, 0.0, 0.0, None, {}
     if valid_ex:
-        temperature, threshold, coverage_threshold, metrics = _calibrate(
-            net, tokenizer, valid_ex, labels, cfg
+        temperature, threshold, coverage_threshold, detector, metrics = _calibrate(
+            net, tokenizer, train_ex, valid_ex, labels, cfg
         )
 
     sizes = [n for intent, n in summary.per_intent.items() if intent != OOS]
@@ -300,6 +301,8 @@ def train(
             train_ex + valid_ex, [], label_index, cfg, progress, show_progress
         )
         history += [{**h, "refit": True} for h in more]
+        if detector is not None:
+            _keep_rows(net, tokenizer, train_ex + valid_ex, label_index, cfg.seed)
 
     meta = ModelMeta(
         model=net.cfg,
@@ -310,6 +313,7 @@ def train(
         threshold=round(threshold, 4),
         temperature=round(temperature, 5),
         coverage_threshold=round(coverage_threshold, 4),
+        detector=detector,
         data={
             "checksum": checksum(data),
             "examples": len(train_ex) + len(valid_ex),
@@ -333,15 +337,20 @@ def train(
 
 
 def _calibrate(
-    net: IntentNet, tokenizer: Tokenizer, valid_ex: Sequence[Example], labels: list[str], cfg: TrainConfig
-) -> tuple[float, float, float, dict[str, Any]]:
-    """Temperature, the two out-of-scope thresholds and the validation metrics they give."""
+    net: IntentNet,
+    tokenizer: Tokenizer,
+    train_ex: Sequence[Example],
+    valid_ex: Sequence[Example],
+    labels: list[str],
+    cfg: TrainConfig,
+) -> tuple[float, float, float, DetectorParams | None, dict[str, Any]]:
+    """Temperature, the out-of-scope thresholds, the detector and the validation metrics they give."""
     label_index = {lab: i for i, lab in enumerate(labels)}
     oos_index = label_index.get(OOS)
     in_scope = torch.tensor([lab != OOS for lab in labels])
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
-    logits = predict_logits(net, x_valid)
+    logits, features = _classify(net, x_valid)
     temperature = fit_temperature(logits, y_valid)
     probs = torch.softmax(logits / temperature, dim=-1)
     threshold = choose_threshold(probs, y_valid, in_scope, oos_index, cfg.max_oos_drop)
@@ -352,10 +361,51 @@ def _calibrate(
         coverage_threshold = choose_coverage_threshold(
             probs, shares, y_valid, in_scope, oos_index, threshold, cfg.max_oos_drop
         )
+    detector, near = None, None
+    if cfg.reject_known > 0 and bool(in_scope[y_valid].any()):
+        _keep_rows(net, tokenizer, train_ex, label_index, cfg.seed)
+        assert net.detector is not None
+        top = logits.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
+        near = net.detector.similarity(features, top)
+        top_prob = probs.gather(1, top[:, None])[:, 0]
+        budget = cfg.max_oos_drop if oos_index is not None else None
+        detector = fit_detector(top_prob, near, y_valid, top, in_scope, cfg.reject_known, budget)
     metrics = _validation_metrics(
-        probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold
+        probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold, near, detector
     )
-    return temperature, threshold, coverage_threshold, metrics
+    return temperature, threshold, coverage_threshold, detector, metrics
+
+
+def _classify(net: IntentNet, encoded: Sequence[Encoded], batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """Logits and pooled features of encoded utterances, in evaluation mode."""
+    net.eval()
+    logits, features = [], []
+    with torch.inference_mode():
+        for i in range(0, len(encoded), batch_size):
+            lo, fe = net.classify(Batch.from_encoded(encoded[i : i + batch_size]))
+            logits.append(lo)
+            features.append(fe)
+    if not logits:
+        return torch.empty(0, net.cfg.num_labels), torch.empty(0, net.encoder.out_dim)
+    return torch.cat(logits), torch.cat(features)
+
+
+def _keep_rows(
+    net: IntentNet, tokenizer: Tokenizer, examples: Sequence[Example], label_index: dict[str, int], seed: int
+) -> None:
+    """Give the network's detector the features of each intent's rows (a seeded sample of big ones)."""
+    by_intent: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        if ex.intent != OOS:
+            by_intent[ex.intent].append(ex)
+    rng = random.Random(seed)
+    kept = []
+    for intent in sorted(by_intent):
+        group = by_intent[intent]
+        cap = MAX_DETECTOR_ROWS_PER_INTENT
+        kept += group if len(group) <= cap else rng.sample(group, cap)
+    _, features = _classify(net, [tokenizer.encode(e.text) for e in kept])
+    net.attach_detector(features, torch.tensor([label_index[e.intent] for e in kept], dtype=torch.long))
 
 
 def _fit(
@@ -456,7 +506,7 @@ def _fit(
         train_loss = total / max(count, 1)
         valid_acc = None
         if x_valid:
-            logits = predict_logits(net, x_valid)
+            logits, _ = _classify(net, x_valid)
             valid_acc = float((logits.argmax(-1) == y_valid).float().mean())
             valid_loss = float(torch.nn.functional.cross_entropy(logits, y_valid))
             key = (valid_acc, -valid_loss)
@@ -568,8 +618,12 @@ def _validation_metrics(
     threshold: float,
     shares: Tensor | None,
     coverage_threshold: float,
+    near: Tensor | None = None,
+    detector: DetectorParams | None = None,
 ) -> dict[str, Any]:
-    top, _, rejected = verdicts(probs, in_scope, oos_index, threshold, shares, coverage_threshold)
+    top, _, rejected = verdicts(
+        probs, in_scope, oos_index, threshold, shares, coverage_threshold, near, detector
+    )
     y_pred = [OOS if out else labels[t] for t, out in zip(top.tolist(), rejected.tolist(), strict=True)]
     y_true = [labels[t] for t in targets.tolist()]
     out = {k: round(v, 5) if isinstance(v, float) else v for k, v in metric_summary(y_true, y_pred).items()}
