@@ -30,6 +30,8 @@ _HELP = {
     " or a table from `intently vectors build` (default: the built-in encoder when installed)",
     "teacher": "distil from a sentence-transformers model (Hugging Face name or directory, or 'auto'):"
     " it labels augmented utterances for the network; only the network is saved",
+    "reject_known": "share of known-intent requests the unknown-intent detector may turn away"
+    f" (default {TrainConfig.reject_known}; 0: no detector; docs/training.md)",
 }
 
 
@@ -51,6 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     vectors.add_argument("--vectors", metavar="NAME_OR_PATH", help=_HELP["vectors"])
     vectors.add_argument("--no-vectors", action="store_true", help="train without pretrained vectors")
     p.add_argument("--teacher", metavar="NAME_OR_PATH", help=_HELP["teacher"])
+    p.add_argument("--reject-known", type=float, metavar="SHARE", help=_HELP["reject_known"])
     p.add_argument(
         "--set",
         action="append",
@@ -135,6 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         base["vectors"] = "" if args.no_vectors else args.vectors
     if args.teacher:
         base["teacher"] = args.teacher
+    if args.reject_known is not None:
+        base["reject_known"] = args.reject_known
     config = parse_options(args.set, base)
     examples = read_files(args.data)
     valid = read_file(args.valid) if args.valid else None
@@ -151,6 +156,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f" (known-word share: {result.meta.coverage_threshold})",
             file=sys.stderr,
         )
+        if result.meta.detector is not None:
+            print(
+                f"unknown-intent detector: {m.get('detector_rejected', 0):.1%} of the validation"
+                " rows of known intents turned away",
+                file=sys.stderr,
+            )
         if not m["oos_in_training"]:
             print(NO_OOS_HINT, file=sys.stderr)
         if result.meta.training.get("refit_on_all_examples"):

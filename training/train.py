@@ -629,4 +629,9 @@ def _validation_metrics(
     out = {k: round(v, 5) if isinstance(v, float) else v for k, v in metric_summary(y_true, y_pred).items()}
     out["accuracy_without_threshold"] = round(float((probs.argmax(-1) == targets).float().mean()), 5)
     out["oos_in_training"] = oos_index is not None
+    if near is not None and detector is not None:
+        known_rows = in_scope[targets]
+        top_prob = probs.masked_fill(~in_scope, -1.0).max(dim=-1).values
+        by_detector = detector.score(top_prob, near) < detector.threshold
+        out["detector_rejected"] = round(float(by_detector[known_rows].float().mean()), 5)
     return out

@@ -100,6 +100,11 @@ def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: 
     proc = intently("train", str(data), "--out", str(tmp_path / "m"), *FAST)
     assert "no rows labelled 'oos'" in proc.stderr
     assert "retrained on all" not in proc.stderr  # 40 or more examples an intent
+    assert "unknown-intent detector:" in proc.stderr
+    assert "detector" in json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    intently("train", str(data), "--out", str(tmp_path / "off"), "--reject-known", "0", *FAST)
+    meta = json.loads((tmp_path / "off" / "model.json").read_text(encoding="utf-8"))
+    assert "detector" not in meta and meta["training"]["options"]["reject_known"] == 0
 
 
 def test_training_on_few_examples_says_it_refit(tmp_path: Path, rows: list[dict[str, str]]) -> None:
@@ -118,6 +123,10 @@ def test_training_on_few_examples_says_it_refit(tmp_path: Path, rows: list[dict[
         (["train", "missing.csv", "--out", "x"], "missing.csv: no such file"),
         (["train", str(ASSISTANT / "train.csv")], "--out DIR or --store DIR"),
         (["train", str(ASSISTANT / "train.csv"), "--out", "x", "--set", "bogus=1"], "--set 'bogus=1'"),
+        (
+            ["train", str(ASSISTANT / "train.csv"), "--out", "x", "--reject-known", "2"],
+            "reject_known=2.0 is outside",
+        ),
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], message: str) -> None:
