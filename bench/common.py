@@ -27,6 +27,8 @@ from training.train import TrainConfig, TrainResult, train
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = (REPO / ".." / "shared" / "data").resolve()
 RESULTS = REPO / "bench" / "results"
+# Data sets that ship with the project (data/NAME/), not in ../shared/data.
+BUILT_IN = ("assistant",)
 QUICK_PER_INTENT = 20
 QUICK_EPOCHS = 2
 
@@ -63,7 +65,7 @@ def load_dataset(name: str) -> tuple[list[Example], list[Example]] | None:
 
     A fresh clone has no ../shared/data; the benchmark then says so instead of failing.
     """
-    folder = DATA_ROOT / name
+    folder = REPO / "data" / name if name in BUILT_IN else DATA_ROOT / name
     paths = [folder / "train.csv", folder / "test.csv"]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

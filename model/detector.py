@@ -30,7 +30,8 @@ class KnownRows(nn.Module):
         self.register_buffer("bank", torch.zeros(rows, dim, dtype=torch.float16))
         # Float: the artifact loader accepts floating-point tensors only. Exact below 2**24.
         self.register_buffer("starts", torch.zeros(num_labels + 1))
-        self._fp32: Tensor | None = None
+        self._fp32: Tensor | None = None  # the bank in fp32 and the bounds as ints, made on first use
+        self._bounds: list[int] = []
 
     def fill(self, features: Tensor, labels: Tensor, num_labels: int) -> None:
         order = torch.argsort(labels, stable=True)
@@ -43,11 +44,11 @@ class KnownRows(nn.Module):
         """[B]: cosine to the nearest training row of each row's predicted intent (-1: none)."""
         if self._fp32 is None:  # fp32 matmuls are much faster than fp16 ones on a CPU
             self._fp32 = self.bank.float()
+            self._bounds = self.starts.long().tolist()
         unit = nn.functional.normalize(features.float(), dim=-1)
         out = torch.full((len(features),), -1.0)
-        bounds = self.starts.long().tolist()
-        for k in predicted.unique().tolist():
-            rows = self._fp32[bounds[k] : bounds[k + 1]]
+        for k in predicted.unique().tolist() if len(predicted) > 1 else predicted.tolist():
+            rows = self._fp32[self._bounds[k] : self._bounds[k + 1]]
             if len(rows):
                 mask = predicted == k
                 out[mask] = (unit[mask] @ rows.T).amax(dim=1)

@@ -93,8 +93,8 @@ class TrainConfig:
     clip_norm: float = 1.0
     balance: float = 0.5
     valid_fraction: float = 0.1
-    # With fewer examples than this for the median intent, and the validation split made
-    # here, train a second model on every row once the first has set the temperature and
+    # With fewer examples than this for the median intent, the validation split made
+    # here and no teacher, train a second model on every row once the first has set the temperature and
     # thresholds, and keep those. With ten examples an intent one of them is the intent's
     # whole validation share: giving it back measured +1.1 to +1.8 points on banking77
     # (docs/RESEARCH.md). 0 turns it off.
@@ -292,7 +292,15 @@ def train(
         )
 
     sizes = [n for intent, n in summary.per_intent.items() if intent != OOS]
-    refit = valid_examples is None and bool(valid_ex) and float(np.median(sizes)) < cfg.refit_below
+    # Not after distillation: there the refit scored 0.4 points lower in both probes, for
+    # twice the training time (docs/RESEARCH.md).
+    distilled = bool((pretrained.get("teacher") or {}).get("source"))
+    refit = (
+        valid_examples is None
+        and bool(valid_ex)
+        and float(np.median(sizes)) < cfg.refit_below
+        and not distilled
+    )
     if refit:
         # The validation rows go back in. Metrics, temperature and thresholds stay those of
         # the first model: the second has no rows left to measure itself on.
