@@ -184,6 +184,12 @@ def test_distillation_from_the_packaged_teacher() -> None:
     )
 
 
+def test_no_refit_after_distillation() -> None:
+    result = train(_examples(), small_config(epochs=5, valid_fraction=0.4, teacher="auto", augment_copies=2))
+    assert result.meta.training["teacher"]["source"] == pretrained.DEFAULT_ENCODER
+    assert result.meta.training["refit_on_all_examples"] is False and result.valid_examples
+
+
 def test_auto_teacher_stays_out_of_data_with_many_examples_per_intent() -> None:
     result = _train(vectors="", teacher="auto", teacher_below=5)
     assert result.meta.training["teacher"] == {"source": None, "reason": "5 examples per intent (median)"}
