@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 from pathlib import Path
@@ -145,3 +146,17 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _return_free_memory()
+
+
+def _return_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc), such as those of the load's copies.
+
+    Loading reads every tensor, then copies it into the network; freed, that memory stays
+    counted in the worker's resident size unless given back.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to do
+        return
+    libc.malloc_trim(0)

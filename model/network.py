@@ -111,6 +111,7 @@ class TokenEmbedding(nn.Module):
         self.vectors: nn.Parameter | None = None
         self.project: nn.Linear | None = None
         self.folded: Tensor | None = None  # see fold()
+        self.released = False  # see release_parts()
         if cfg.vectors_dim:
             # Stored in half precision: the table is frozen and mostly rows no training word uses.
             table = torch.zeros(cfg.vocab_size, cfg.vectors_dim, dtype=torch.float16)
@@ -136,7 +137,18 @@ class TokenEmbedding(nn.Module):
             table[: self.learned_rows] += self.words.weight
             self.folded = table
 
+    def release_parts(self) -> None:
+        """Keep only the folded table: a served model never trains, and the parts cost memory."""
+        if self.folded is None:
+            return
+        self.vectors = None
+        self.project = None
+        self.words = nn.Embedding(1, self.words.embedding_dim)  # the folded table holds its rows
+        self.released = True
+
     def train(self, mode: bool = True) -> TokenEmbedding:
+        if mode and self.released:
+            raise RuntimeError("this model was loaded for serving only; load it again to train it")
         if mode:
             self.folded = None
         return super().train(mode)
