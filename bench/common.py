@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -52,6 +53,28 @@ def base_parser(description: str, datasets: bool = True) -> argparse.ArgumentPar
         " two threads on a half-busy 2-core machine were measured 5-20x slower than one",
     )
     return parser
+
+
+def add_set_flag(parser: argparse.ArgumentParser) -> None:
+    """`--set NAME=VALUE`: a training option, as `intently train` takes it."""
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a training option")
+
+
+def training_options(parser: argparse.ArgumentParser, pairs: list[str]) -> TrainConfig:
+    """The `--set` options as a TrainConfig; a bad one ends the run with the parser's message."""
+    from training.cli import CliError, parse_options
+
+    try:
+        return parse_options(pairs, {})
+    except CliError as exc:
+        parser.error(str(exc))
+
+
+def load_datasets(names: Sequence[str]) -> dict[str, tuple[list[Example], list[Example]]]:
+    """The named data sets that are here; exits 0 with a message when none is."""
+    loaded = {name: data for name in names if (data := load_dataset(name)) is not None}
+    exit_if_nothing(loaded)
+    return loaded
 
 
 def apply_threads(threads: int | None) -> None:
@@ -134,6 +157,18 @@ def project_labels(predictor: Predictor, texts: Sequence[str]) -> tuple[list[str
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     return float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)])) if y_true else 0.0
+
+
+def mean_spread(values: Sequence[float | None], deviation: bool = False) -> str:
+    """Percent mean ± half the range (or, with `deviation`, the standard deviation); "-" if none."""
+    real = [v for v in values if v is not None]
+    if not real:
+        return "-"
+    mean = 100 * statistics.fmean(real)
+    if len(real) == 1:
+        return f"{mean:.1f}"
+    spread = statistics.stdev(real) if deviation else (max(real) - min(real)) / 2
+    return f"{mean:.1f} ± {100 * spread:.1f}"
 
 
 def pct(x: float | None) -> str:

@@ -20,19 +20,20 @@ from typing import Any
 
 from bench.common import (
     accuracy,
+    add_set_flag,
     apply_threads,
     base_parser,
-    exit_if_nothing,
     fit_baseline,
-    load_dataset,
+    load_datasets,
+    mean_spread,
     project_labels,
     run_facts,
     subsample_per_intent,
     table,
     train_project,
+    training_options,
     write_results,
 )
-from training.cli import CliError, parse_options
 from training.readers import Example
 from training.train import TrainConfig
 
@@ -81,33 +82,19 @@ def run_draw(
     return out
 
 
-def _mean_spread(values: Sequence[float | None]) -> str:
-    real = [v for v in values if v is not None]
-    if not real:
-        return "-"
-    mean = 100 * statistics.fmean(real)
-    if len(real) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * (max(real) - min(real)) / 2:.1f}"
-
-
 def main() -> None:
     parser = base_parser("Few examples per intent: the project vs TF-IDF + logreg vs the teacher.")
     parser.add_argument("--per-intent", type=int, nargs="*", default=[5, 10, 30], metavar="N")
     parser.add_argument("--draws", type=int, default=3, help="seeded draws per size (seeds SEED..SEED+D-1)")
     parser.add_argument("--full", action="store_true", help="also train on the whole training set once")
     parser.add_argument("--no-teacher", action="store_true", help="skip the teacher's own score")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a training option")
+    add_set_flag(parser)
     args = parser.parse_args()
     if any(n < 2 for n in args.per_intent):
         parser.error("--per-intent values must be at least 2")
     apply_threads(args.threads)
-    try:
-        base = parse_options(args.set, {})
-    except CliError as exc:
-        parser.error(str(exc))
-    loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
-    exit_if_nothing(loaded)
+    base = training_options(parser, args.set)
+    loaded = load_datasets(args.datasets)
 
     results: dict[str, Any] = {}
     rows = []
@@ -129,9 +116,9 @@ def main() -> None:
                     name,
                     key,
                     len(draws),
-                    _mean_spread([d["project"] for d in draws]),
-                    _mean_spread([d["tfidf"] for d in draws]),
-                    _mean_spread([d.get("teacher") for d in draws]),
+                    mean_spread([d["project"] for d in draws]),
+                    mean_spread([d["tfidf"] for d in draws]),
+                    mean_spread([d.get("teacher") for d in draws]),
                     f"{statistics.fmean(d['project_seconds'] for d in draws):.0f}",
                 ]
             )

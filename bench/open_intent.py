@@ -21,7 +21,6 @@ Systems, in one run on the same rows:
 from __future__ import annotations
 
 import random
-import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
@@ -29,17 +28,21 @@ from typing import Any
 import numpy as np
 
 from bench.common import (
+    QUICK_EPOCHS,
+    QUICK_PER_INTENT,
+    add_set_flag,
     apply_threads,
     base_parser,
-    exit_if_nothing,
     fit_baseline,
-    load_dataset,
+    load_datasets,
+    mean_spread,
     run_facts,
+    subsample_per_intent,
     table,
+    training_options,
     write_results,
 )
 from model.predictor import Predictor
-from training.cli import CliError, parse_options
 from training.metrics import open_set
 from training.readers import OOS, Example
 from training.train import TrainConfig, stratified_split, train
@@ -104,33 +107,26 @@ def run_split(
     return out
 
 
-def _mean_spread(values: Sequence[float]) -> str:
-    mean = 100 * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
-
-
 def main() -> None:
     parser = base_parser("Open intent detection: known intents only in training, the rest must be found.")
     parser.add_argument("--known", type=float, nargs="*", default=[0.25, 0.5, 0.75], metavar="SHARE")
     parser.add_argument("--seeds", type=int, default=5, help="random choices of known intents")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a training option")
+    add_set_flag(parser)
     args = parser.parse_args()
     if any(not 0 < r < 1 for r in args.known):
         parser.error("--known shares must be between 0 and 1")
     apply_threads(args.threads)
-    try:
-        base = parse_options(args.set, {})
-    except CliError as exc:
-        parser.error(str(exc))
-    loaded = {name: data for name in args.datasets if (data := load_dataset(name)) is not None}
-    exit_if_nothing(loaded)
+    base = training_options(parser, args.set)
+    if args.quick:  # a smoke test of the whole run, not figures
+        base = replace(base, epochs=QUICK_EPOCHS, min_steps=0)
+    loaded = load_datasets(args.datasets)
 
     results: dict[str, Any] = {}
     rows = []
     for name, (train_rows, test_rows) in loaded.items():
         train_rows = [e for e in train_rows if e.intent != OOS]
+        if args.quick:
+            train_rows = subsample_per_intent(train_rows, QUICK_PER_INTENT, args.seed)
         intents = sorted({e.intent for e in train_rows})
         results[name] = {}
         for ratio in KNOWN_RATIOS.get(name, args.known):
@@ -146,7 +142,7 @@ def main() -> None:
             for system in runs[0]:
                 rows.append(
                     [name, f"{ratio:.0%}", system]
-                    + [_mean_spread([r[system][f] for r in runs]) for f in FIGURES]
+                    + [mean_spread([r[system][f] for r in runs], deviation=True) for f in FIGURES]
                 )
     print()
     print(table(["dataset", "known", "system", "K+1 acc", "K+1 macro-F1", "unknown F1", "known F1"], rows))
