@@ -45,13 +45,26 @@ class KnownRows(nn.Module):
         if self._fp32 is None:  # fp32 matmuls are much faster than fp16 ones on a CPU
             self._fp32 = self.bank.float()
             self._bounds = self.starts.long().tolist()
-        unit = nn.functional.normalize(features.float(), dim=-1)
-        out = torch.full((len(features),), -1.0)
-        for k in predicted.unique().tolist() if len(predicted) > 1 else predicted.tolist():
-            rows = self._fp32[self._bounds[k] : self._bounds[k + 1]]
-            if len(rows):
-                mask = predicted == k
-                out[mask] = (unit[mask] @ rows.T).amax(dim=1)
+        bank, bounds = self._fp32, self._bounds
+        features = features.float()
+        norms = features.norm(dim=-1).clamp_min(1e-12)
+        if len(features) == 1:  # the common case of one request: three tensor operations
+            k = int(predicted[0])
+            rows = bank[bounds[k] : bounds[k + 1]]
+            return (rows @ features[0]).amax().reshape(1) / norms if len(rows) else torch.full((1,), -1.0)
+        # Rows sorted by intent, so that each intent's rows are one contiguous slice.
+        order = torch.argsort(predicted)
+        grouped, grouped_norms = features[order], norms[order]
+        near = torch.full((len(features),), -1.0)
+        start = 0
+        for k, count in enumerate(torch.bincount(predicted, minlength=len(bounds) - 1).tolist()):
+            if count and bounds[k + 1] > bounds[k]:
+                end = start + count
+                dots = grouped[start:end] @ bank[bounds[k] : bounds[k + 1]].T
+                near[start:end] = dots.amax(dim=1) / grouped_norms[start:end]
+            start += count
+        out = torch.empty_like(near)
+        out[order] = near
         return out
 
 

@@ -105,15 +105,15 @@ def fit_detector(
     top: Tensor,
     in_scope: Tensor,
     reject_known: float,
-    max_drop: float | None,
+    max_drop: float,
 ) -> DetectorParams | None:
     """Standardise the detector's two signals on the in-scope validation rows; place its threshold.
 
-    Without `oos` rows (`max_drop` None) the threshold rejects `reject_known` of those
-    rows: nothing tells how often unknown requests come, so the team says how many
-    known ones it may lose. With them, the threshold is the highest expected to cost
-    at most `max_drop` of in-scope accuracy (as `choose_threshold`), and never rejects
-    more than `reject_known`. None with fewer than two in-scope rows to measure on.
+    With `reject_known` 0, the highest threshold expected to cost at most `max_drop` of
+    in-scope accuracy, as `choose_threshold` does for the probability. Above 0, the one
+    that rejects that share of the rows: a team that expects many requests of intents it
+    has not described gives up that many known ones to catch them. None with fewer than
+    two in-scope rows to measure on.
     """
     rows = in_scope[targets]
     if int(rows.sum()) < 2:
@@ -127,14 +127,14 @@ def fit_detector(
         threshold=0.0,
     )
     scores = unset.score(prob, sim)
+    if reject_known > 0:
+        return replace(unset, threshold=float(torch.quantile(scores, reject_known)))
+    correct = scores[top[rows] == targets[rows]].sort().values
     # Below every validation row: rejects nothing seen so far (a finite value, for JSON).
     lowest = float(scores.min()) - 1.0
-    threshold = float(torch.quantile(scores, reject_known)) if reject_known > 0 else lowest
-    if max_drop is not None:
-        correct = scores[top[rows] == targets[rows]].sort().values
-        if len(correct):
-            threshold = min(threshold, _expected_drop_threshold(correct, len(scores), max_drop, lowest))
-    return replace(unset, threshold=threshold)
+    if len(correct) == 0 or max_drop == 0:
+        return replace(unset, threshold=lowest)
+    return replace(unset, threshold=_expected_drop_threshold(correct, len(scores), max_drop, lowest))
 
 
 def choose_coverage_threshold(

@@ -105,11 +105,11 @@ class TrainConfig:
     # first keeps. A banking77 model then rejected 83% of snips's requests instead of
     # 72%, at 0.06 points of in-scope accuracy (docs/RESEARCH.md).
     word_coverage: bool = True
-    # The unknown-intent detector (model/detector.py): the share of known-intent requests
-    # it may turn away, set on validation rows. Rejecting more catches more requests of
-    # intents nobody wrote examples of; 0 turns it off. With `oos` rows in the data it
-    # takes `max_oos_drop` instead, as the probability threshold does (docs/training.md).
-    reject_known: float = 0.15
+    # The unknown-intent detector (model/detector.py), and the share of known-intent requests
+    # it may turn away (set on validation rows) to catch requests of intents nobody wrote
+    # examples of. 0: it keeps to `max_oos_drop`, as the probability threshold does.
+    unknown_detector: bool = True
+    reject_known: float = 0.0
     # Pretrained word vectors: a sentence encoder (Hugging Face name or directory) or a
     # table file from `intently vectors build`; "auto" is the default encoder when the
     # pretrained extras are installed, "" none.
@@ -370,14 +370,13 @@ def _calibrate(
             probs, shares, y_valid, in_scope, oos_index, threshold, cfg.max_oos_drop
         )
     detector, near = None, None
-    if cfg.reject_known > 0 and bool(in_scope[y_valid].any()):
+    if cfg.unknown_detector and bool(in_scope[y_valid].any()):
         _keep_rows(net, tokenizer, train_ex, label_index, cfg.seed)
         assert net.detector is not None
         top = logits.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
         near = net.detector.similarity(features, top)
         top_prob = probs.gather(1, top[:, None])[:, 0]
-        budget = cfg.max_oos_drop if oos_index is not None else None
-        detector = fit_detector(top_prob, near, y_valid, top, in_scope, cfg.reject_known, budget)
+        detector = fit_detector(top_prob, near, y_valid, top, in_scope, cfg.reject_known, cfg.max_oos_drop)
     metrics = _validation_metrics(
         probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold, near, detector
     )

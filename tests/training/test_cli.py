@@ -102,9 +102,10 @@ def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: 
     assert "retrained on all" not in proc.stderr  # 40 or more examples an intent
     assert "unknown-intent detector:" in proc.stderr
     assert "detector" in json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
-    intently("train", str(data), "--out", str(tmp_path / "off"), "--reject-known", "0", *FAST)
-    meta = json.loads((tmp_path / "off" / "model.json").read_text(encoding="utf-8"))
-    assert "detector" not in meta and meta["training"]["options"]["reject_known"] == 0
+    intently("train", str(data), "--out", str(tmp_path / "more"), "--reject-known", "0.2", *FAST)
+    meta = json.loads((tmp_path / "more" / "model.json").read_text(encoding="utf-8"))
+    assert meta["training"]["options"]["reject_known"] == 0.2
+    assert meta["metrics"]["detector_rejected"] == pytest.approx(0.2, abs=0.05)
 
 
 def test_training_on_few_examples_says_it_refit(tmp_path: Path, rows: list[dict[str, str]]) -> None:
