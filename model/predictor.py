@@ -117,7 +117,7 @@ def quantize_dynamic(net: IntentNet, inplace: bool = False) -> IntentNet:
         from torch.ao.quantization import quantize_dynamic as _quantize
 
         layers = {nn.LSTM, nn.GRU, nn.Linear}
-        # In place, the float copy of every table is not made: that is 90 MB less at peak.
+        # In place: no second copy of the embedding tables while quantizing.
         return _quantize(net, layers, dtype=torch.qint8, inplace=inplace)  # type: ignore[return-value]
 
 

@@ -93,11 +93,10 @@ class TrainConfig:
     clip_norm: float = 1.0
     balance: float = 0.5
     valid_fraction: float = 0.1
-    # With fewer examples than this for the median intent, the validation split made
-    # here and no teacher, train a second model on every row once the first has set the temperature and
-    # thresholds, and keep those. With ten examples an intent one of them is the intent's
-    # whole validation share: giving it back measured +1.1 to +1.8 points on banking77
-    # (docs/RESEARCH.md). 0 turns it off.
+    # With fewer examples than this for the median intent, the validation split made here
+    # and no teacher, train a second model on every row once the first has set the
+    # temperature and thresholds, and keep those: with ten examples an intent, one of them
+    # is the intent's whole validation share (docs/RESEARCH.md). 0 turns it off.
     refit_below: int = 40
     max_oos_drop: float = 0.0025
     # A second out-of-scope threshold, on the top probability times the share of words
