@@ -127,9 +127,23 @@ class ActiveResponse(BaseModel):
     active: str
 
 
+class EntitySpan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(ge=0, description="Offset of the span's first character in `text`.", examples=[19])
+    end: int = Field(gt=0, description="Offset just past its last character.", examples=[24])
+    entity: str = Field(min_length=1, max_length=128, examples=["city"])
+    value: str | None = Field(default=None, description="What it means; the span's text when left out.")
+    role: str | None = None
+    group: str | None = None
+
+
 class Example(BaseModel):
     text: str = Field(min_length=1, max_length=10_000, examples=["what's the time in Tokyo"])
     intent: str = Field(min_length=1, max_length=128, examples=["ask_time"])
+    entities: list[EntitySpan] | None = Field(
+        default=None, max_length=64, description="Entity spans of `text` (character offsets)."
+    )
 
 
 class TrainingJobCreate(BaseModel):

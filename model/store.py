@@ -51,6 +51,8 @@ class LabelledText(Protocol):
     text: str
     intent: str
 
+    def to_json(self) -> dict[str, object]: ...
+
 
 @dataclass(frozen=True)
 class VersionInfo:
@@ -152,19 +154,14 @@ class ModelStore:
             raise VersionNotFound(f"no version {version!r} in the store")
         return read_meta(self.path(version))
 
-    def read_data(self, version: str, held_out: bool = False) -> list[dict[str, str]]:
+    def read_data(self, version: str, held_out: bool = False) -> list[dict[str, Any]]:
         """The exact examples a version was trained on, or (held_out) those it never saw."""
         path = self.path(version) / (VALID_FILE if held_out else DATA_FILE)
         if not path.is_file():
             if held_out:
                 return []
             raise StoreError(f"version {version} has no stored training data")
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows.append({"text": row["text"], "intent": row["intent"]})
-        return rows
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     # --- writing -------------------------------------------------------
 
@@ -265,7 +262,7 @@ class ModelStore:
 
 
 def _jsonl(examples: Sequence[LabelledText]) -> bytes:
-    lines = (json.dumps({"text": e.text, "intent": e.intent}, ensure_ascii=False) + "\n" for e in examples)
+    lines = (json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples)
     return "".join(lines).encode("utf-8")
 
 

@@ -78,7 +78,7 @@ def _copy_seed(store: ModelStore) -> str | None:
         return None
     net, meta, _ = load(seed.path(version))
     rows = {held_out: seed.read_data(version, held_out=held_out) for held_out in (False, True)}
-    examples = {k: [Example(r["text"], r["intent"]) for r in v] for k, v in rows.items()}
+    examples = {k: [Example.from_json(r) for r in v] for k, v in rows.items()}
     reports = {
         name: (seed.path(version) / name).read_bytes()
         for name in (REPORT_FILE, CONFUSION_FILE)

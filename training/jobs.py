@@ -138,10 +138,7 @@ class JobStore:
         job_id = uuid.uuid4().hex[:16]
         folder = self.job_dir(job_id)
         folder.mkdir(parents=True)
-        lines = "".join(
-            json.dumps({"text": e.text, "intent": e.intent}, ensure_ascii=False) + "\n"
-            for e in request.examples
-        )
+        lines = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in request.examples)
         (folder / "examples.jsonl").write_text(lines, encoding="utf-8")
         options = {"train": dict(request.options or {}), "tolerance": request.tolerance}
         try:
@@ -285,11 +282,11 @@ def _die_with_parent() -> None:
 
 def _read_jsonl(path: Path) -> list[Example]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [Example(r["text"], r["intent"]) for r in rows]
+    return _as_examples(rows)
 
 
-def _as_examples(rows: Sequence[dict[str, str]]) -> list[Example]:
-    return [Example(r["text"], r["intent"]) for r in rows]
+def _as_examples(rows: Sequence[dict[str, Any]]) -> list[Example]:
+    return [Example.from_json(r) for r in rows]
 
 
 def held_out_accuracy(predictor: Predictor, examples: Sequence[Example]) -> float:

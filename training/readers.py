@@ -18,6 +18,15 @@ from pathlib import Path
 
 import yaml
 
+from training.markup import (
+    Entity,
+    MarkupError,
+    check_spans,
+    entities_from_json,
+    fold_whitespace,
+    parse_markup,
+)
+
 OOS = "oos"
 MAX_TEXT_CHARS = 10_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -34,6 +43,19 @@ class Example:
     text: str
     intent: str
     source: str = ""  # "file:line", for messages
+    entities: tuple[Entity, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON Lines row that reads back as this example."""
+        row: dict[str, object] = {"text": self.text, "intent": self.intent}
+        if self.entities:
+            row["entities"] = [e.to_json() for e in self.entities]
+        return row
+
+    @classmethod
+    def from_json(cls, row: dict[str, object], where: str = "") -> Example:
+        """A row of a JSON Lines file or a request body, checked as a file's are."""
+        return _example(row.get("text"), row.get("intent"), where, row.get("entities"))
 
 
 @dataclass
@@ -92,7 +114,10 @@ def parse_bytes(raw: bytes, fmt: str, name: str) -> list[Example]:
     return examples
 
 
-def _example(text: object, intent: object, where: str) -> Example:
+def _example(
+    text: object, intent: object, where: str, entities: object = None, markup: bool = False
+) -> Example:
+    """One checked example; `entities` as JSON Lines gives them, or `markup` in the text as Rasa writes it."""
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"{where}: empty text")
     if not isinstance(intent, str) or not intent.strip():
@@ -106,7 +131,18 @@ def _example(text: object, intent: object, where: str) -> Example:
         (text + intent).encode("utf-8")
     except UnicodeEncodeError:  # JSON's "\ud800" escapes decode to text no file can hold
         raise DataError(f"{where}: not valid Unicode (a lone surrogate)") from None
-    return Example(" ".join(text.split()), intent, where)
+    try:
+        if markup:
+            text, spans = parse_markup(text)
+        else:
+            spans = entities_from_json(entities, text) if entities is not None else []
+        check_spans(spans, text)
+    except MarkupError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    folded, spans = fold_whitespace(text, spans)
+    if not folded:
+        raise DataError(f"{where}: empty text")
+    return Example(folded, intent, where, tuple(sorted(spans, key=lambda e: (e.start, e.end))))
 
 
 def _read_csv(text: str, name: str) -> list[Example]:
@@ -123,7 +159,7 @@ def _read_csv(text: str, name: str) -> list[Example]:
                 raise DataError(f"{where}: more fields than the header has (unquoted comma?)")
             if all(not (v or "").strip() for v in row.values()):
                 continue  # a blank line
-            examples.append(_example(row.get("text"), row.get("intent"), where))
+            examples.append(_example(row.get("text"), row.get("intent"), where, markup=True))
     except csv.Error as exc:
         raise DataError(f"{name}:{reader.line_num}: malformed CSV: {exc}") from None
     return examples
@@ -143,7 +179,7 @@ def _read_jsonl(text: str, name: str) -> list[Example]:
             raise DataError(f"{where}: JSON nested too deeply") from None
         if not isinstance(obj, dict) or "text" not in obj or "intent" not in obj:
             raise DataError(f"{where}: each line must be an object with 'text' and 'intent'")
-        examples.append(_example(obj["text"], obj["intent"], where))
+        examples.append(_example(obj["text"], obj["intent"], where, obj.get("entities")))
     return examples
 
 
@@ -186,7 +222,7 @@ def _read_yaml(text: str, name: str) -> list[Example]:
                 continue
             if not item.startswith("-"):
                 raise DataError(f"{where}: example lines must start with '- ', found {item[:40]!r}")
-            examples.append(_example(_strip_rasa_entities(item[1:].strip()), intent, where))
+            examples.append(_example(item[1:].strip(), intent, where, markup=True))
     return examples
 
 
@@ -195,14 +231,6 @@ def _find_line(lines: Sequence[str], needle: str) -> int:
         if needle in line:
             return i
     return 1
-
-
-_ENTITY = re.compile(r"\[([^\]]*)\](?:\([^)]*\)|\{[^}]*\})")
-
-
-def _strip_rasa_entities(text: str) -> str:
-    """'[London](city)' -> 'London': entity markup is not part of the utterance."""
-    return _ENTITY.sub(r"\1", text)
 
 
 def read_files(paths: Iterable[str | Path]) -> list[Example]:
@@ -246,4 +274,6 @@ def checksum(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for ex in examples:
         h.update(f"{ex.text}\t{ex.intent}\n".encode())
+        if ex.entities:  # data without entities keeps the checksum it always had
+            h.update(json.dumps([e.to_json() for e in ex.entities], sort_keys=True).encode())
     return "sha256:" + h.hexdigest()

@@ -119,11 +119,8 @@ def _check_data(store: ModelStore, request: JobRequest) -> None:
         if active is None:
             raise JobError("mode 'append' needs an active version to append to")
         fixed = {e.text.casefold() for e in examples}
-        examples += [
-            Example(r["text"], r["intent"])
-            for r in store.read_data(active)
-            if r["text"].casefold() not in fixed
-        ]
+        stored = store.read_data(active)
+        examples += [Example.from_json(r) for r in stored if r["text"].casefold() not in fixed]
     _, summary = clean(examples)
     if len([i for i in summary.per_intent if i != "oos"]) < 2:
         raise JobError("need at least two intents (besides 'oos') to train a classifier")
@@ -153,10 +150,11 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
             body = TrainingJobCreate.model_validate(payload)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
-        examples = [
-            Example(" ".join(e.text.split()), e.intent.strip(), f"examples.{i}")
-            for i, e in enumerate(body.examples)
-        ]
+        try:
+            rows = [e.model_dump(exclude_none=True) for e in body.examples]
+            examples = [Example.from_json(row, f"examples.{i}") for i, row in enumerate(rows)]
+        except DataError as exc:
+            raise ApiError(422, "invalid_data", str(exc)) from None
     if len(examples) > settings.max_train_examples:
         raise ApiError(
             413,
