@@ -24,6 +24,14 @@ class RankedIntentOut(BaseModel):
     confidence: float = Field(ge=0, le=1, examples=[0.97])
 
 
+class EntityOut(BaseModel):
+    entity: str = Field(description="The entity type.", examples=["city"])
+    value: str = Field(description="The text of the span.", examples=["Berlin"])
+    start: int = Field(ge=0, description="Offset of the span in the text sent.", examples=[7])
+    end: int = Field(ge=0, description="Offset just past the span.", examples=[13])
+    confidence: float = Field(ge=0, le=1, description="Mean probability of the span's tags.", examples=[0.98])
+
+
 class ClassifyResponse(BaseModel):
     text: str = Field(description="The utterance, as sent.")
     intent: str | None = Field(
@@ -37,6 +45,9 @@ class ClassifyResponse(BaseModel):
     )
     out_of_scope: bool = Field(description="True when the utterance matches none of the model's intents.")
     ranking: list[RankedIntentOut] = Field(description="The top_k intents, most probable first.")
+    entities: list[EntityOut] = Field(
+        default_factory=list, description="Entities found in the text; empty for a model trained without any."
+    )
     model_version: str = Field(description="The model version that answered.")
 
 
@@ -72,13 +83,20 @@ class RasaIntent(BaseModel):
     confidence: float = Field(ge=0, le=1)
 
 
+class RasaEntity(BaseModel):
+    entity: str
+    value: str
+    start: int
+    end: int
+    confidence_entity: float = Field(ge=0, le=1)
+    extractor: str = Field(examples=["IntentlyTagger"])
+
+
 class ParseResponse(BaseModel):
     text: str
     intent: RasaIntent
     intent_ranking: list[RasaIntent]
-    entities: list[dict[str, Any]] = Field(
-        default_factory=list, description="Always empty: no entity extraction."
-    )
+    entities: list[RasaEntity] = Field(default_factory=list, description="Entities, as Rasa gives them.")
 
 
 class IntentInfo(BaseModel):

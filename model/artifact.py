@@ -64,6 +64,8 @@ class ModelMeta:
     # The unknown-intent detector's standardisation and threshold (model/detector.py);
     # None for models without one, the ones from before it existed included.
     detector: DetectorParams | None = None
+    # The entity types the tagger names, in tag order (model/entities.py); empty without one.
+    entity_types: list[str] = field(default_factory=list)
     version: str = field(default_factory=lambda: new_version_id())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
@@ -89,6 +91,7 @@ class ModelMeta:
             "temperature": self.temperature,
             **({"coverage_threshold": self.coverage_threshold} if self.coverage_threshold else {}),
             **({"detector": self.detector.to_dict()} if self.detector else {}),
+            **({"entity_types": self.entity_types} if self.entity_types else {}),
             "data": self.data,
             "metrics": self.metrics,
             "training": self.training,
@@ -206,6 +209,11 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
     detector = None if raw.get("detector") is None else DetectorParams.from_dict(raw["detector"])
     if (detector is None) != (cfg.detector_rows == 0):
         raise ValueError("'detector' and model.detector_rows must be given together")
+    entity_types = raw.get("entity_types", [])
+    if not _str_list(entity_types) or len(set(entity_types)) != len(entity_types):
+        raise ValueError("'entity_types' must be a list of distinct strings")
+    if (1 + 2 * len(entity_types) if entity_types else 0) != cfg.entity_tags:
+        raise ValueError("'entity_types' and model.entity_tags must agree (1 + 2 tags a type)")
     version = str(raw["version"])
     if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
         raise ValueError("'version' must be a short safe name")
@@ -219,6 +227,7 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         temperature=temperature,
         coverage_threshold=coverage_threshold,
         detector=detector,
+        entity_types=entity_types,
         version=version,
         created_at=str(raw.get("created_at", "")),
         data=dict(raw.get("data") or {}),
@@ -243,6 +252,7 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         "bag_buckets": (cfg.bag_buckets, MAX_BUCKETS),
         "vectors_dim": (cfg.vectors_dim, MAX_DIM),
         "detector_rows": (cfg.detector_rows, MAX_DETECTOR_ROWS),
+        "entity_tags": (cfg.entity_tags, 1 + 2 * MAX_LABELS),
     }
     for name, (value, limit) in limits.items():
         if not 0 <= value <= limit:

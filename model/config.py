@@ -63,6 +63,8 @@ class ModelConfig:
     learned_vocab: int = 0
     # Training rows kept for the unknown-intent detector (model/detector.py); 0: none.
     detector_rows: int = 0
+    # BIO tags of the entity tagger on the recurrent states (model/entities.py); 0: no tagger.
+    entity_tags: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -76,6 +78,8 @@ class ModelConfig:
             raise ValueError("vectors_dim and learned_vocab must be within 0..vocab_size")
         if self.detector_rows < 0:
             raise ValueError("detector_rows must not be negative")
+        if self.entity_tags < 0 or (self.entity_tags and self.entity_tags % 2 == 0):
+            raise ValueError("entity_tags must be 0 or 1 + 2 x the number of entity types")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         for name in ("bidirectional", "bag_char_ngrams"):
@@ -93,7 +97,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # Written only when on, so a model without them still loads in releases before them.
-        for name in ("bag_char_ngrams", "vectors_dim", "learned_vocab", "detector_rows"):
+        for name in ("bag_char_ngrams", "vectors_dim", "learned_vocab", "detector_rows", "entity_tags"):
             if not data[name]:
                 del data[name]
         return data

@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import PackedSequence, invert_permutation
 
 from model.config import ModelConfig
 from model.detector import KnownRows
+from model.entities import constrained
 from model.tokenizer import Encoded
 
 _RNNS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -70,8 +71,8 @@ def _ids(values: list[int]) -> Tensor:
     return torch.from_numpy(np.array(values, dtype=np.int64))
 
 
-def _pack(x: Tensor, lengths: Tensor) -> tuple[PackedSequence, Tensor]:
-    """Flat token rows [N, D] as a PackedSequence, and the utterance of each packed row.
+def _pack(x: Tensor, lengths: Tensor) -> tuple[PackedSequence, Tensor, Tensor]:
+    """Flat token rows [N, D] as a PackedSequence, the utterance of each packed row, and its flat row.
 
     Equivalent to padding then `pack_padded_sequence`, without building the
     padded tensor.
@@ -84,7 +85,7 @@ def _pack(x: Tensor, lengths: Tensor) -> tuple[PackedSequence, Tensor]:
     owner = order.expand(len(steps), -1)[present]
     batch_sizes = present.sum(1)
     packed = PackedSequence(x[rows], batch_sizes, order, invert_permutation(order))
-    return packed, owner
+    return packed, owner, rows
 
 
 class TokenEmbedding(nn.Module):
@@ -185,24 +186,36 @@ class Encoder(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        per_step = self.rnn.hidden_size * self.directions
-        return per_step * 2 if self.pooling == "maxmean" else per_step
+        return self.step_dim * 2 if self.pooling == "maxmean" else self.step_dim
+
+    @property
+    def step_dim(self) -> int:
+        return self.rnn.hidden_size * self.directions
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Pooled features [B, out_dim] of flat token rows `x` [N, D]."""
+        return self.run(x, lengths)[0]
+
+    def run(self, x: Tensor, lengths: Tensor, steps_too: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Pooled features, and with `steps_too` the top layer's state at every token [N, step_dim]."""
         batch, longest = len(lengths), int(lengths.max())
+        flat: Tensor | None = None
         if longest == int(lengths.min()):
             # All of one length (always so for one utterance): no packing needed.
             steps, state = self.rnn(x.view(batch, longest, -1))
+            if steps_too:
+                flat = steps.reshape(batch * longest, -1)
             if self.pooling == "last":
-                return self._last(state)
+                return self._last(state), flat
             mean = steps.mean(1)
             peak = steps.amax(1) if self.pooling != "mean" else None
         else:
-            packed, owner = _pack(x, lengths)
+            packed, owner, order = _pack(x, lengths)
             out, state = self.rnn(packed)
+            if steps_too:
+                flat = out.data.new_empty(out.data.shape).index_copy_(0, order, out.data)
             if self.pooling == "last":
-                return self._last(state)
+                return self._last(state), flat
             rows = out.data  # [N, H], one per real token
             total = rows.new_zeros(batch, rows.size(1)).index_add_(0, owner, rows)
             mean = total / lengths[:, None].to(rows.dtype)
@@ -212,9 +225,9 @@ class Encoder(nn.Module):
                 peak = rows.new_full((batch, rows.size(1)), float("-inf"))
                 peak = peak.scatter_reduce_(0, index, rows, "amax", include_self=False)
         if self.pooling == "mean":
-            return mean
+            return mean, flat
         assert peak is not None
-        return peak if self.pooling == "max" else torch.cat([peak, mean], dim=-1)
+        return (peak if self.pooling == "max" else torch.cat([peak, mean], dim=-1)), flat
 
     def _last(self, state: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         h = state[0] if isinstance(state, tuple) else state
@@ -256,6 +269,19 @@ class IntentNet(nn.Module):
         self.detector = (
             KnownRows(cfg.detector_rows, self.encoder.out_dim, cfg.num_labels) if cfg.detector_rows else None
         )
+        # Jointly trained: the states that pool into the intent also tag the tokens, and a CRF
+        # scores which tag may follow which (model/entities.py).
+        self.tagger = nn.Linear(self.encoder.step_dim, cfg.entity_tags) if cfg.entity_tags else None
+        if cfg.entity_tags:
+            self.tag_start = nn.Parameter(torch.zeros(cfg.entity_tags))
+            self.tag_transitions = nn.Parameter(torch.zeros(cfg.entity_tags, cfg.entity_tags))
+            self.tag_end = nn.Parameter(torch.zeros(cfg.entity_tags))
+
+    def crf_scores(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The CRF's start, transition [from, to] and end scores, the BIO rule's forbidden moves set."""
+        return constrained(
+            self.tag_start, self.tag_transitions, self.tag_end, (self.cfg.entity_tags - 1) // 2
+        )
 
     def attach_detector(self, features: Tensor, labels: Tensor) -> None:
         """Keep these training rows' features for the unknown-intent detector."""
@@ -264,18 +290,35 @@ class IntentNet(nn.Module):
         self.detector.fill(features, labels, self.cfg.num_labels)
 
     def features(self, batch: Batch) -> Tensor:
-        x = self.embed_dropout(self.embed(batch))
-        return self.encoder(x, batch.lengths)
+        return self._encode(batch, False)[0]
 
     def paths(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """The deep and the wide path's logits, apart: training can fit each on its own."""
         return self._paths(self.features(batch), batch)
 
+    def paths_and_tags(self, batch: Batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """`paths`, and the tag logits of every token [N, entity_tags] when the model has a tagger."""
+        features, steps = self._encode(batch, self.tagger is not None)
+        deep, wide = self._paths(features, batch)
+        return deep, wide, self._tags(steps)
+
     def classify(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Logits and the pooled features they came from (which the detector reads)."""
-        features = self.features(batch)
+        logits, features, _ = self.analyse(batch)
+        return logits, features
+
+    def analyse(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`classify`, and the tag logits of every token when the model has a tagger: one pass."""
+        features, steps = self._encode(batch, self.tagger is not None)
         deep, wide = self._paths(features, batch)
-        return (deep if wide is None else deep + wide), features
+        return (deep if wide is None else deep + wide), features, self._tags(steps)
+
+    def _encode(self, batch: Batch, steps_too: bool) -> tuple[Tensor, Tensor | None]:
+        x = self.embed_dropout(self.embed(batch))
+        return self.encoder.run(x, batch.lengths, steps_too)
+
+    def _tags(self, steps: Tensor | None) -> Tensor | None:
+        return None if steps is None or self.tagger is None else self.tagger(self.dropout(steps))
 
     def _paths(self, features: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
         deep = self.head(self.dropout(features))

@@ -1,4 +1,4 @@
-"""Classify utterances with a loaded model: intent, confidence, ranking, out-of-scope verdict.
+"""Classify utterances with a loaded model: intent, confidence, ranking, out-of-scope verdict, entities.
 
 Both the command line and the HTTP service call this; it is also the API for
 classifying inside a user's own process:
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from model.artifact import ModelMeta, load
 from model.coverage import WordCoverage
 from model.detector import DetectorParams
+from model.entities import Crf, FoundEntity, spans_of
 from model.network import Batch, IntentNet
-from model.tokenizer import Encoded, Tokenizer, tokenize
+from model.tokenizer import Encoded, Tokenizer, token_spans, tokenize
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Prediction:
     out_of_scope: bool
     ranking: list[RankedIntent]
     model_version: str
+    entities: list[FoundEntity] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies recursively and is slow on a hot path.
@@ -49,6 +51,7 @@ class Prediction:
             "confidence": self.confidence,
             "out_of_scope": self.out_of_scope,
             "ranking": [{"intent": r.intent, "confidence": r.confidence} for r in self.ranking],
+            "entities": [e.to_dict() for e in self.entities],
             "model_version": self.model_version,
         }
 
@@ -132,6 +135,10 @@ class Predictor:
         self.in_scope = torch.tensor([i != self.oos_index for i in range(len(self.labels))])
         self.intents = [lab for i, lab in enumerate(self.labels) if i != self.oos_index]
         self.coverage = WordCoverage(meta.trained_vocab) if meta.coverage_threshold > 0 else None
+        self.crf = None
+        if net.tagger is not None:
+            with torch.no_grad():
+                self.crf = Crf(*net.crf_scores())
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
@@ -152,21 +159,38 @@ class Predictor:
     def _logits(self, encoded: Sequence[Encoded], batch_size: int = 256) -> Tensor:
         return self._scores(encoded, batch_size)[0]
 
-    def _scores(self, encoded: Sequence[Encoded], batch_size: int = 256) -> tuple[Tensor, Tensor | None]:
-        """Logits, and each row's similarity to its top intent's training rows (with a detector)."""
+    def _scores(
+        self, encoded: Sequence[Encoded], batch_size: int = 256
+    ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """Logits, each row's similarity to its top intent's training rows (with a detector),
+        and each row's tag scores [tokens, tags] (with a tagger; else empty)."""
         detector = self.net.detector if self.meta.detector is not None else None
         out = torch.empty(len(encoded), len(self.labels))
         near = torch.empty(len(encoded)) if detector is not None else None
+        tags: list[Tensor] = [torch.empty(0)] * len(encoded) if self.crf is not None else []
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].words))
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                logits, features = self.net.classify(Batch.from_encoded([encoded[i] for i in idx]))
+                batch = Batch.from_encoded([encoded[i] for i in idx])
+                logits, features, tag_logits = self.net.analyse(batch)
                 out[idx] = logits
                 if detector is not None and near is not None:
                     top = logits.masked_fill(~self.in_scope, -math.inf).argmax(dim=-1)
                     near[idx] = detector.similarity(features, top)
-        return out, near
+                if tag_logits is not None and tags:
+                    pieces = tag_logits.split(batch.lengths.tolist())
+                    for i, piece in zip(idx, pieces, strict=True):
+                        tags[i] = piece
+        return out, near, tags
+
+    def _entities(self, text: str, emissions: Tensor) -> list[FoundEntity]:
+        assert self.crf is not None
+        spans = token_spans(text, self.tokenizer.config)[: len(emissions)]
+        if not spans:
+            return []
+        path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
+        return spans_of(path, confidence, spans, self.meta.entity_types, text)
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """Calibrated class probabilities (temperature-scaled softmax)."""
@@ -185,7 +209,7 @@ class Predictor:
         # Tokenised once: the network and the known-word share both read the tokens.
         config = self.tokenizer.config
         tokens = [tokenize(t, config) for t in texts]
-        logits, near = self._scores([self.tokenizer.encode_tokens(t) for t in tokens])
+        logits, near, tag_scores = self._scores([self.tokenizer.encode_tokens(t) for t in tokens])
         probs = torch.softmax(logits / self.meta.temperature, dim=-1)
         if not bool(torch.isfinite(probs).all()):  # damaged weights: fail loudly, never answer NaN
             raise ValueError("the model produced non-finite scores; its weights may be damaged")
@@ -211,6 +235,9 @@ class Predictor:
         confidence = torch.where(rejected, 1.0 - doubt, top_prob).round(decimals=6)
         ranked_p = ranked_p.double().round(decimals=6)
         labels, version = self.labels, self.version
+        entities = (
+            [self._entities(t, s) for t, s in zip(texts, tag_scores, strict=True)] if tag_scores else None
+        )
         return [
             Prediction(
                 text=text,
@@ -219,14 +246,17 @@ class Predictor:
                 out_of_scope=out,
                 ranking=[RankedIntent(labels[i], p) for p, i in zip(ps, ids, strict=True)],
                 model_version=version,
+                entities=[] if entities is None else entities[n],
             )
-            for text, t, c, out, ps, ids in zip(
-                texts,
-                top.tolist(),
-                confidence.tolist(),
-                rejected.tolist(),
-                ranked_p.tolist(),
-                ranked_i.tolist(),
-                strict=True,
+            for n, (text, t, c, out, ps, ids) in enumerate(
+                zip(
+                    texts,
+                    top.tolist(),
+                    confidence.tolist(),
+                    rejected.tolist(),
+                    ranked_p.tolist(),
+                    ranked_i.tolist(),
+                    strict=True,
+                )
             )
         ]

@@ -52,6 +52,22 @@ def tokenize(text: str, config: TokenizerConfig | None = None) -> list[str]:
     return [m.group() for m in matches]
 
 
+def token_spans(text: str, config: TokenizerConfig | None = None) -> list[tuple[int, int]]:
+    """Where each token of `tokenize(text)` is in `text`: [start, end) character offsets.
+
+    Normalisation can change a text's length (NFKC turns "ﬁ" into "fi"), so for text
+    that is not ASCII each character is normalised on its own and its output mapped back.
+    """
+    config = config or TokenizerConfig()
+    if text.isascii() and text.isprintable():  # normalisation changes no offset
+        return [m.span() for m in itertools.islice(_TOKEN.finditer(text), config.max_tokens)]
+    pieces = [normalize(ch, config.lowercase) for ch in text]
+    origin = [i for i, piece in enumerate(pieces) for _ in piece]
+    origin.append(len(text))
+    found = itertools.islice(_TOKEN.finditer("".join(pieces)), config.max_tokens)
+    return [(origin[m.start()], origin[m.end() - 1] + 1) for m in found]
+
+
 def char_ngrams(token: str, n_min: int, n_max: int) -> list[str]:
     marked = f"<{token}>"
     return [marked[i : i + n] for n in range(n_min, n_max + 1) for i in range(len(marked) - n + 1)]

@@ -30,9 +30,9 @@ _HELP = {
     " or a table from `intently vectors build` (default: the built-in encoder when installed)",
     "teacher": "distil from a sentence-transformers model (Hugging Face name or directory, or 'auto'):"
     " it labels augmented utterances for the network; only the network is saved",
-    "reject_known": "share of known-intent requests the unknown-intent detector may turn away to catch"
-    " requests of intents you have not described (default 0: it costs at most max_oos_drop of"
-    " accuracy, as the other thresholds; docs/training.md)",
+    "reject_known": "share of known-intent requests the unknown-intent detector turns away to catch"
+    " requests of intents you have not described (default 0.1; with `oos` rows in the data, or 0,"
+    " it costs at most max_oos_drop of accuracy, as the other thresholds; docs/training.md)",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 from model.predictor import Predictor
 from model.store import CONFUSION_FILE, REPORT_FILE
-from training.metrics import confused_pairs, confusion_matrix, per_label, summary
+from training.metrics import confused_pairs, confusion_matrix, entity_scores, per_label, summary
 from training.readers import OOS, Example
 from training.train import TrainResult
 
@@ -26,11 +26,18 @@ def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any
     unknown = sorted({e.intent for e in examples} - known)
     texts = [e.text for e in examples]
     y_true = [e.intent for e in examples]
-    y_pred = [p.intent or OOS for p in predictor.predict_batch(texts, top_k=1)]
+    predictions = predictor.predict_batch(texts, top_k=1)
+    y_pred = [p.intent or OOS for p in predictions]
     labels = sorted(set(y_true) | set(y_pred), key=lambda x: (x == OOS, x))
+    metrics = summary(y_true, y_pred, set(predictor.labels))
+    if any(e.entities for e in examples):
+        metrics |= entity_scores(
+            [[(s.start, s.end, s.entity) for s in e.entities] for e in examples],
+            [[(s.start, s.end, s.entity) for s in p.entities] for p in predictions],
+        )
     return {
         "model_version": predictor.version,
-        "metrics": summary(y_true, y_pred, set(predictor.labels)),
+        "metrics": metrics,
         "per_intent": per_label(y_true, y_pred),
         "confused_pairs": confused_pairs(y_true, y_pred, texts),
         "labels": labels,
@@ -50,6 +57,9 @@ def format_report(report: dict[str, Any]) -> str:
         "oos_precision",
         "oos_f1",
         "open_macro_f1",
+        "entity_precision",
+        "entity_recall",
+        "entity_f1",
     )
     for key in keys:
         if key in m:
@@ -57,12 +67,9 @@ def format_report(report: dict[str, Any]) -> str:
     if report["unknown_intents"]:
         lines.append(f"  intents this model does not know: {', '.join(report['unknown_intents'])}")
     lines.append("")
-    lines.append(f"  {'intent':<32} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
-    for intent, s in sorted(report["per_intent"].items(), key=lambda kv: kv[1]["f1"]):
-        lines.append(
-            f"  {intent[:32]:<32} {s['precision']:>9.3f} {s['recall']:>7.3f}"
-            f" {s['f1']:>6.3f} {s['support']:>8}"
-        )
+    lines += _score_table("intent", report["per_intent"])
+    if m.get("entities"):
+        lines += ["", *_score_table("entity", m["entities"])]
     if report["confused_pairs"]:
         lines.append("")
         lines.append("  most confused (true -> predicted):")
@@ -70,6 +77,16 @@ def format_report(report: dict[str, Any]) -> str:
             example = pair["examples"][0] if pair.get("examples") else ""
             lines.append(f"    {pair['count']:>4}  {pair['true']} -> {pair['predicted']}   e.g. {example!r}")
     return "\n".join(lines)
+
+
+def _score_table(heading: str, scores: dict[str, dict[str, float]]) -> list[str]:
+    """Precision, recall, F1 and support a row, worst F1 first."""
+    lines = [f"  {heading:<32} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+    for name, s in sorted(scores.items(), key=lambda kv: kv[1]["f1"]):
+        lines.append(
+            f"  {name[:32]:<32} {s['precision']:>9.3f} {s['recall']:>7.3f} {s['f1']:>6.3f} {s['support']:>8}"
+        )
+    return lines
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:

@@ -79,6 +79,32 @@ def summary(y_true: Sequence[str], y_pred: Sequence[str], known: set[str] | None
     return result
 
 
+Span = tuple[int, int, str]  # start, end, entity type
+
+
+def entity_scores(gold: Sequence[Sequence[Span]], found: Sequence[Sequence[Span]]) -> dict[str, Any]:
+    """Micro precision, recall and F1 over exact span-and-type matches, and the same per type.
+
+    `gold` and `found` hold each utterance's spans, in the same order of utterances.
+    """
+    if len(gold) != len(found):
+        raise ValueError("gold and found differ in length")
+    hits: Counter[str] = Counter()
+    true: Counter[str] = Counter()
+    predicted: Counter[str] = Counter()
+    for g, f in zip(gold, found, strict=True):
+        g_set, f_set = set(g), set(f)
+        true.update(s[2] for s in g_set)
+        predicted.update(s[2] for s in f_set)
+        hits.update(s[2] for s in g_set & f_set)
+    precision, recall, f1 = _prf(sum(hits.values()), sum(predicted.values()), sum(true.values()))
+    per_type = {}
+    for kind in sorted(set(true) | set(predicted)):
+        p, r, f = _prf(hits[kind], predicted[kind], true[kind])
+        per_type[kind] = {"precision": p, "recall": r, "f1": f, "support": true[kind]}
+    return {"entity_precision": precision, "entity_recall": recall, "entity_f1": f1, "entities": per_type}
+
+
 def confused_pairs(
     y_true: Sequence[str], y_pred: Sequence[str], texts: Sequence[str] | None = None, top: int = 10
 ) -> list[dict[str, Any]]:

@@ -13,15 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from model.artifact import ModelMeta, check_bounds
 from model.config import ModelConfig, TokenizerConfig
 from model.coverage import WordCoverage
 from model.detector import DetectorParams
+from model.entities import crf_loss, tags_of
 from model.network import Batch, IntentNet
 from model.predictor import known_shares, verdicts
-from model.tokenizer import UNK_ID, Encoded, Tokenizer, tokenize
+from model.tokenizer import UNK_ID, Encoded, Tokenizer, token_spans, tokenize
 from training.calibration import choose_coverage_threshold, choose_threshold, fit_detector, fit_temperature
 from training.distill import augmented_rows, fit_teacher, neighbours, teacher_text
 from training.metrics import summary as metric_summary
@@ -105,10 +107,11 @@ class TrainConfig:
     # 72%, at 0.06 points of in-scope accuracy (docs/RESEARCH.md).
     word_coverage: bool = True
     # The unknown-intent detector (model/detector.py), and the share of known-intent requests
-    # it may turn away (set on validation rows) to catch requests of intents nobody wrote
-    # examples of. 0: it keeps to `max_oos_drop`, as the probability threshold does.
+    # it turns away (set on validation rows) to catch requests of intents nobody wrote
+    # examples of. Data with `oos` rows shows what to reject: there, and with 0, it keeps
+    # to `max_oos_drop` as the probability threshold does (docs/training.md).
     unknown_detector: bool = True
-    reject_known: float = 0.0
+    reject_known: float = 0.1
     # Pretrained word vectors: a sentence encoder (Hugging Face name or directory) or a
     # table file from `intently vectors build`; "auto" is the default encoder when the
     # pretrained extras are installed, "" none.
@@ -163,13 +166,19 @@ class TrainConfig:
         return cls(**options)
 
     def model_config(
-        self, vocab_size: int, num_labels: int, vectors_dim: int = 0, learned_vocab: int = 0
+        self,
+        vocab_size: int,
+        num_labels: int,
+        vectors_dim: int = 0,
+        learned_vocab: int = 0,
+        entity_types: int = 0,
     ) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size,
             num_labels=num_labels,
             vectors_dim=vectors_dim,
             learned_vocab=learned_vocab,
+            entity_tags=1 + 2 * entity_types if entity_types else 0,
             arch=self.arch,  # type: ignore[arg-type]
             embed_dim=self.embed_dim,
             hidden_dim=self.hidden_dim,
@@ -281,8 +290,11 @@ def train(
     if unknown:
         raise ValueError(f"validation data has intents the training data lacks: {unknown[:10]}")
     label_index = {lab: i for i, lab in enumerate(labels)}
+    entity_types = sorted({e.entity for ex in data for e in ex.entities})
 
-    net, tokenizer, history, pretrained = _fit(train_ex, valid_ex, label_index, cfg, progress, show_progress)
+    net, tokenizer, history, pretrained = _fit(
+        train_ex, valid_ex, label_index, entity_types, cfg, progress, show_progress
+    )
 
     temperature, threshold, coverage_threshold, detector, metrics = 1.0, 0.0, 0.0, None, {}
     if valid_ex:
@@ -305,7 +317,7 @@ def train(
         # the first model: the second has no rows left to measure itself on.
         seed_everything(cfg.seed)
         net, tokenizer, more, pretrained = _fit(
-            train_ex + valid_ex, [], label_index, cfg, progress, show_progress
+            train_ex + valid_ex, [], label_index, entity_types, cfg, progress, show_progress
         )
         history += [{**h, "refit": True} for h in more]
         if detector is not None:
@@ -321,6 +333,7 @@ def train(
         temperature=round(temperature, 5),
         coverage_threshold=round(coverage_threshold, 4),
         detector=detector,
+        entity_types=entity_types,
         data={
             "checksum": checksum(data),
             "examples": len(train_ex) + len(valid_ex),
@@ -375,7 +388,8 @@ def _calibrate(
         top = logits.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
         near = net.detector.similarity(features, top)
         top_prob = probs.gather(1, top[:, None])[:, 0]
-        detector = fit_detector(top_prob, near, y_valid, top, in_scope, cfg.reject_known, cfg.max_oos_drop)
+        share = cfg.reject_known if oos_index is None else 0.0
+        detector = fit_detector(top_prob, near, y_valid, top, in_scope, share, cfg.max_oos_drop)
     metrics = _validation_metrics(
         probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold, near, detector
     )
@@ -418,6 +432,7 @@ def _fit(
     train_ex: Sequence[Example],
     valid_ex: Sequence[Example],
     label_index: dict[str, int],
+    entity_types: list[str],
     cfg: TrainConfig,
     progress: Callable[[Progress], None] | None,
     show_progress: bool,
@@ -436,7 +451,9 @@ def _fit(
     if vectors is not None:
         tokenizer = Tokenizer(tokenizer.vocab + vectors.extra_words, tokenizer_cfg, cfg.bag_buckets)
     dim = 0 if vectors is None else int(vectors.matrix.shape[1])
-    model_cfg = cfg.model_config(len(tokenizer), len(label_index), dim, learned if dim else 0)
+    model_cfg = cfg.model_config(
+        len(tokenizer), len(label_index), dim, learned if dim else 0, len(entity_types)
+    )
     # Fail now, not after an hour of training, if the result could never be loaded.
     check_bounds(model_cfg, tokenizer_cfg)
     net = IntentNet(model_cfg, sparse=True)
@@ -445,6 +462,7 @@ def _fit(
 
     x_train = [tokenizer.encode_tokens(t) for t in tokens]
     y_train = torch.tensor([label_index[e.intent] for e in train_ex])
+    tags = _entity_tags(train_ex, tokens, entity_types, tokenizer_cfg) if entity_types else []
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
     soft: Tensor | None = None
@@ -489,10 +507,12 @@ def _fit(
         total, count = 0.0, 0
         for idx in _batches(pool, cfg.batch_size, rng):
             batch = _word_dropout(Batch.from_encoded([x_train[i] for i in idx]), cfg.word_dropout, gen)
-            deep, wide = net.paths(batch)
+            deep, wide, tag_logits = net.paths_and_tags(batch)
             hard = idx < labelled
             target = y_train[idx[hard]]
             loss = _label_loss(loss_fn, deep[hard], None if wide is None else wide[hard], target, cfg)
+            if tag_logits is not None:
+                loss = loss + _tag_loss(net, tag_logits, batch.lengths, hard, [tags[i] for i in idx[hard]])
             if soft is not None:
                 # Each path learns the teacher on its own, as each learns the labels.
                 targets = soft[idx]
@@ -545,6 +565,34 @@ def _label_loss(
     if cfg.separate_paths:
         return loss_fn(deep, target) + loss_fn(wide, target)
     return loss_fn(deep + wide, target)
+
+
+def _entity_tags(
+    examples: Sequence[Example], tokens: Sequence[Sequence[str]], types: list[str], cfg: TokenizerConfig
+) -> list[list[int]]:
+    """Each example's BIO tag ids, one a token of `tokens` (an utterance of no token reads as one)."""
+    index = {t: i for i, t in enumerate(types)}
+    out = []
+    for e, toks in zip(examples, tokens, strict=True):
+        tags = tags_of(token_spans(e.text, cfg), e.entities, index)
+        # Normalising characters one by one can split a rare text differently: pad with "O".
+        size = max(1, len(toks))
+        out.append((tags + [0] * size)[:size])
+    return out
+
+
+def _tag_loss(
+    net: IntentNet, logits: Tensor, lengths: Tensor, hard: np.ndarray, tags: Sequence[Sequence[int]]
+) -> Tensor:
+    """The CRF's loss on the labelled rows; `logits` [N, tags] covers every token of the batch."""
+    if not tags:
+        return logits.sum() * 0.0
+    rows = torch.from_numpy(hard).repeat_interleave(lengths)
+    sizes = lengths[torch.from_numpy(hard)].tolist()
+    emissions = pad_sequence(list(logits[rows].split(sizes)), batch_first=True)
+    target = pad_sequence([torch.tensor(row) for row in tags], batch_first=True)
+    mask = pad_sequence([torch.ones(n, dtype=torch.bool) for n in sizes], batch_first=True)
+    return crf_loss(emissions, target, mask, *net.crf_scores())
 
 
 def _soft_loss(logits: Tensor, probs: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from app.schemas import (
     ErrorResponse,
     ParseRequest,
     ParseResponse,
+    RasaEntity,
     RasaIntent,
 )
 
@@ -30,6 +31,7 @@ _ERRORS = {
     503: {"model": ErrorResponse, "description": "No model loaded yet"},
 }
 RASA_FALLBACK = "nlu_fallback"
+EXTRACTOR = "IntentlyTagger"  # Rasa names the component that found an entity
 
 
 def _json(payload: dict[str, Any]) -> Response:
@@ -90,4 +92,15 @@ async def parse(body: ParseRequest, ctx: ClassifyingDep) -> ParseResponse:
         ranking = [top, *ranking]
     else:
         top = ranking[0]
-    return ParseResponse(text=body.text, intent=top, intent_ranking=ranking, entities=[])
+    entities = [
+        RasaEntity(
+            entity=e.entity,
+            value=e.value,
+            start=e.start,
+            end=e.end,
+            confidence_entity=e.confidence,
+            extractor=EXTRACTOR,
+        )
+        for e in p.entities
+    ]
+    return ParseResponse(text=body.text, intent=top, intent_ranking=ranking, entities=entities)

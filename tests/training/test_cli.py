@@ -60,7 +60,15 @@ def test_train_evaluate_predict_csv(tmp_path: Path) -> None:
     proc = intently("predict", str(out), "What time is it?", "how are you")
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == 2
-    assert set(lines[0]) == {"text", "intent", "confidence", "out_of_scope", "ranking", "model_version"}
+    assert set(lines[0]) == {
+        "text",
+        "intent",
+        "confidence",
+        "out_of_scope",
+        "ranking",
+        "entities",
+        "model_version",
+    }
 
 
 def test_jsonl_and_rasa_yaml_and_report(tmp_path: Path, rows: list[dict[str, str]]) -> None:

@@ -1,0 +1,203 @@
+"""Entities and intents in one pass, against a CRF on word features and TF-IDF, in one run.
+
+Why: a chatbot needs the details of a request ("wake me at 6:30" -> time), and the
+published joint models set the bar. Trains on `train.jsonl`, validates on `valid.jsonl`
+and scores `test.jsonl` of a slot-annotated set (default ../shared/data/snips-slots, the
+split of Goo et al. 2018): entity precision, recall and F1 (micro, exact span and type),
+intent accuracy, and the batch-1 time of one utterance. Beside it, in the same run:
+CRFsuite over hand-made word features (the extractor Rasa's CRFEntityExtractor and
+snips-nlu use) for the entities, TF-IDF + logistic regression for the intent.
+
+    .venv/bin/python -m bench.entities [--dataset snips-slots] [--threads 1] [--set NAME=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from bench.common import (
+    DATA_ROOT,
+    QUICK_EPOCHS,
+    QUICK_PER_INTENT,
+    RESULTS,
+    accuracy,
+    add_set_flag,
+    apply_threads,
+    base_parser,
+    fit_baseline,
+    run_facts,
+    subsample_per_intent,
+    table,
+    training_options,
+    write_results,
+)
+from model.entities import tags_of
+from model.predictor import Predictor, quantize_dynamic
+from model.tokenizer import token_spans
+from training.metrics import entity_scores
+from training.readers import Example, read_file
+from training.train import train
+
+# Published test F1 of slot filling on this split (entity F1 / intent accuracy).
+ANCHORS = {
+    "slot-gated (Goo et al. 2018)": "88.8 / 97.0",
+    "Capsule-NLU": "91.8 / 97.3",
+    "joint BERT": "97.0 / 98.6",
+}
+
+
+def spans(examples: Sequence[Example]) -> list[list[tuple[int, int, str]]]:
+    return [[(s.start, s.end, s.entity) for s in e.entities] for e in examples]
+
+
+def _word_features(words: Sequence[str], i: int) -> list[str]:
+    """Rasa's CRF defaults, roughly: the word, its shape and ends, and its neighbours."""
+    w = words[i]
+    out = [f"w={w.lower()}", f"suffix3={w[-3:]}", f"suffix2={w[-2:]}", f"prefix2={w[:2]}"]
+    out += [f"digit={w.isdigit()}", f"title={w.istitle()}", "bias"]
+    for d in (-2, -1, 1, 2):
+        j = i + d
+        out.append(f"w{d}={words[j].lower()}" if 0 <= j < len(words) else f"w{d}=<none>")
+    return out
+
+
+class CrfBaseline:
+    """CRFsuite on word features over the project's own tokens (so spans are comparable)."""
+
+    def __init__(self, types: Sequence[str]):
+        import pycrfsuite
+
+        self.types = list(types)
+        self.index = {t: i for i, t in enumerate(self.types)}
+        self.names = ["O", *(f"{p}-{t}" for t in self.types for p in ("B", "I"))]
+        self.trainer = pycrfsuite.Trainer(verbose=False)
+        self.trainer.set_params({"c1": 0.1, "c2": 0.01, "max_iterations": 100})
+        self.path = ""
+
+    def fit(self, examples: Sequence[Example], path: str) -> None:
+        for e in examples:
+            tokens = token_spans(e.text)
+            words = [e.text[s:t] for s, t in tokens]
+            tags = tags_of(tokens, e.entities, self.index)
+            self.trainer.append(
+                [_word_features(words, i) for i in range(len(words))], [self.names[t] for t in tags]
+            )
+        self.trainer.train(path)
+        self.path = path
+
+    def predict(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+        import pycrfsuite
+
+        tagger = pycrfsuite.Tagger()
+        tagger.open(self.path)
+        out = []
+        for text in texts:
+            tokens = token_spans(text)
+            words = [text[s:t] for s, t in tokens]
+            tags = tagger.tag([_word_features(words, i) for i in range(len(words))])
+            found, open_at = [], None
+            for i, tag in enumerate([*tags, "O"]):
+                if open_at is not None and not (tag.startswith("I-") and tag[2:] == tags[open_at][2:]):
+                    found.append((tokens[open_at][0], tokens[i - 1][1], tags[open_at][2:]))
+                    open_at = None
+                if tag.startswith("B-") or (tag.startswith("I-") and open_at is None):
+                    open_at = i
+            out.append(found)
+        return out
+
+
+def batch1_us(fn: Any, texts: Sequence[str], rounds: int = 300) -> float:
+    for t in texts[:20]:
+        fn(t)
+    times = []
+    for t in (texts * (rounds // max(1, len(texts)) + 1))[:rounds]:
+        started = time.perf_counter()
+        fn(t)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], datasets=False)
+    parser.add_argument("--dataset", default="snips-slots")
+    add_set_flag(parser)
+    args = parser.parse_args()
+    apply_threads(args.threads)
+    folder = DATA_ROOT / args.dataset
+    paths = [folder / f"{part}.jsonl" for part in ("train", "valid", "test")]
+    if not all(p.is_file() for p in paths):
+        print(f"[{args.dataset}] skipped: expected train/valid/test.jsonl at {folder}")
+        return
+    train_ex, valid_ex, test_ex = (read_file(p) for p in paths)
+    cfg = replace(training_options(parser, args.set), seed=args.seed)
+    if args.quick:
+        train_ex = subsample_per_intent(train_ex, QUICK_PER_INTENT, args.seed)
+        cfg = replace(cfg, epochs=QUICK_EPOCHS)
+    texts, gold = [e.text for e in test_ex], spans(test_ex)
+    truth = [e.intent for e in test_ex]
+    print(f"[{args.dataset}] {len(train_ex)} train, {len(valid_ex)} valid, {len(test_ex)} test")
+
+    started = time.perf_counter()
+    result = train(train_ex, cfg, valid_examples=valid_ex)
+    seconds = time.perf_counter() - started
+    predictor = Predictor(quantize_dynamic(result.net), result.meta, result.tokenizer)  # what serving runs
+    predictions = predictor.predict_batch(texts)
+    ours = entity_scores(gold, [[(s.start, s.end, s.entity) for s in p.entities] for p in predictions])
+    ours_intent = accuracy(truth, [p.ranking[0].intent for p in predictions])
+    ours_us = batch1_us(predictor.predict, texts)
+
+    started = time.perf_counter()
+    crf = CrfBaseline(result.meta.entity_types)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    crf.fit(train_ex, str(RESULTS / "entities.crfsuite"))
+    tfidf, _ = fit_baseline(train_ex)
+    baseline_seconds = time.perf_counter() - started
+    theirs = entity_scores(gold, crf.predict(texts))
+    theirs_intent = accuracy(truth, list(tfidf.predict(texts)))
+    theirs_us = batch1_us(lambda t: (crf.predict([t]), tfidf.predict([t])), texts)
+
+    rows = [
+        ["intently (int8)", ours, ours_intent, ours_us, seconds],
+        ["CRFsuite + TF-IDF", theirs, theirs_intent, theirs_us, baseline_seconds],
+    ]
+    print()
+    print(
+        table(
+            ["system", "entity P", "entity R", "entity F1", "intent acc", "batch-1 µs", "train s"],
+            [
+                [
+                    name,
+                    f"{100 * m['entity_precision']:.1f}",
+                    f"{100 * m['entity_recall']:.1f}",
+                    f"{100 * m['entity_f1']:.1f}",
+                    f"{100 * acc:.1f}",
+                    f"{us:.0f}",
+                    f"{s:.0f}",
+                ]
+                for name, m, acc, us, s in rows
+            ],
+        )
+    )
+    print("published (entity F1 / intent accuracy): " + "; ".join(f"{k} {v}" for k, v in ANCHORS.items()))
+    worst = sorted(ours["entities"].items(), key=lambda kv: kv[1]["f1"])[:5]
+    print("weakest types: " + ", ".join(f"{k} {100 * v['f1']:.0f} ({v['support']})" for k, v in worst))
+    path = write_results(
+        "entities",
+        {
+            "run": run_facts(args),
+            "options": asdict(cfg),
+            "systems": {
+                name: {"entity": m, "intent_accuracy": acc, "batch1_us": us, "train_seconds": s}
+                for name, m, acc, us, s in rows
+            },
+        },
+    )
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

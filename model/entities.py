@@ -1,0 +1,204 @@
+"""Entities as BIO tags over tokens: spans to tags for training, tags back to spans when served.
+
+Tag 0 is "O" (outside); entity type k has tags 1 + 2k ("B-", its first token) and
+2 + 2k ("I-", the rest). A linear-chain CRF scores a tag sequence as the tokens'
+tag scores plus learned scores of each tag following another (Lafferty et al. 2001;
+Lample et al. 2016 on recurrent states); a sequence in which an I- tag does not
+continue a span of its type scores minus infinity, so decoding never emits one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+OUTSIDE = "O"
+
+
+class Span(Protocol):
+    start: int
+    end: int
+    entity: str
+
+
+@dataclass(frozen=True)
+class FoundEntity:
+    """An entity in an answer: a typed span of the text sent, with the tagger's confidence."""
+
+    entity: str
+    value: str
+    start: int
+    end: int
+    confidence: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "entity": self.entity,
+            "value": self.value,
+            "start": self.start,
+            "end": self.end,
+            "confidence": self.confidence,
+        }
+
+
+def tag_names(types: Sequence[str]) -> list[str]:
+    return [OUTSIDE, *(f"{prefix}-{t}" for t in types for prefix in ("B", "I"))]
+
+
+def tags_of(tokens: Sequence[tuple[int, int]], entities: Sequence[Span], types: dict[str, int]) -> list[int]:
+    """The tag of each token (character spans `tokens`): a token any part of a span touches is in it.
+
+    Of several annotations of one span the first is taught (one tag a token).
+    """
+    tags = [0] * len(tokens)
+    for e in entities:
+        inside = [i for i, (s, t) in enumerate(tokens) if s < e.end and t > e.start]
+        if not inside or any(tags[i] for i in inside):
+            continue
+        k = types[e.entity]
+        tags[inside[0]] = 1 + 2 * k
+        for i in inside[1:]:
+            tags[i] = 2 + 2 * k
+    return tags
+
+
+# Far below any learned score, finite so that log-sum-exp over all-forbidden rows stays finite.
+FORBIDDEN = -1e4
+
+
+def allowed(num_types: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first[j], after[i, j]): which tag may open a sequence, and which may follow tag i."""
+    size = 1 + 2 * num_types
+    inside = np.zeros(size, dtype=bool)
+    inside[2::2] = True
+    after = np.ones((size, size), dtype=bool)
+    for k in range(num_types):
+        i_tag = 2 + 2 * k
+        after[:, i_tag] = False
+        after[[i_tag - 1, i_tag], i_tag] = True  # I-x only after B-x or I-x
+    return ~inside, after
+
+
+def crf_loss(
+    emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor
+) -> Tensor:
+    """Mean negative log-likelihood of the gold `tags` [B, L] under the CRF; `mask` [B, L] marks tokens.
+
+    `start`, `transitions` [from, to] and `end` are the scores with the forbidden moves
+    already set to FORBIDDEN (see `constrained`).
+    """
+    lengths = mask.sum(1)
+    weight = mask.to(emissions.dtype)
+    gold = (emissions.gather(2, tags[:, :, None])[:, :, 0] * weight).sum(1) + start[tags[:, 0]]
+    gold = gold + (transitions[tags[:, :-1], tags[:, 1:]] * weight[:, 1:]).sum(1)
+    gold = gold + end[tags.gather(1, (lengths - 1)[:, None])[:, 0]]
+    # The forward algorithm, its log-sum-exp over the previous tag as a matrix product:
+    # exp(alpha - max) @ exp(transitions) is [B, T] x [T, T] instead of a [B, T, T] tensor.
+    moves = transitions.exp()
+    alpha = start + emissions[:, 0]  # [B, tags]: log-sum of the scores of paths ending in each tag
+    for t in range(1, emissions.size(1)):
+        peak = alpha.max(dim=1, keepdim=True).values
+        step = ((alpha - peak).exp() @ moves).clamp_min(1e-30).log() + peak + emissions[:, t]
+        alpha = torch.where(mask[:, t, None], step, alpha)
+    return (torch.logsumexp(alpha + end, dim=1) - gold).mean()
+
+
+def constrained(
+    start: Tensor, transitions: Tensor, end: Tensor, num_types: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The learned CRF scores with every move the BIO rule forbids set to FORBIDDEN."""
+    first, after = (torch.from_numpy(a) for a in allowed(num_types))
+    return (
+        torch.where(first, start, FORBIDDEN),
+        torch.where(after, transitions, FORBIDDEN),
+        end,
+    )
+
+
+# A tag whose token score is this far under the token's best is left out of the lattice
+# (a factor of e^-12 in probability): most tokens keep one or two tags, and decoding is
+# a few small steps instead of 79 x 79 sums a token with SNIPS's tags.
+MARGIN = 12.0
+
+
+class Crf:
+    """A trained CRF's scores, the BIO rule's forbidden moves set, ready for decoding."""
+
+    def __init__(self, start: Tensor, transitions: Tensor, end: Tensor):
+        self.start = start.tolist()
+        self.transitions = transitions.tolist()  # [from][to]: read a cell at a time
+        self.end = end.tolist()
+
+    def decode(self, emissions: np.ndarray) -> tuple[list[int], list[float]]:
+        """The best-scoring valid tag sequence of [L, tags] token scores (Viterbi), and each tag's confidence.
+
+        "O" stays in every token's lattice, so a valid path always exists. Confidence of a
+        tag: its probability given the tag before it, under the CRF.
+        """
+        keep = emissions >= emissions.max(axis=1, keepdims=True) - MARGIN
+        keep[:, 0] = True
+        rows, cols = np.nonzero(keep)
+        values = emissions[rows, cols].tolist()
+        cand: list[list[int]] = [[] for _ in range(len(emissions))]
+        gain: list[list[float]] = [[] for _ in range(len(emissions))]
+        for r, c, v in zip(rows.tolist(), cols.tolist(), values, strict=True):
+            cand[r].append(c)
+            gain[r].append(v)
+        moves = self.transitions
+        score = [self.start[j] + g for j, g in zip(cand[0], gain[0], strict=True)]
+        back: list[list[int]] = []
+        for t in range(1, len(cand)):
+            prev, new_score, pointers = cand[t - 1], [], []
+            for j, g in zip(cand[t], gain[t], strict=True):
+                options = [score[i] + moves[p][j] for i, p in enumerate(prev)]
+                best = max(range(len(options)), key=options.__getitem__)
+                new_score.append(options[best] + g)
+                pointers.append(best)
+            score = new_score
+            back.append(pointers)
+        final = [sc + self.end[j] for sc, j in zip(score, cand[-1], strict=True)]
+        pick = max(range(len(final)), key=final.__getitem__)
+        picks = [pick]
+        for pointers in reversed(back):
+            pick = pointers[pick]
+            picks.append(pick)
+        picks.reverse()
+        path = [cand[t][i] for t, i in enumerate(picks)]
+        confidence = []
+        for t, i in enumerate(picks):
+            before = self.start if t == 0 else moves[path[t - 1]]
+            local = [g + before[j] for j, g in zip(cand[t], gain[t], strict=True)]
+            top = max(local)
+            weights = [math.exp(x - top) for x in local]
+            confidence.append(weights[i] / sum(weights))
+        return path, confidence
+
+
+def spans_of(
+    tags: Sequence[int],
+    confidence: Sequence[float],
+    tokens: Sequence[tuple[int, int]],
+    types: Sequence[str],
+    text: str,
+) -> list[FoundEntity]:
+    """Spans of a valid tag sequence; confidence: the mean probability (`probs` [L, tags]) of its tags."""
+    found: list[FoundEntity] = []
+    open_at: int | None = None
+    for i in range(len(tags) + 1):
+        tag = tags[i] if i < len(tags) else 0
+        continues = open_at is not None and tag != 0 and tag % 2 == 0 and tag - 1 == tags[open_at]
+        if open_at is not None and not continues:
+            start, end = tokens[open_at][0], tokens[i - 1][1]
+            kind = types[(tags[open_at] - 1) // 2]
+            score = round(sum(confidence[open_at:i]) / (i - open_at), 4)
+            found.append(FoundEntity(kind, text[start:end], start, end, score))
+            open_at = None
+        if tag % 2 == 1:
+            open_at = i
+    return found

@@ -1,0 +1,88 @@
+"""Entities end to end on a tiny real training set: train, tag, save, load, evaluate."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from model.artifact import META_FILE, ArtifactError, load, save
+from model.predictor import Predictor
+from tests.conftest import small_config
+from training.evaluate import evaluate
+from training.readers import Example, parse_bytes
+from training.train import TrainResult, train
+
+TIMES = ["6:30", "7", "noon", "8:15", "midnight", "5:45", "9", "10:20"]
+CITIES = ["paris", "boston", "new york", "tokyo", "berlin", "san francisco", "oslo", "lima"]
+ALARM = ["wake me up at [{}](time)", "set an alarm for [{}](time)", "alarm at [{}](time) please"]
+WEATHER = ["weather in [{}](city)", "is it raining in [{}](city)", "how cold is [{}](city) today"]
+GREET = ["hello", "hi there", "good morning", "hey", "hello friend", "hi", "howdy", "greetings"]
+
+
+def _rows(templates: list[str], values: list[str], intent: str) -> list[str]:
+    return [f"{t.format(v)},{intent}" for t, v in itertools.product(templates, values)]
+
+
+def _data(values_time: list[str], values_city: list[str]) -> list[Example]:
+    lines = ["text,intent", *_rows(ALARM, values_time, "set_alarm"), *_rows(WEATHER, values_city, "weather")]
+    lines += [f"{g},greet" for g in GREET]
+    return parse_bytes("\n".join(lines).encode(), "csv", "entities.csv")
+
+
+@pytest.fixture(scope="module")
+def tagged() -> TrainResult:
+    # A few hundred small steps: 44 rows are one batch an epoch at the default size.
+    cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
+    return train(_data(TIMES[:6], CITIES[:6]), cfg)
+
+
+def test_one_pass_names_the_intent_and_tags_its_details(tagged: TrainResult) -> None:
+    assert tagged.meta.entity_types == ["city", "time"]
+    predictor = Predictor(tagged.net, tagged.meta, tagged.tokenizer)
+    alarm = predictor.predict("Wake me up at 6:30")
+    assert alarm.intent == "set_alarm"
+    assert [(e.entity, e.value, e.start, e.end) for e in alarm.entities] == [("time", "6:30", 14, 18)]
+    weather = predictor.predict("weather in  Tokyo")
+    assert [(e.entity, e.value) for e in weather.entities] == [("city", "Tokyo")]
+    assert 0 < weather.entities[0].confidence <= 1
+    assert predictor.predict("hello").entities == []
+    assert predictor.predict("hello").to_dict()["entities"] == []
+
+
+def test_tagger_round_trips_through_the_artifact_and_is_checked(tagged: TrainResult, tmp_path: Path) -> None:
+    path = save(tagged.net, tagged.meta, tmp_path / "m")
+    texts = ["set an alarm for 8:15", "is it raining in lima", "hi"]
+    before = Predictor(tagged.net, tagged.meta, tagged.tokenizer).predict_batch(texts)
+    for quantize in (False, True):
+        after = Predictor.load(path, quantize=quantize).predict_batch(texts)
+        assert [[(e.entity, e.start, e.end) for e in p.entities] for p in after] == [
+            [(e.entity, e.start, e.end) for e in p.entities] for p in before
+        ]
+    raw = json.loads((path / META_FILE).read_text())
+    assert raw["entity_types"] == ["city", "time"] and raw["model"]["entity_tags"] == 5
+    raw["entity_types"] = ["city"]
+    (path / META_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="entity_types"):
+        load(path)
+
+
+def test_evaluation_scores_exact_spans(tagged: TrainResult) -> None:
+    predictor = Predictor(tagged.net, tagged.meta, tagged.tokenizer)
+    held_out = _data(TIMES[6:], CITIES[6:])
+    metrics = evaluate(predictor, held_out)["metrics"]
+    assert set(metrics["entities"]) == {"city", "time"}
+    assert metrics["entity_f1"] >= 0.6, metrics
+    assert metrics["entities"]["time"]["support"] == len(ALARM) * 2
+    # A model that tags nothing finds none of them.
+    plain = [Example(e.text, e.intent) for e in held_out]
+    assert "entity_f1" not in evaluate(predictor, plain)["metrics"]
+
+
+def test_a_model_without_entities_has_no_tagger(small_result: TrainResult) -> None:
+    assert small_result.net.tagger is None and small_result.net.cfg.entity_tags == 0
+    assert small_result.meta.entity_types == []
+    assert "entity_types" not in small_result.meta.to_dict()
+    assert "entity_tags" not in small_result.meta.to_dict()["model"]
