@@ -70,6 +70,39 @@ def small_result(assistant_train: list[Example]) -> TrainResult:
     return train(assistant_train, small_config())
 
 
+# A tiny annotated set, made from templates: the details of an alarm and of a weather request.
+TIMES = ["6:30", "7", "noon", "8:15", "midnight", "5:45", "9", "10:20"]
+CITIES = ["paris", "boston", "new york", "tokyo", "berlin", "san francisco", "oslo", "lima"]
+ALARM = ["wake me up at [{}](time)", "set an alarm for [{}](time)", "alarm at [{}](time) please"]
+WEATHER = ["weather in [{}](city)", "is it raining in [{}](city)", "how cold is [{}](city) today"]
+GREET = ["hello", "hi there", "good morning", "hey", "hello friend", "hi", "howdy", "greetings"]
+
+
+def entity_examples(times: list[str], cities: list[str]) -> list[Example]:
+    from training.readers import parse_bytes
+
+    lines = ["text,intent"]
+    lines += [f"{t.format(v)},set_alarm" for t in ALARM for v in times]
+    lines += [f"{t.format(v)},weather" for t in WEATHER for v in cities]
+    lines += [f"{g},greet" for g in GREET]
+    return parse_bytes("\n".join(lines).encode(), "csv", "entities.csv")
+
+
+@pytest.fixture(scope="session")
+def tagged_result() -> TrainResult:
+    """Trained on the first six times and cities; the last two of each are for testing."""
+    # A few hundred small steps: 44 rows are one batch an epoch at the default size.
+    cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
+    return train(entity_examples(TIMES[:6], CITIES[:6]), cfg)
+
+
+@pytest.fixture(scope="session")
+def tagged_model_dir(tagged_result: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.artifact import save
+
+    return save(tagged_result.net, tagged_result.meta, tmp_path_factory.mktemp("models") / "tagged")
+
+
 @pytest.fixture(scope="session")
 def small_model_dir(small_result: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.artifact import save

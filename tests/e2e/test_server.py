@@ -103,3 +103,25 @@ def test_missing_or_corrupt_model_stops_startup_with_one_line(tmp_path: Path) ->
     (tmp_path / "bad" / "model.json").write_text('{"format": "intently-model", "format_version": 1}')
     proc = _serve_exit("--model", str(tmp_path / "bad"))
     assert proc.returncode == 2 and "invalid" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_model_with_entities_answers_them_in_both_apis(serve, tagged_model_dir: Path) -> None:
+    server: Server = serve("--model", str(tagged_model_dir))
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        parse = http.post("/model/parse", json={"text": "Set an alarm for 8:15", "message_id": "m1"}).json()
+        assert parse["intent"]["name"] == "set_alarm"
+        (entity,) = parse["entities"]
+        assert {k: entity[k] for k in ("entity", "value", "start", "end", "extractor")} == {
+            "entity": "time",
+            "value": "8:15",
+            "start": 17,
+            "end": 21,
+            "extractor": "IntentlyTagger",
+        }
+        assert 0 < entity["confidence_entity"] <= 1
+        answer = http.post("/v1/classify", json={"text": "is it raining in  Berlin"}).json()
+        assert [(e["entity"], e["value"], e["start"], e["end"]) for e in answer["entities"]] == [
+            ("city", "Berlin", 18, 24)
+        ]
+        batch = http.post("/v1/classify/batch", json={"texts": ["hello", "alarm at noon please"]}).json()
+        assert [[e["value"] for e in r["entities"]] for r in batch["results"]] == [[], ["noon"]]

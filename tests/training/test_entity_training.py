@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -10,38 +9,15 @@ import pytest
 
 from model.artifact import META_FILE, ArtifactError, load, save
 from model.predictor import Predictor
-from tests.conftest import small_config
+from tests.conftest import ALARM, CITIES, TIMES, entity_examples
 from training.evaluate import evaluate
-from training.readers import Example, parse_bytes
-from training.train import TrainResult, train
-
-TIMES = ["6:30", "7", "noon", "8:15", "midnight", "5:45", "9", "10:20"]
-CITIES = ["paris", "boston", "new york", "tokyo", "berlin", "san francisco", "oslo", "lima"]
-ALARM = ["wake me up at [{}](time)", "set an alarm for [{}](time)", "alarm at [{}](time) please"]
-WEATHER = ["weather in [{}](city)", "is it raining in [{}](city)", "how cold is [{}](city) today"]
-GREET = ["hello", "hi there", "good morning", "hey", "hello friend", "hi", "howdy", "greetings"]
+from training.readers import Example
+from training.train import TrainResult
 
 
-def _rows(templates: list[str], values: list[str], intent: str) -> list[str]:
-    return [f"{t.format(v)},{intent}" for t, v in itertools.product(templates, values)]
-
-
-def _data(values_time: list[str], values_city: list[str]) -> list[Example]:
-    lines = ["text,intent", *_rows(ALARM, values_time, "set_alarm"), *_rows(WEATHER, values_city, "weather")]
-    lines += [f"{g},greet" for g in GREET]
-    return parse_bytes("\n".join(lines).encode(), "csv", "entities.csv")
-
-
-@pytest.fixture(scope="module")
-def tagged() -> TrainResult:
-    # A few hundred small steps: 44 rows are one batch an epoch at the default size.
-    cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
-    return train(_data(TIMES[:6], CITIES[:6]), cfg)
-
-
-def test_one_pass_names_the_intent_and_tags_its_details(tagged: TrainResult) -> None:
-    assert tagged.meta.entity_types == ["city", "time"]
-    predictor = Predictor(tagged.net, tagged.meta, tagged.tokenizer)
+def test_one_pass_names_the_intent_and_tags_its_details(tagged_result: TrainResult) -> None:
+    assert tagged_result.meta.entity_types == ["city", "time"]
+    predictor = Predictor(tagged_result.net, tagged_result.meta, tagged_result.tokenizer)
     alarm = predictor.predict("Wake me up at 6:30")
     assert alarm.intent == "set_alarm"
     assert [(e.entity, e.value, e.start, e.end) for e in alarm.entities] == [("time", "6:30", 14, 18)]
@@ -52,10 +28,12 @@ def test_one_pass_names_the_intent_and_tags_its_details(tagged: TrainResult) -> 
     assert predictor.predict("hello").to_dict()["entities"] == []
 
 
-def test_tagger_round_trips_through_the_artifact_and_is_checked(tagged: TrainResult, tmp_path: Path) -> None:
-    path = save(tagged.net, tagged.meta, tmp_path / "m")
+def test_tagger_round_trips_through_the_artifact_and_is_checked(
+    tagged_result: TrainResult, tmp_path: Path
+) -> None:
+    path = save(tagged_result.net, tagged_result.meta, tmp_path / "m")
     texts = ["set an alarm for 8:15", "is it raining in lima", "hi"]
-    before = Predictor(tagged.net, tagged.meta, tagged.tokenizer).predict_batch(texts)
+    before = Predictor(tagged_result.net, tagged_result.meta, tagged_result.tokenizer).predict_batch(texts)
     for quantize in (False, True):
         after = Predictor.load(path, quantize=quantize).predict_batch(texts)
         assert [[(e.entity, e.start, e.end) for e in p.entities] for p in after] == [
@@ -69,9 +47,9 @@ def test_tagger_round_trips_through_the_artifact_and_is_checked(tagged: TrainRes
         load(path)
 
 
-def test_evaluation_scores_exact_spans(tagged: TrainResult) -> None:
-    predictor = Predictor(tagged.net, tagged.meta, tagged.tokenizer)
-    held_out = _data(TIMES[6:], CITIES[6:])
+def test_evaluation_scores_exact_spans(tagged_result: TrainResult) -> None:
+    predictor = Predictor(tagged_result.net, tagged_result.meta, tagged_result.tokenizer)
+    held_out = entity_examples(TIMES[6:], CITIES[6:])
     metrics = evaluate(predictor, held_out)["metrics"]
     assert set(metrics["entities"]) == {"city", "time"}
     assert metrics["entity_f1"] >= 0.6, metrics
