@@ -85,11 +85,11 @@ class RasaIntent(BaseModel):
 
 class RasaEntity(BaseModel):
     entity: str
-    value: str
+    value: Any = Field(description="The span's text; a button payload's value as sent (any JSON).")
     start: int
     end: int
-    confidence_entity: float = Field(ge=0, le=1)
-    extractor: str = Field(examples=["IntentlyTagger"])
+    confidence_entity: float | None = Field(None, ge=0, le=1, description="None for a payload's entities.")
+    extractor: str | None = Field(None, examples=["IntentlyTagger"])
 
 
 class ParseResponse(BaseModel):

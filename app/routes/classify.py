@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.deps import Classifying, ClassifyingDep, check_text, check_top_k
 from app.errors import ApiError
 from app.metrics import observe_predictions
+from app.rasa import PayloadError, read_payload
 from app.schemas import (
     BatchRequest,
     BatchResponse,
@@ -82,8 +83,17 @@ async def parse(body: ParseRequest, ctx: ClassifyingDep) -> ParseResponse:
     """Rasa NLU compatible: a client written for Rasa's HTTP API works unchanged.
 
     Out of scope is reported as Rasa's FallbackClassifier does: intent `nlu_fallback`.
+    A button payload (`/intent{"entity": "value"}`) is read literally, as Rasa does.
     """
     check_text(body.text, ctx.settings)
+    try:
+        payload = read_payload(body.text)
+    except PayloadError as exc:
+        raise ApiError(422, "invalid_request", f"text: {exc}") from None
+    if payload is not None:
+        intent = RasaIntent(name=payload.intent, confidence=payload.confidence)
+        entities = [RasaEntity(**e) for e in payload.entities]
+        return ParseResponse(text=body.text, intent=intent, intent_ranking=[intent], entities=entities)
     (p,) = await ctx.batcher.classify(ctx.predictor, [body.text], 10)
     observe_predictions([p.intent])
     ranking = [RasaIntent(name=r.intent, confidence=r.confidence) for r in p.ranking]

@@ -56,6 +56,34 @@ def test_rasa_parse_shape(client: TestClient) -> None:
     assert oos["intent"]["name"] == "nlu_fallback"
 
 
+def test_rasa_button_payloads_are_read_literally(client: TestClient) -> None:
+    def parse(text: str) -> dict:
+        r = client.post("/model/parse", json={"text": text})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    greet = parse("/greet")
+    assert greet["intent"] == {"name": "greet", "confidence": 1.0}
+    assert greet["intent_ranking"] == [greet["intent"]]
+    inform = parse('/inform{"city": "Berlin", "day": ["mon", "tue"]}')
+    assert [(e["entity"], e["value"]) for e in inform["entities"]] == [
+        ("city", "Berlin"),
+        ("day", "mon"),
+        ("day", "tue"),
+    ]
+    first = inform["entities"][0]
+    assert (first["start"], first["end"]) == (len("/inform"), len(inform["text"]))
+    # Rasa's own intents are not the model's, and are answered all the same.
+    assert parse("/restart")["intent"]["name"] == "restart"
+    assert parse("/affirm@0.6")["intent"] == {"name": "affirm", "confidence": 0.6}
+    # Text that only starts with a slash, or not in a payload's shape, is classified as any other.
+    assert parse("/what time is it")["intent"]["name"] == "ask_time"
+    assert parse('/inform["a"]')["intent"]["name"] != "inform"
+    for bad in ('/inform{"city": Berlin}', "/inform@7", '/inform{"a": 1}}'):
+        r = client.post("/model/parse", json={"text": bad})
+        assert r.status_code == 422 and "payload" in r.json()["message"], (bad, r.text)
+
+
 def test_intents_and_model(client: TestClient) -> None:
     intents = client.get("/v1/intents").json()
     names = [i["intent"] for i in intents["intents"]]
