@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for the admin API; the admin API is off without it."
     )
+    rasa_token: SecretStr | None = Field(
+        None,
+        description="Token Rasa's endpoints (/model/parse, /status) want as ?token=, as Rasa's --auth-token;"
+        " open without it.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (JSON list); none by default."
     )

@@ -17,7 +17,7 @@ from app.fast_path import ClassifyFastPath
 from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
-from app.routes import classify, evaluation, health, model_info, models, playground, training_jobs
+from app.routes import classify, evaluation, health, model_info, models, playground, rasa, training_jobs
 from model.store import ModelStore
 from training.default_model import ensure_default
 
@@ -76,6 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         larger_bodies={"/v1/training-jobs": settings.max_upload_bytes},
     )
-    for module in (classify, model_info, evaluation, health, models, training_jobs, playground):
+    for module in (classify, rasa, model_info, evaluation, health, models, training_jobs, playground):
         app.include_router(module.router)
     return app

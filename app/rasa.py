@@ -1,9 +1,10 @@
-"""Rasa NLU's conventions that are not classification: button payloads such as `/inform{"city": "Berlin"}`.
+"""Rasa NLU's conventions beside classification: button payloads, and emulation modes.
 
 A Rasa bot's buttons send their payload as the message text. Rasa's RegexMessageHandler
 reads it literally (intent, optional `@confidence`, optional JSON object of entities)
 instead of classifying it, and so does `/model/parse` here: a payload names Rasa's own
-intents (`/restart`, `/session_start`) as readily as the model's.
+intents (`/restart`, `/session_start`) as readily as the model's. `emulation_mode` answers
+in the shape of wit.ai, LUIS v3 or Dialogflow ES, as Rasa's emulators do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,3 +59,76 @@ def read_payload(text: str) -> Payload | None:
             for item in value if isinstance(value, list) else [value]:
                 entities.append({"entity": name, "value": item, "start": start, "end": end})
     return Payload(match["intent"], confidence, entities)
+
+
+EMULATION_MODES = ("WIT", "LUIS", "DIALOGFLOW")
+
+
+def emulate(mode: str, parsed: dict[str, Any]) -> dict[str, Any]:
+    """A `/model/parse` answer in the shape another NLU service gives, as Rasa's `emulation_mode` does.
+
+    `mode` is one of EMULATION_MODES, in any case; anything else is a ValueError.
+    """
+    kind = mode.upper()
+    text, intent, entities = parsed["text"], parsed["intent"], parsed["entities"]
+    if kind == "WIT":  # wit.ai's /message
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for e in entities:
+            role = e.get("role") or e["entity"]
+            grouped.setdefault(f"{e['entity']}:{role}", []).append(
+                {
+                    "confidence": e.get("confidence_entity") or 1,
+                    "name": e["entity"],
+                    "value": e["value"],
+                    "body": text[e["start"] : e["end"]],
+                    "start": e["start"],
+                    "end": e["end"],
+                    "role": role,
+                    "entities": [],
+                }
+            )
+        return {"text": text, "intents": [intent], "entities": grouped}
+    if kind == "LUIS":  # the LUIS v3 /predict endpoint
+        found: dict[str, Any] = {"$instance": {}}
+        for e in entities:
+            key = e.get("role") or e["entity"]
+            found[key] = [e["value"]]
+            found["$instance"][key] = [
+                {
+                    "role": e.get("role"),
+                    "type": e["entity"],
+                    "text": e["value"],
+                    "startIndex": e["start"],
+                    "length": e["end"] - e["start"],
+                    "score": e.get("confidence_entity"),
+                    "modelType": e.get("extractor"),
+                }
+            ]
+        ranking = parsed.get("intent_ranking") or [intent]
+        return {
+            "query": text,
+            "prediction": {
+                "normalizedQuery": text,
+                "topIntent": intent["name"],
+                "intents": {r["name"]: {"score": r["confidence"]} for r in ranking},
+                "entities": found,
+            },
+        }
+    if kind == "DIALOGFLOW":  # Dialogflow ES's detectIntent
+        parameters: dict[str, list[Any]] = {}
+        for e in entities:
+            parameters.setdefault(e["entity"], []).append(e["value"])
+        return {
+            "responseId": str(uuid.uuid4()),
+            "queryResult": {
+                "queryText": text,
+                "action": intent["name"],
+                "parameters": parameters,
+                "fulfillmentText": "",
+                "fulfillmentMessages": [],
+                "outputContexts": [],
+                "intent": {"name": intent["name"], "displayName": intent["name"]},
+                "intentDetectionConfidence": intent["confidence"],
+            },
+        }
+    raise ValueError(f"emulation_mode must be one of {', '.join(EMULATION_MODES)}, not {mode[:40]!r}")

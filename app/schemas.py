@@ -72,7 +72,18 @@ class ParseRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"text": "What time is it?"}]})
 
     text: str = Field(description="The user's utterance.")
-    message_id: str | None = Field(None, description="Accepted for Rasa compatibility; not used.")
+    message_id: str | int | None = Field(None, description="Accepted for Rasa compatibility; not used.")
+
+
+class RasaVersion(BaseModel):
+    version: str
+    minimum_compatible_version: str
+
+
+class RasaStatus(BaseModel):
+    model_id: str | None = Field(description="The version that answers.")
+    model_file: str | None = Field(description="The same: Intently's versions are directories, not files.")
+    num_active_training_jobs: int
 
 
 class RasaIntent(BaseModel):

@@ -84,6 +84,51 @@ def test_rasa_button_payloads_are_read_literally(client: TestClient) -> None:
         assert r.status_code == 422 and "payload" in r.json()["message"], (bad, r.text)
 
 
+def test_rasa_emulation_modes(client: TestClient) -> None:
+    def parse(mode: str, text: str = "What time is it?") -> dict:
+        r = client.post(f"/model/parse?emulation_mode={mode}", json={"text": text, "message_id": 7})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    wit = parse("WIT")
+    assert (
+        wit["text"] == "What time is it?"
+        and wit["intents"][0]["name"] == "ask_time"
+        and wit["entities"] == {}
+    )
+    luis = parse("luis")
+    assert luis["prediction"]["topIntent"] == "ask_time"
+    assert luis["prediction"]["intents"]["ask_time"]["score"] > 0.5 and luis["prediction"]["entities"] == {
+        "$instance": {}
+    }
+    flow = parse("Dialogflow", '/inform{"city": "Berlin"}')["queryResult"]
+    assert flow["intent"]["displayName"] == "inform" and flow["parameters"] == {"city": ["Berlin"]}
+    assert flow["intentDetectionConfidence"] == 1.0
+    r = client.post("/model/parse?emulation_mode=alexa", json={"text": "hi"})
+    assert r.status_code == 400 and "WIT, LUIS, DIALOGFLOW" in r.json()["message"]
+
+
+def test_rasa_version_and_status(client: TestClient) -> None:
+    assert set(client.get("/version").json()) == {"version", "minimum_compatible_version"}
+    status = client.get("/status").json()
+    assert status["model_id"] == client.get("/v1/model").json()["version"]
+    assert status["num_active_training_jobs"] == 0
+
+
+def test_rasa_token_guards_parse_and_status(small_model_dir: Path) -> None:
+    settings = Settings(model_dir=small_model_dir, rasa_token="s3cret")
+    for tokened in ready_client(settings):
+        for path in ("/model/parse", "/status"):
+            call = tokened.post if path == "/model/parse" else tokened.get
+            kwargs = {"json": {"text": "hi"}} if path == "/model/parse" else {}
+            assert call(path, **kwargs).status_code == 401
+            assert call(f"{path}?token=wrong", **kwargs).status_code == 401
+            assert call(f"{path}?token=s3cret", **kwargs).status_code == 200
+        assert tokened.get("/version").status_code == 200
+        # The project's own API is not Rasa's: its access rules stay as they were.
+        assert tokened.post("/v1/classify", json={"text": "hi"}).status_code == 200
+
+
 def test_intents_and_model(client: TestClient) -> None:
     intents = client.get("/v1/intents").json()
     names = [i["intent"] for i in intents["intents"]]

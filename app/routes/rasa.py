@@ -1,0 +1,118 @@
+"""Rasa NLU's HTTP API: `/model/parse` (with button payloads and emulation modes), `/version`, `/status`.
+
+A client written for a Rasa server (`RasaNLUHttpInterpreter`, a bot's custom connector)
+works unchanged against these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from app.deps import ClassifyingDep, HolderDep, check_text
+from app.errors import ApiError
+from app.metrics import observe_predictions
+from app.rasa import EMULATION_MODES, PayloadError, emulate, read_payload
+from app.routes.classify import ERRORS
+from app.schemas import ParseRequest, ParseResponse, RasaEntity, RasaIntent, RasaStatus, RasaVersion
+from training.jobs import JobStore
+
+router = APIRouter(tags=["rasa"])
+RASA_FALLBACK = "nlu_fallback"
+EXTRACTOR = "IntentlyTagger"  # Rasa names the component that found an entity
+
+
+async def rasa_access(request: Request, token: Annotated[str | None, Query()] = None) -> None:
+    """With INTENTLY_RASA_TOKEN set, Rasa's endpoints want it as `?token=`, as Rasa's --auth-token."""
+    secret = request.app.state.settings.rasa_token
+    expected = secret.get_secret_value() if secret is not None else ""
+    if expected and not hmac.compare_digest((token or "").encode("utf-8"), expected.encode("utf-8")):
+        raise ApiError(401, "unauthorized", "missing or wrong token: pass it as ?token=...")
+
+
+RasaAccess = Depends(rasa_access)
+
+
+@router.post("/model/parse", response_model=ParseResponse, responses=ERRORS, dependencies=[RasaAccess])
+async def parse(
+    body: ParseRequest,
+    ctx: ClassifyingDep,
+    emulation_mode: Annotated[str | None, Query(description=f"One of {', '.join(EMULATION_MODES)}.")] = None,
+) -> Any:
+    """Rasa NLU compatible: a client written for Rasa's HTTP API works unchanged.
+
+    Out of scope is reported as Rasa's FallbackClassifier does: intent `nlu_fallback`.
+    A button payload (`/intent{"entity": "value"}`) is read literally, as Rasa does.
+    """
+    if emulation_mode is not None and emulation_mode.upper() not in EMULATION_MODES:
+        raise ApiError(400, "invalid_request", f"emulation_mode must be one of {', '.join(EMULATION_MODES)}")
+    check_text(body.text, ctx.settings)
+    answer = await _parse(body.text, ctx)
+    if emulation_mode is None:
+        return answer
+    return JSONResponse(emulate(emulation_mode, answer.model_dump()))
+
+
+async def _parse(text: str, ctx: ClassifyingDep) -> ParseResponse:
+    try:
+        payload = read_payload(text)
+    except PayloadError as exc:
+        raise ApiError(422, "invalid_request", f"text: {exc}") from None
+    if payload is not None:
+        intent = RasaIntent(name=payload.intent, confidence=payload.confidence)
+        entities = [RasaEntity(**e) for e in payload.entities]
+        return ParseResponse(text=text, intent=intent, intent_ranking=[intent], entities=entities)
+    (p,) = await ctx.batcher.classify(ctx.predictor, [text], 10)
+    observe_predictions([p.intent])
+    ranking = [RasaIntent(name=r.intent, confidence=r.confidence) for r in p.ranking]
+    if p.out_of_scope:
+        top = RasaIntent(name=RASA_FALLBACK, confidence=p.confidence)
+        ranking = [top, *ranking]
+    else:
+        top = ranking[0]
+    entities = [
+        RasaEntity(
+            entity=e.entity,
+            value=e.value,
+            start=e.start,
+            end=e.end,
+            confidence_entity=e.confidence,
+            extractor=EXTRACTOR,
+        )
+        for e in p.entities
+    ]
+    return ParseResponse(text=text, intent=top, intent_ranking=ranking, entities=entities)
+
+
+def _package_version() -> str:
+    try:
+        return version("intently")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.0.0"
+
+
+@router.get("/version", response_model=RasaVersion)
+async def rasa_version() -> dict[str, str]:
+    """The server's version, in the shape of Rasa's `/version` (open, as Rasa's is)."""
+    current = _package_version()
+    return {"version": current, "minimum_compatible_version": current}
+
+
+@router.get("/status", response_model=RasaStatus, responses=ERRORS, dependencies=[RasaAccess])
+async def rasa_status(holder: HolderDep) -> dict[str, Any]:
+    """The loaded model and the training jobs running, in the shape of Rasa's `/status`."""
+    predictor = holder.predictor
+    running = 0
+    if holder.store is not None:
+        jobs = await asyncio.to_thread(JobStore(holder.store).list)
+        running = sum(j["state"] == "running" for j in jobs)
+    return {
+        "model_id": predictor.version if predictor else None,
+        "model_file": predictor.version if predictor else None,
+        "num_active_training_jobs": running,
+    }
