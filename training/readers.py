@@ -208,22 +208,50 @@ def _read_yaml(text: str, name: str) -> list[Example]:
         raise DataError(f"{name}: Rasa NLU YAML needs a top-level 'nlu:' list")
     lines = text.splitlines()
     examples = []
-    for block in doc["nlu"]:
-        if not isinstance(block, dict) or "intent" not in block:
+    for number, block in enumerate(doc["nlu"], start=1):
+        kinds = sorted(_BLOCK_KINDS & set(block)) if isinstance(block, dict) else []
+        keys = sorted(map(str, block)) if isinstance(block, dict) else []
+        first = kinds[0] if kinds else next(iter(block), "") if isinstance(block, dict) else str(block)
+        where = f"{name}:{_find_line(lines, f'{first}:' if not kinds else f'{first}: {block[first]}')}"
+        if len(kinds) != 1:
+            found = keys[:6] or [type(block).__name__]
+            raise DataError(f"{where}: nlu item {number} has {found}; it needs one of {sorted(_BLOCK_KINDS)}")
+        unknown = sorted(set(keys) - _BLOCK_KINDS - _BLOCK_FIELDS)
+        if unknown:
+            known = sorted(_BLOCK_KINDS | _BLOCK_FIELDS)
+            raise DataError(f"{where}: unknown key {unknown[0]!r} in an nlu item (known: {known})")
+        if kinds[0] != "intent":
             continue  # synonyms, regexes, lookup tables: not intent examples
         intent = block["intent"]
-        where = f"{name}:{_find_line(lines, f'intent: {intent}')}"
-        body = block.get("examples")
-        if not isinstance(body, str):
-            raise DataError(f"{where}: intent {intent!r} needs an 'examples: |' block")
-        for item in body.splitlines():
-            item = item.strip()
-            if not item:
-                continue
-            if not item.startswith("-"):
-                raise DataError(f"{where}: example lines must start with '- ', found {item[:40]!r}")
-            examples.append(_example(item[1:].strip(), intent, where, markup=True))
+        for item in _block_examples(block.get("examples"), intent, where):
+            examples.append(_example(item, intent, where, markup=True))
     return examples
+
+
+# What an `nlu:` item is, and the other keys Rasa allows in one.
+_BLOCK_KINDS = {"intent", "synonym", "regex", "lookup"}
+_BLOCK_FIELDS = {"examples", "metadata"}
+
+
+def _block_examples(body: object, intent: object, where: str) -> list[str]:
+    """The example texts of an intent: an `examples: |` block of "- " lines, or a list of
+    `{text, metadata}` items (Rasa's form for examples with metadata)."""
+    if isinstance(body, list):
+        texts = [item.get("text") if isinstance(item, dict) else None for item in body]
+        if not all(isinstance(t, str) for t in texts):
+            raise DataError(f"{where}: intent {intent!r}: each item of an examples list needs a 'text'")
+        return [t.strip() for t in texts if isinstance(t, str)]
+    if not isinstance(body, str):
+        raise DataError(f"{where}: intent {intent!r} needs an 'examples: |' block")
+    out = []
+    for item in body.splitlines():
+        item = item.strip()
+        if not item:
+            continue
+        if not item.startswith("-"):
+            raise DataError(f"{where}: example lines must start with '- ', found {item[:40]!r}")
+        out.append(item[1:].strip())
+    return out
 
 
 def _find_line(lines: Sequence[str], needle: str) -> int:

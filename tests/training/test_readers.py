@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from training.readers import DataError, Example, clean, read_file
+from training.readers import DataError, Example, clean, parse_bytes, read_file
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -123,3 +123,56 @@ def test_intent_with_one_example_is_an_error() -> None:
     rows = [Example("hi", "greet", "f:2"), Example("hey", "greet", "f:3"), Example("bye", "goodbye", "f:4")]
     with pytest.raises(DataError, match=r"goodbye \(1, at f:4\)"):
         clean(rows)
+
+
+RASA_FORMS = """\
+version: "3.1"
+nlu:
+- intent: mood
+  metadata:
+    sentiment: mixed
+  examples:
+  - text: |
+      I feel [great](mood)
+    metadata:
+      sentiment: positive
+  - text: not so good
+- intent: greet
+  examples: |
+    - hi
+    - hello
+- synonym: New York
+  examples: |
+    - NYC
+- regex: zipcode
+  examples: |
+    - \\\\d{5}
+- lookup: city
+  examples: |
+    - Berlin
+"""
+
+
+def test_rasa_examples_as_a_list_with_metadata_and_the_other_nlu_items() -> None:
+    examples = parse_bytes(RASA_FORMS.encode(), "yaml", "nlu.yml")
+    assert [(e.text, e.intent) for e in examples] == [
+        ("I feel great", "mood"),
+        ("not so good", "mood"),
+        ("hi", "greet"),
+        ("hello", "greet"),
+    ]
+    assert [(e.entity, e.value) for e in examples[0].entities] == [("mood", "great")]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("- intnet: greet\n  examples: |\n    - hi\n", r"nlu.yml:5: nlu item 2 has \['examples', 'intnet'\]"),
+        ("- intent: bye\n  exmaples: |\n    - bye\n", r"nlu.yml:5: unknown key 'exmaples'"),
+        ("- intent: bye\n  examples:\n  - txt: bye\n", r"nlu.yml:5: intent 'bye': each item .* 'text'"),
+    ],
+)
+def test_a_misspelled_rasa_key_is_an_error_naming_it(body: str, message: str) -> None:
+    head = "nlu:\n- intent: greet\n  examples: |\n    - hi\n"
+    with pytest.raises(DataError, match=message):
+        parse_bytes((head + body).encode(), "yaml", "nlu.yml")
