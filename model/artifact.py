@@ -66,6 +66,9 @@ class ModelMeta:
     detector: DetectorParams | None = None
     # The entity types the tagger names, in tag order (model/entities.py); empty without one.
     entity_types: list[str] = field(default_factory=list)
+    # An entity's value when its text is one of these (case-folded), as in the training data's
+    # `[NYC](city:New York)`: Rasa's synonyms.
+    entity_synonyms: dict[str, str] = field(default_factory=dict)
     version: str = field(default_factory=lambda: new_version_id())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
@@ -92,6 +95,7 @@ class ModelMeta:
             **({"coverage_threshold": self.coverage_threshold} if self.coverage_threshold else {}),
             **({"detector": self.detector.to_dict()} if self.detector else {}),
             **({"entity_types": self.entity_types} if self.entity_types else {}),
+            **({"entity_synonyms": self.entity_synonyms} if self.entity_synonyms else {}),
             "data": self.data,
             "metrics": self.metrics,
             "training": self.training,
@@ -214,6 +218,9 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         raise ValueError("'entity_types' must be a list of distinct strings")
     if (1 + 2 * len(entity_types) if entity_types else 0) != cfg.entity_tags:
         raise ValueError("'entity_types' and model.entity_tags must agree (1 + 2 tags a type)")
+    synonyms = raw.get("entity_synonyms", {})
+    if not isinstance(synonyms, dict) or not all(isinstance(v, str) for v in synonyms.values()):
+        raise ValueError("'entity_synonyms' must map strings to strings")
     version = str(raw["version"])
     if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
         raise ValueError("'version' must be a short safe name")
@@ -228,6 +235,7 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         coverage_threshold=coverage_threshold,
         detector=detector,
         entity_types=entity_types,
+        entity_synonyms=synonyms,
         version=version,
         created_at=str(raw.get("created_at", "")),
         data=dict(raw.get("data") or {}),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,11 @@ class Predictor:
         if not spans:
             return []
         path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
-        return spans_of(path, confidence, spans, self.meta.entity_types, text)
+        found = spans_of(path, confidence, spans, self.meta.entity_types, text)
+        synonyms = self.meta.entity_synonyms
+        if synonyms:
+            found = [replace(e, value=synonyms.get(e.value.casefold(), e.value)) for e in found]
+        return found
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """Calibrated class probabilities (temperature-scaled softmax)."""

@@ -85,6 +85,7 @@ def entity_examples(times: list[str], cities: list[str]) -> list[Example]:
     lines += [f"{t.format(v)},set_alarm" for t in ALARM for v in times]
     lines += [f"{t.format(v)},weather" for t in WEATHER for v in cities]
     lines += [f"{g},greet" for g in GREET]
+    lines.append("how warm is [the big apple](city:new york),weather")  # a value of its own: a synonym
     return parse_bytes("\n".join(lines).encode(), "csv", "entities.csv")
 
 

@@ -334,6 +334,7 @@ def train(
         coverage_threshold=round(coverage_threshold, 4),
         detector=detector,
         entity_types=entity_types,
+        entity_synonyms=_synonyms(data),
         data={
             "checksum": checksum(data),
             "examples": len(train_ex) + len(valid_ex),
@@ -565,6 +566,17 @@ def _label_loss(
     if cfg.separate_paths:
         return loss_fn(deep, target) + loss_fn(wide, target)
     return loss_fn(deep + wide, target)
+
+
+def _synonyms(examples: Sequence[Example]) -> dict[str, str]:
+    """Span text -> value where the data gave a span a value of its own (`[NYC](city:New York)`)."""
+    out: dict[str, str] = {}
+    for ex in examples:
+        for e in ex.entities:
+            span = ex.text[e.start : e.end]
+            if e.value != span:
+                out.setdefault(span.casefold(), e.value)
+    return dict(sorted(out.items()))
 
 
 def _entity_tags(

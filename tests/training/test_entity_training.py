@@ -25,6 +25,10 @@ def test_one_pass_names_the_intent_and_tags_its_details(tagged_result: TrainResu
     assert [(e.entity, e.value) for e in weather.entities] == [("city", "Tokyo")]
     assert 0 < weather.entities[0].confidence <= 1
     assert predictor.predict("hello").entities == []
+    # Rasa's synonyms: a span the data gave a value of its own answers with that value.
+    assert tagged_result.meta.entity_synonyms == {"the big apple": "new york"}
+    (apple,) = predictor.predict("how warm is The Big Apple").entities
+    assert (apple.value, apple.start, apple.end) == ("new york", 12, 25)
     assert predictor.predict("hello").to_dict()["entities"] == []
 
 
@@ -41,6 +45,7 @@ def test_tagger_round_trips_through_the_artifact_and_is_checked(
         ]
     raw = json.loads((path / META_FILE).read_text())
     assert raw["entity_types"] == ["city", "time"] and raw["model"]["entity_tags"] == 5
+    assert Predictor.load(path).meta.entity_synonyms == {"the big apple": "new york"}
     raw["entity_types"] = ["city"]
     (path / META_FILE).write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match="entity_types"):
