@@ -26,10 +26,12 @@ class RankedIntentOut(BaseModel):
 
 class EntityOut(BaseModel):
     entity: str = Field(description="The entity type.", examples=["city"])
-    value: str = Field(description="The text of the span.", examples=["Berlin"])
+    value: str = Field(description="The span's text, or the value the data gave it.", examples=["Berlin"])
     start: int = Field(ge=0, description="Offset of the span in the text sent.", examples=[7])
     end: int = Field(ge=0, description="Offset just past the span.", examples=[13])
-    confidence: float = Field(ge=0, le=1, description="Mean probability of the span's tags.", examples=[0.98])
+    confidence: float = Field(
+        ge=0, le=1, description="Mean of its tags' probabilities, each given the tag before.", examples=[0.98]
+    )
 
 
 class ClassifyResponse(BaseModel):
