@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -24,6 +25,7 @@ from safetensors.torch import save_file
 
 from model.config import ModelConfig, TokenizerConfig, tokenizer_config_from_dict
 from model.detector import DetectorParams
+from model.entities import Kind
 from model.network import IntentNet
 from model.tokenizer import Tokenizer
 
@@ -69,11 +71,26 @@ class ModelMeta:
     # An entity's value when its text is one of these (case-folded), as in the training data's
     # `[NYC](city:New York)`: Rasa's synonyms.
     entity_synonyms: dict[str, str] = field(default_factory=dict)
+    # [role, group] of each of `entity_types` (a type with roles is a tag type a role); empty
+    # when no annotation had one.
+    entity_roles: list[list[str | None]] = field(default_factory=list)
+    # Rasa's `regex:` and `lookup:` items, by entity type, matched when served (model/patterns.py).
+    entity_regexes: dict[str, list[str]] = field(default_factory=dict)
+    entity_lookups: dict[str, list[str]] = field(default_factory=dict)
+    # The responses of retrieval intents (`utter_chitchat/ask_name`), given back as Rasa's
+    # response selector gives them.
+    responses: dict[str, list[Any]] = field(default_factory=dict)
     version: str = field(default_factory=lambda: new_version_id())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     data: dict[str, Any] = field(default_factory=dict)  # checksum, size, per-intent counts
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics
     training: dict[str, Any] = field(default_factory=dict)  # options, seed, time taken
+
+    @property
+    def entity_kinds(self) -> list[Kind]:
+        """The tagger's tag types as (entity, role, group), in tag order."""
+        roles = self.entity_roles or [[None, None]] * len(self.entity_types)
+        return [(e, r, g) for e, (r, g) in zip(self.entity_types, roles, strict=True)]
 
     @property
     def trained_vocab(self) -> list[str]:
@@ -96,6 +113,10 @@ class ModelMeta:
             **({"detector": self.detector.to_dict()} if self.detector else {}),
             **({"entity_types": self.entity_types} if self.entity_types else {}),
             **({"entity_synonyms": self.entity_synonyms} if self.entity_synonyms else {}),
+            **({"entity_roles": self.entity_roles} if self.entity_roles else {}),
+            **({"entity_regexes": self.entity_regexes} if self.entity_regexes else {}),
+            **({"entity_lookups": self.entity_lookups} if self.entity_lookups else {}),
+            **({"responses": self.responses} if self.responses else {}),
             "data": self.data,
             "metrics": self.metrics,
             "training": self.training,
@@ -214,13 +235,33 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
     if (detector is None) != (cfg.detector_rows == 0):
         raise ValueError("'detector' and model.detector_rows must be given together")
     entity_types = raw.get("entity_types", [])
-    if not _str_list(entity_types) or len(set(entity_types)) != len(entity_types):
-        raise ValueError("'entity_types' must be a list of distinct strings")
+    roles = raw.get("entity_roles", [])
+    if not _str_list(entity_types):
+        raise ValueError("'entity_types' must be a list of strings")
+    if roles and (
+        not isinstance(roles, list) or len(roles) != len(entity_types) or not all(map(_role_pair, roles))
+    ):
+        raise ValueError("'entity_roles' must give [role, group] (strings or null) for each entity type")
+    kinds = list(zip(entity_types, map(tuple, roles or [[None, None]] * len(entity_types)), strict=True))
+    if len(set(kinds)) != len(kinds):
+        raise ValueError("'entity_types' (with their roles) must be distinct")
     if (1 + 2 * len(entity_types) if entity_types else 0) != cfg.entity_tags:
         raise ValueError("'entity_types' and model.entity_tags must agree (1 + 2 tags a type)")
     synonyms = raw.get("entity_synonyms", {})
     if not isinstance(synonyms, dict) or not all(isinstance(v, str) for v in synonyms.values()):
         raise ValueError("'entity_synonyms' must map strings to strings")
+    patterns = {key: raw.get(key, {}) for key in ("entity_regexes", "entity_lookups")}
+    for key, table in patterns.items():
+        if not isinstance(table, dict) or not all(_str_list(v) for v in table.values()):
+            raise ValueError(f"'{key}' must map entity types to lists of strings")
+    for pattern in (p for items in patterns["entity_regexes"].values() for p in items):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"'entity_regexes': {pattern[:60]!r} is not a valid pattern ({exc})") from None
+    responses = raw.get("responses", {})
+    if not isinstance(responses, dict) or not all(isinstance(v, list) for v in responses.values()):
+        raise ValueError("'responses' must map response names to lists")
     version = str(raw["version"])
     if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
         raise ValueError("'version' must be a short safe name")
@@ -236,12 +277,20 @@ def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
         detector=detector,
         entity_types=entity_types,
         entity_synonyms=synonyms,
+        entity_roles=[list(r) for r in roles],
+        entity_regexes=patterns["entity_regexes"],
+        entity_lookups=patterns["entity_lookups"],
+        responses=responses,
         version=version,
         created_at=str(raw.get("created_at", "")),
         data=dict(raw.get("data") or {}),
         metrics=dict(raw.get("metrics") or {}),
         training=dict(raw.get("training") or {}),
     )
+
+
+def _role_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(x is None or isinstance(x, str) for x in value)
 
 
 def _str_list(value: Any) -> bool:

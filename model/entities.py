@@ -25,6 +25,17 @@ class Span(Protocol):
     start: int
     end: int
     entity: str
+    role: str | None
+    group: str | None
+
+
+# A tag type: the entity type with the role and group it was annotated with (Rasa's
+# `{"entity": "city", "role": "departure"}`), so that roles cost tags, not another layer.
+Kind = tuple[str, str | None, str | None]
+
+
+def kind_of(span: Span) -> Kind:
+    return (span.entity, span.role, span.group)
 
 
 @dataclass(frozen=True)
@@ -36,22 +47,30 @@ class FoundEntity:
     start: int
     end: int
     confidence: float
+    role: str | None = None
+    group: str | None = None
+    by_pattern: bool = False  # found by a regex or lookup table (model/patterns.py), not the tagger
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "entity": self.entity,
             "value": self.value,
             "start": self.start,
             "end": self.end,
             "confidence": self.confidence,
         }
+        if self.role is not None:
+            out["role"] = self.role
+        if self.group is not None:
+            out["group"] = self.group
+        return out
 
 
 def tag_names(types: Sequence[str]) -> list[str]:
     return [OUTSIDE, *(f"{prefix}-{t}" for t in types for prefix in ("B", "I"))]
 
 
-def tags_of(tokens: Sequence[tuple[int, int]], entities: Sequence[Span], types: dict[str, int]) -> list[int]:
+def tags_of(tokens: Sequence[tuple[int, int]], entities: Sequence[Span], types: dict[Kind, int]) -> list[int]:
     """The tag of each token (character spans `tokens`): a token any part of a span touches is in it.
 
     Of several annotations of one span the first is taught (one tag a token).
@@ -61,7 +80,7 @@ def tags_of(tokens: Sequence[tuple[int, int]], entities: Sequence[Span], types: 
         inside = [i for i, (s, t) in enumerate(tokens) if s < e.end and t > e.start]
         if not inside or any(tags[i] for i in inside):
             continue
-        k = types[e.entity]
+        k = types[kind_of(e)]
         tags[inside[0]] = 1 + 2 * k
         for i in inside[1:]:
             tags[i] = 2 + 2 * k
@@ -191,7 +210,7 @@ def spans_of(
     tags: Sequence[int],
     confidence: Sequence[float],
     tokens: Sequence[tuple[int, int]],
-    types: Sequence[str],
+    types: Sequence[Kind],
     text: str,
 ) -> list[FoundEntity]:
     """Spans of a valid tag sequence; confidence: the mean probability (`probs` [L, tags]) of its tags."""
@@ -202,9 +221,9 @@ def spans_of(
         continues = open_at is not None and tag != 0 and tag % 2 == 0 and tag - 1 == tags[open_at]
         if open_at is not None and not continues:
             start, end = tokens[open_at][0], tokens[i - 1][1]
-            kind = types[(tags[open_at] - 1) // 2]
+            entity, role, group = types[(tags[open_at] - 1) // 2]
             score = round(sum(confidence[open_at:i]) / (i - open_at), 4)
-            found.append(FoundEntity(kind, text[start:end], start, end, score))
+            found.append(FoundEntity(entity, text[start:end], start, end, score, role, group))
             open_at = None
         if tag % 2 == 1:
             open_at = i

@@ -24,6 +24,7 @@ from model.coverage import WordCoverage
 from model.detector import DetectorParams
 from model.entities import Crf, FoundEntity, spans_of
 from model.network import Batch, IntentNet
+from model.patterns import EntityPatterns
 from model.tokenizer import Encoded, Tokenizer, token_spans, tokenize
 
 
@@ -139,6 +140,8 @@ class Predictor:
         if net.tagger is not None:
             with torch.no_grad():
                 self.crf = Crf(*net.crf_scores())
+        self.entity_kinds = meta.entity_kinds
+        self.patterns = EntityPatterns.build(meta.entity_regexes, meta.entity_lookups)
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
@@ -184,13 +187,14 @@ class Predictor:
                         tags[i] = piece
         return out, near, tags
 
-    def _entities(self, text: str, emissions: Tensor) -> list[FoundEntity]:
-        assert self.crf is not None
-        spans = token_spans(text, self.tokenizer.config)[: len(emissions)]
-        if not spans:
-            return []
-        path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
-        found = spans_of(path, confidence, spans, self.meta.entity_types, text)
+    def _entities(self, text: str, emissions: Tensor | None) -> list[FoundEntity]:
+        found: list[FoundEntity] = []
+        spans = token_spans(text, self.tokenizer.config)[: len(emissions)] if emissions is not None else []
+        if spans and self.crf is not None and emissions is not None:
+            path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
+            found = spans_of(path, confidence, spans, self.entity_kinds, text)
+        if self.patterns:
+            found = sorted(found + self.patterns.find(text, found), key=lambda e: e.start)
         synonyms = self.meta.entity_synonyms
         if synonyms:
             found = [replace(e, value=synonyms.get(e.value.casefold(), e.value)) for e in found]
@@ -239,9 +243,10 @@ class Predictor:
         confidence = torch.where(rejected, 1.0 - doubt, top_prob).round(decimals=6)
         ranked_p = ranked_p.double().round(decimals=6)
         labels, version = self.labels, self.version
-        entities = (
-            [self._entities(t, s) for t, s in zip(texts, tag_scores, strict=True)] if tag_scores else None
-        )
+        entities = None
+        if tag_scores or self.patterns:
+            scores: Sequence[Tensor | None] = tag_scores or [None] * len(texts)
+            entities = [self._entities(t, s) for t, s in zip(texts, scores, strict=True)]
         return [
             Prediction(
                 text=text,

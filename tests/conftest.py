@@ -17,7 +17,7 @@ import pytest
 
 from model.predictor import Predictor
 from model.store import ModelStore
-from training.readers import Example, read_file
+from training.readers import Example, NluData, read_data, read_file
 from training.train import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +95,67 @@ def tagged_result() -> TrainResult:
     # A few hundred small steps: 44 rows are one batch an epoch at the default size.
     cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
     return train(entity_examples(TIMES[:6], CITIES[:6]), cfg)
+
+
+def rasa_bot_files(root: Path) -> Path:
+    """A small Rasa project's data/ as its team would write it: roles, a retrieval intent, a
+    synonym, a lookup table, a regex, responses and a story; returns the data/ directory."""
+
+    def city(name: str, role: str) -> str:
+        return f'[{name}]{{"entity": "city", "role": "{role}"}}'
+
+    pairs = list(zip(CITIES[:6], CITIES[2:8], strict=True))
+    flights = [f"- fly from {city(a, 'departure')} to {city(b, 'destination')}" for a, b in pairs]
+    flights += [f"- a flight to {city(b, 'destination')} from {city(a, 'departure')}" for a, b in pairs]
+    flights += ["- status of flight [LH123](flight_number)", "- where is flight [BA9](flight_number)"]
+    names = ["what is your name", "who are you", "what should i call you", "do you have a name"]
+    ages = ["how old are you", "what is your age", "when were you born", "are you young"]
+    nlu = "\n".join(
+        [
+            'version: "3.1"',
+            "nlu:",
+            "- intent: book_flight",
+            "  examples: |",
+            *(f"    {line}" for line in flights),
+            "- intent: chitchat/ask_name",
+            "  examples: |",
+            *(f"    - {t}" for t in names),
+            "- intent: chitchat/ask_age",
+            "  examples: |",
+            *(f"    - {t}" for t in ages),
+            "- intent: greet",
+            "  examples: |",
+            *(f"    - {g}" for g in GREET),
+            "- synonym: new york",
+            "  examples: |",
+            "    - nyc",
+            "- lookup: city",
+            "  examples: |",
+            "    - reykjavik",
+            "- regex: flight_number",
+            "  examples: |",
+            "    - \\b[A-Z]{2}[0-9]{1,4}\\b",
+            "- regex: help",
+            "  examples: |",
+            "    - \\bhelp\\b",
+        ]
+    )
+    responses = 'version: "3.1"\nresponses:\n  utter_chitchat/ask_name:\n  - text: I am a bot.\n'
+    stories = 'version: "3.1"\nstories:\n- story: hi\n  steps:\n  - intent: greet\n'
+    data = root / "data"
+    data.mkdir(parents=True)
+    (data / "nlu.yml").write_text(nlu + "\n", encoding="utf-8")
+    (data / "responses.yml").write_text(responses, encoding="utf-8")
+    (data / "stories.yml").write_text(stories, encoding="utf-8")
+    return data
+
+
+@pytest.fixture(scope="session")
+def rasa_bot(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, NluData]:
+    """A model of `rasa_bot_files`, trained as `intently train data/` trains it."""
+    data = read_data([rasa_bot_files(tmp_path_factory.mktemp("rasa-bot"))])
+    cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
+    return train(data.examples, cfg, nlu=data), data
 
 
 @pytest.fixture(scope="session")

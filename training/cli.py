@@ -17,7 +17,7 @@ from model.predictor import Predictor
 from model.store import ModelStore, StoreError
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
-from training.readers import DataError, read_file, read_files
+from training.readers import DataError, read_data, read_file
 from training.train import TrainConfig, train
 from training.vectors import build_table
 
@@ -42,7 +42,11 @@ class CliError(Exception):
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from labelled utterances")
-    p.add_argument("data", nargs="+", help="training files: .csv, .jsonl, .yml/.yaml")
+    p.add_argument(
+        "data",
+        nargs="+",
+        help="training files or directories (a Rasa project's data/): .csv, .jsonl, .yml/.yaml, .json (Rasa)",
+    )
     p.add_argument("--out", help="model directory to write")
     p.add_argument("--store", help="add the model as a new version of this model store")
     p.add_argument("--activate", action="store_true", help="with --store: make it the active version")
@@ -67,7 +71,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="measure a model on labelled data")
     p.add_argument("model", help="model directory")
-    p.add_argument("data", help="labelled file: .csv, .jsonl, .yml/.yaml")
+    p.add_argument("data", help="labelled file: .csv, .jsonl, .yml/.yaml, .json (Rasa)")
     p.add_argument("--json", action="store_true", help="print the headline metrics as one JSON object")
     p.add_argument("--report", metavar="DIR", help="write report.json and confusion.png to DIR")
     p.set_defaults(func=cmd_evaluate)
@@ -142,10 +146,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.reject_known is not None:
         base["reject_known"] = args.reject_known
     config = parse_options(args.set, base)
-    examples = read_files(args.data)
+    data = read_data(args.data)
+    examples = data.examples
     valid = read_file(args.valid) if args.valid else None
-    result = train(examples, config, valid_examples=valid, show_progress=not args.quiet)
-    for line in result.summary.lines():
+    result = train(examples, config, valid_examples=valid, show_progress=not args.quiet, nlu=data)
+    for line in result.summary.lines() + data.lines():
         print(line, file=sys.stderr)
     m = result.meta.metrics
     if m:

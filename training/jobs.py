@@ -26,20 +26,22 @@ import traceback
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.artifact import ModelMeta
 from model.predictor import Predictor
 from model.store import ModelStore, StoreError
 from training.evaluate import version_report_files
 from training.metrics import summary
-from training.readers import OOS, Example
+from training.readers import OOS, Example, NluData
 from training.train import Progress, TrainConfig, TrainResult, stratified_split, train
 
 DB_FILE = "jobs.sqlite3"
 JOBS_DIR = "jobs"
+RULES_FILE = "rules.json"
 STATES = ("queued", "running", "succeeded", "failed")
 MODES = ("replace", "append")
 POLICIES = ("always", "never", "if_better")
@@ -88,6 +90,8 @@ class JobRequest:
     activate: str = "if_better"
     options: dict[str, Any] | None = None
     tolerance: float = 0.01
+    # Synonyms, regexes, lookup tables and responses of an uploaded file (`NluData.rules()`).
+    rules: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
         if self.mode not in MODES:
@@ -140,6 +144,8 @@ class JobStore:
         folder.mkdir(parents=True)
         lines = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in request.examples)
         (folder / "examples.jsonl").write_text(lines, encoding="utf-8")
+        if request.rules:
+            (folder / RULES_FILE).write_text(json.dumps(request.rules, ensure_ascii=False), encoding="utf-8")
         options = {"train": dict(request.options or {}), "tolerance": request.tolerance}
         try:
             with self.connect() as conn:
@@ -289,6 +295,23 @@ def _as_examples(rows: Sequence[dict[str, Any]]) -> list[Example]:
     return [Example.from_json(r) for r in rows]
 
 
+def _with_base_rules(nlu: NluData, base: ModelMeta) -> NluData:
+    """An appended job keeps the active version's synonyms, patterns and responses; its own win."""
+    merged = NluData.from_rules(
+        {
+            "synonyms": base.entity_synonyms,
+            "regexes": base.entity_regexes,
+            "lookups": base.entity_lookups,
+            "responses": base.responses,
+        }
+    )
+    merged.synonyms.update(nlu.synonyms)
+    merged.regexes.update(nlu.regexes)
+    merged.lookups.update(nlu.lookups)
+    merged.responses.update(nlu.responses)
+    return merged
+
+
 def held_out_accuracy(predictor: Predictor, examples: Sequence[Example]) -> float:
     y_pred = [p.intent or OOS for p in predictor.predict_batch([e.text for e in examples], top_k=1)]
     return float(summary([e.intent for e in examples], y_pred)["accuracy"])
@@ -301,6 +324,8 @@ def run_job(store: ModelStore, job_id: str) -> None:
     config = TrainConfig.from_options(raw_options.get("train", {}))
     tolerance = float(raw_options.get("tolerance", 0.01))
     new = _read_jsonl(jobs.job_dir(job_id) / "examples.jsonl")
+    rules_file = jobs.job_dir(job_id) / RULES_FILE
+    nlu = NluData.from_rules(json.loads(rules_file.read_text("utf-8")) if rules_file.exists() else {})
     base_version = store.active()
     jobs.update(job_id, base_version=base_version, pid=os.getpid())
 
@@ -325,6 +350,7 @@ def run_job(store: ModelStore, job_id: str) -> None:
             held_out = [e for e in held_out if e.text.casefold() not in fixed]
             held = {(e.text, e.intent) for e in held_out}
             all_examples = base + new
+            nlu = _with_base_rules(nlu, store.meta(base_version))
             if len(held_out) >= MIN_HELD_OUT:
                 new_train, new_valid = stratified_split(new, config.valid_fraction, config.seed)
                 training = [e for e in base if (e.text, e.intent) not in held] + new_train
@@ -340,7 +366,7 @@ def run_job(store: ModelStore, job_id: str) -> None:
 
         if valid is None:
             training, valid = stratified_split(training, config.valid_fraction, config.seed)
-        result = train(training, config, valid_examples=valid, progress=progress)
+        result = train(training, config, valid_examples=valid, progress=progress, nlu=nlu)
         result.meta.training["job"] = job_id
         result.meta.training["mode"] = job["mode"]
         version = store.add(

@@ -1,7 +1,9 @@
-"""Read labelled utterances from CSV, JSON Lines or Rasa NLU YAML.
+"""Read labelled utterances from CSV, JSON Lines, Rasa NLU YAML or Rasa's JSON format.
 
 Every problem is reported with the file and line it comes from; nothing is
-dropped without being counted in the `DataSummary`.
+dropped without being counted, in the `DataSummary` or in `NluData.lines()`.
+A Rasa project's `data/` directory reads as Rasa reads it: the NLU parts are
+taken, and stories, rules and the domain are named as skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,7 +34,7 @@ OOS = "oos"
 MAX_TEXT_CHARS = 10_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
 _INTENT_NAME = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".yml": "yaml", ".yaml": "yaml"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".yml": "yaml", ".yaml": "yaml", ".json": "rasa_json"}
 
 
 class DataError(ValueError):
@@ -67,6 +70,7 @@ class DataSummary:
     duplicates: int = 0  # same text, same intent: kept once
     conflicts: list[str] = field(default_factory=list)  # same text, several intents: dropped
     per_intent: dict[str, int] = field(default_factory=dict)
+    set_aside: list[str] = field(default_factory=list)  # what training found no use for, said why
 
     def lines(self) -> list[str]:
         out = [f"{self.rows} rows read, {self.kept} examples kept, {len(self.per_intent)} intents"]
@@ -78,24 +82,146 @@ class DataSummary:
                 + "; ".join(self.conflicts[:5])
                 + (" ..." if len(self.conflicts) > 5 else "")
             )
-        return out
+        return out + [f"not used: {item}" for item in self.set_aside]
+
+
+@dataclass
+class NluData:
+    """What training files hold: the examples, and Rasa's entity synonyms, regexes, lookup
+    tables and responses beside them; `skipped` names every part that is not NLU data."""
+
+    examples: list[Example] = field(default_factory=list)
+    synonyms: dict[str, str] = field(default_factory=dict)  # text (casefolded) -> value
+    regexes: dict[str, list[str]] = field(default_factory=dict)  # name -> patterns
+    lookups: dict[str, list[str]] = field(default_factory=dict)  # name -> entries
+    responses: dict[str, list[Any]] = field(default_factory=dict)  # utter_... -> variants
+    skipped: list[str] = field(default_factory=list)
+    _origin: dict[str, str] = field(default_factory=dict, repr=False)  # synonym -> where defined
+
+    def add_synonym(self, text: str, value: str, where: str) -> None:
+        key = text.strip().casefold()
+        if key in self.synonyms and self.synonyms[key] != value:
+            raise DataError(
+                f"{where}: synonym {text!r} maps to {value!r} here"
+                f" and to {self.synonyms[key]!r} at {self._origin[key]}"
+            )
+        self.synonyms[key] = value
+        self._origin.setdefault(key, where)
+
+    def extend(self, other: NluData) -> None:
+        self.examples.extend(other.examples)
+        for key, value in other.synonyms.items():
+            self.add_synonym(key, value, other._origin.get(key, "?"))
+        for mine, theirs in ((self.regexes, other.regexes), (self.lookups, other.lookups)):
+            for name, items in theirs.items():
+                mine.setdefault(name, []).extend(i for i in items if i not in mine.get(name, []))
+        self.responses.update(other.responses)
+        self.skipped.extend(other.skipped)
+
+    def rules(self) -> dict[str, Any]:
+        """All but the examples, as JSON (a training job keeps it beside its examples)."""
+        return {
+            k: v
+            for k, v in (
+                ("synonyms", self.synonyms),
+                ("regexes", self.regexes),
+                ("lookups", self.lookups),
+                ("responses", self.responses),
+            )
+            if v
+        }
+
+    @classmethod
+    def from_rules(cls, rules: dict[str, Any], examples: Sequence[Example] = ()) -> NluData:
+        return cls(
+            list(examples),
+            dict(rules.get("synonyms", {})),
+            dict(rules.get("regexes", {})),
+            dict(rules.get("lookups", {})),
+            dict(rules.get("responses", {})),
+        )
+
+    def lines(self) -> list[str]:
+        """What the summary of a training run says beside the examples' counts."""
+        counts = [
+            (len(self.synonyms), "entity synonyms"),
+            (sum(map(len, self.regexes.values())), f"regex patterns ({len(self.regexes)} names)"),
+            (sum(map(len, self.lookups.values())), f"lookup entries ({len(self.lookups)} tables)"),
+            (len(self.responses), "responses"),
+        ]
+        out = (
+            [", ".join(f"{n} {what}" for n, what in counts if n) + " read"]
+            if any(n for n, _ in counts)
+            else []
+        )
+        return out + [f"skipped {item}" for item in self.skipped]
 
 
 def read_file(path: str | Path) -> list[Example]:
     """Examples of one file, in order, in the format its extension names."""
-    p = Path(path)
+    return read_data([path]).examples
+
+
+def read_files(paths: Iterable[str | Path]) -> list[Example]:
+    return read_data(paths).examples
+
+
+def read_data(paths: Iterable[str | Path]) -> NluData:
+    """Files and directories (a Rasa project's `data/`), read in order; files in a directory
+    in name order, those of no training format named as skipped."""
+    data = NluData()
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)
+            )
+            other = [f for f in found if f.suffix.lower() not in FORMATS]
+            for f in found:
+                if f.suffix.lower() in FORMATS:
+                    data.extend(_read_one(f, in_directory=True))
+            if other:
+                kinds = sorted({f.suffix.lower() or "(none)" for f in other})
+                data.skipped.append(f"{len(other)} file(s) in {p} of no training format ({', '.join(kinds)})")
+        else:
+            data.extend(_read_one(p))
+    if not data.examples:
+        said = f" ({'; '.join(data.skipped)})" if data.skipped else ""
+        raise DataError(f"no examples found in {', '.join(map(str, paths))}{said}")
+    return data
+
+
+def _read_one(p: Path, in_directory: bool = False) -> NluData:
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
-        raise DataError(f"{p}: unknown file type {p.suffix or '(none)'!r}; use .csv, .jsonl, .yml or .yaml")
+        raise DataError(
+            f"{p}: unknown file type {p.suffix or '(none)'!r}; use .csv, .jsonl, .yml, .yaml or .json"
+        )
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     if p.stat().st_size > MAX_FILE_BYTES:
         raise DataError(f"{p}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-    return parse_bytes(p.read_bytes(), fmt, str(p))
+    return parse_data(p.read_bytes(), fmt, str(p), in_directory)
 
 
 def parse_bytes(raw: bytes, fmt: str, name: str) -> list[Example]:
-    """Parse file contents already in memory (the service's uploads use this too)."""
+    """The examples of file contents already in memory."""
+    data = parse_data(raw, fmt, name)
+    if not data.examples:
+        raise DataError(
+            f"{name}: no examples found" + (f" ({'; '.join(data.skipped)})" if data.skipped else "")
+        )
+    return data.examples
+
+
+def parse_data(raw: bytes, fmt: str, name: str, in_directory: bool = False) -> NluData:
+    """Parse file contents already in memory (the service's uploads use this too).
+
+    A file of a Rasa project that is not training data (config.yml, endpoints.yml) is an
+    error when named on its own, and skipped with a word when met in a directory.
+    """
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError(f"{name}: is UTF-16 encoded; save the file as UTF-8")
     if b"\x00" in raw:
@@ -105,13 +231,16 @@ def parse_bytes(raw: bytes, fmt: str, name: str) -> list[Example]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{name}:{line}: not valid UTF-8 (save the file as UTF-8)") from None
-    readers = {"csv": _read_csv, "jsonl": _read_jsonl, "yaml": _read_yaml}
-    if fmt not in readers:
-        raise DataError(f"{name}: unknown format {fmt!r}")
-    examples = readers[fmt](text, name)
-    if not examples:
-        raise DataError(f"{name}: no examples found")
-    return examples
+    if fmt in ("csv", "jsonl"):
+        examples = (_read_csv if fmt == "csv" else _read_jsonl)(text, name)
+        if not examples:
+            raise DataError(f"{name}: no examples found")
+        return NluData(examples)
+    if fmt == "yaml":
+        return _read_yaml(text, name, in_directory)
+    if fmt == "rasa_json":
+        return _read_rasa_json(text, name, in_directory)
+    raise DataError(f"{name}: unknown format {fmt!r}")
 
 
 def _example(
@@ -193,7 +322,7 @@ class _SafeNoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _read_yaml(text: str, name: str) -> list[Example]:
+def _read_yaml(text: str, name: str, in_directory: bool = False) -> NluData:
     try:
         doc = yaml.load(text, Loader=_SafeNoAliasLoader)
     except DataError as exc:
@@ -204,45 +333,104 @@ def _read_yaml(text: str, name: str) -> list[Example]:
         raise DataError(f"{name}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     except RecursionError:  # PyYAML composes recursively: `[[[[...` would overflow the stack
         raise DataError(f"{name}: YAML nested too deeply") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):
-        raise DataError(f"{name}: Rasa NLU YAML needs a top-level 'nlu:' list")
     lines = text.splitlines()
-    examples = []
-    for number, block in enumerate(doc["nlu"], start=1):
-        kinds = sorted(_BLOCK_KINDS & set(block)) if isinstance(block, dict) else []
-        keys = sorted(map(str, block)) if isinstance(block, dict) else []
-        first = kinds[0] if kinds else next(iter(block), "") if isinstance(block, dict) else str(block)
-        where = f"{name}:{_find_line(lines, f'{first}:' if not kinds else f'{first}: {block[first]}')}"
-        if len(kinds) != 1:
-            found = keys[:6] or [type(block).__name__]
-            raise DataError(f"{where}: nlu item {number} has {found}; it needs one of {sorted(_BLOCK_KINDS)}")
-        unknown = sorted(set(keys) - _BLOCK_KINDS - _BLOCK_FIELDS)
-        if unknown:
-            known = sorted(_BLOCK_KINDS | _BLOCK_FIELDS)
-            raise DataError(f"{where}: unknown key {unknown[0]!r} in an nlu item (known: {known})")
-        if kinds[0] != "intent":
-            continue  # synonyms, regexes, lookup tables: not intent examples
-        intent = block["intent"]
-        for item in _block_examples(block.get("examples"), intent, where):
-            examples.append(_example(item, intent, where, markup=True))
-    return examples
+    keys = sorted(map(str, doc)) if isinstance(doc, dict) else []
+    known = [k for k in keys if k in _RASA_SECTIONS]
+    if not known:
+        if in_directory:
+            return NluData(skipped=[f"{name}: not training data (top-level keys {keys[:6]})"])
+        raise DataError(
+            f"{name}: Rasa NLU YAML needs a top-level 'nlu:' list (found {keys[:6] or type(doc).__name__})"
+        )
+    unknown = [k for k in keys if k not in _RASA_SECTIONS]
+    if unknown:
+        where = f"{name}:{_find_line(lines, f'{unknown[0]}:')}"
+        raise DataError(
+            f"{where}: unknown top-level key {unknown[0]!r} (Rasa's are {sorted(_RASA_SECTIONS)})"
+        )
+    assert isinstance(doc, dict)
+    data = NluData()
+    if "nlu" in doc:
+        if not isinstance(doc["nlu"], list):
+            raise DataError(f"{name}:{_find_line(lines, 'nlu:')}: 'nlu:' must be a list of items")
+        for number, block in enumerate(doc["nlu"], start=1):
+            _read_block(block, number, name, lines, data)
+    if "responses" in doc:
+        if not isinstance(doc["responses"], dict):
+            raise DataError(f"{name}:{_find_line(lines, 'responses:')}: 'responses:' must map names to lists")
+        data.responses.update(
+            {str(k): v if isinstance(v, list) else [v] for k, v in doc["responses"].items()}
+        )
+    rest = [k for k in known if k not in ("nlu", "responses", "version")]
+    if rest:
+        data.skipped.append(f"{name}: {', '.join(rest)} (not NLU data)")
+    return data
 
 
-# What an `nlu:` item is, and the other keys Rasa allows in one.
+# The top-level keys of Rasa's training data and domain files; an NLU item's kinds and fields.
+_RASA_SECTIONS = {
+    "version", "nlu", "responses", "stories", "rules", "intents", "entities", "slots", "forms",
+    "actions", "session_config", "e2e_actions", "config",
+}  # fmt: skip
 _BLOCK_KINDS = {"intent", "synonym", "regex", "lookup"}
 _BLOCK_FIELDS = {"examples", "metadata"}
 
 
-def _block_examples(body: object, intent: object, where: str) -> list[str]:
-    """The example texts of an intent: an `examples: |` block of "- " lines, or a list of
+def _read_block(block: object, number: int, name: str, lines: Sequence[str], data: NluData) -> None:
+    """One item of `nlu:`: an intent's examples, or a synonym, regex or lookup table."""
+    kinds = sorted(_BLOCK_KINDS & set(block)) if isinstance(block, dict) else []
+    keys = sorted(map(str, block)) if isinstance(block, dict) else []
+    first = kinds[0] if kinds else next(iter(block), "") if isinstance(block, dict) else str(block)
+    where = f"{name}:{_find_line(lines, f'{first}:' if not kinds else f'{first}: {block[first]}')}"
+    if len(kinds) != 1:
+        found = keys[:6] or [type(block).__name__]
+        raise DataError(f"{where}: nlu item {number} has {found}; it needs one of {sorted(_BLOCK_KINDS)}")
+    unknown = sorted(set(keys) - _BLOCK_KINDS - _BLOCK_FIELDS)
+    if unknown:
+        known = sorted(_BLOCK_KINDS | _BLOCK_FIELDS)
+        raise DataError(f"{where}: unknown key {unknown[0]!r} in an nlu item (known: {known})")
+    assert isinstance(block, dict)
+    kind, label = kinds[0], block[kinds[0]]
+    if not isinstance(label, str | int | float) or not str(label).strip():
+        raise DataError(f"{where}: {kind} needs a name")
+    items = _block_examples(block.get("examples"), kind, str(label), where)
+    if kind == "intent":
+        data.examples.extend(_example(item, str(label), where, markup=True) for item in items)
+    else:
+        _add_rule(data, kind, str(label).strip(), items, where)
+
+
+def _add_rule(data: NluData, kind: str, name: str, items: Sequence[str], where: str) -> None:
+    """A synonym (its examples all mean `name`), a regex or a lookup table, checked."""
+    items = [i for i in items if i]
+    if not items:
+        raise DataError(f"{where}: {kind} {name!r} has no examples")
+    if kind == "synonym":
+        for item in items:
+            data.add_synonym(item, name, where)
+        return
+    if kind == "regex":
+        for item in items:
+            try:
+                re.compile(item)
+            except re.error as exc:
+                raise DataError(
+                    f"{where}: regex {name!r}: {item[:60]!r} is not a valid pattern: {exc}"
+                ) from None
+    table = data.regexes if kind == "regex" else data.lookups
+    table.setdefault(name, []).extend(i for i in items if i not in table.get(name, []))
+
+
+def _block_examples(body: object, kind: str, label: str, where: str) -> list[str]:
+    """The example texts of an item: an `examples: |` block of "- " lines, or a list of
     `{text, metadata}` items (Rasa's form for examples with metadata)."""
     if isinstance(body, list):
         texts = [item.get("text") if isinstance(item, dict) else None for item in body]
         if not all(isinstance(t, str) for t in texts):
-            raise DataError(f"{where}: intent {intent!r}: each item of an examples list needs a 'text'")
+            raise DataError(f"{where}: {kind} {label!r}: each item of an examples list needs a 'text'")
         return [t.strip() for t in texts if isinstance(t, str)]
     if not isinstance(body, str):
-        raise DataError(f"{where}: intent {intent!r} needs an 'examples: |' block")
+        raise DataError(f"{where}: {kind} {label!r} needs an 'examples: |' block")
     out = []
     for item in body.splitlines():
         item = item.strip()
@@ -254,18 +442,63 @@ def _block_examples(body: object, intent: object, where: str) -> list[str]:
     return out
 
 
+def _read_rasa_json(text: str, name: str, in_directory: bool = False) -> NluData:
+    """Rasa's JSON training format: `{"rasa_nlu_data": {"common_examples": [...], ...}}`."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise DataError(f"{name}: JSON nested too deeply") from None
+    body = doc.get("rasa_nlu_data") if isinstance(doc, dict) else None
+    if not isinstance(body, dict):
+        if in_directory:
+            return NluData(skipped=[f"{name}: not training data (no 'rasa_nlu_data')"])
+        raise DataError(f"{name}: Rasa's JSON format needs a top-level 'rasa_nlu_data' object")
+    unknown = sorted(set(body) - set(_JSON_SECTIONS))
+    if unknown:
+        raise DataError(
+            f"{name}: unknown key {unknown[0]!r} in rasa_nlu_data (known: {sorted(_JSON_SECTIONS)})"
+        )
+    lines = text.splitlines()
+    data = NluData()
+    for section in _JSON_SECTIONS:
+        items = body.get(section, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise DataError(f"{name}:{_find_line(lines, section)}: '{section}' must be a list of objects")
+        for i, item in enumerate(items):
+            first = next((v for v in item.values() if isinstance(v, str)), section)
+            where = f"{name}:{_find_line(lines, json.dumps(first)[1:-1])}"
+            if section == "common_examples":
+                data.examples.append(
+                    _example(item.get("text"), item.get("intent"), where, item.get("entities"))
+                )
+            elif section == "entity_synonyms":
+                value, synonyms = item.get("value"), item.get("synonyms")
+                if not isinstance(value, str) or not isinstance(synonyms, list):
+                    raise DataError(f"{where}: {section}[{i}] needs 'value' and a list 'synonyms'")
+                _add_rule(data, "synonym", value, [str(s).strip() for s in synonyms], where)
+            else:
+                kind, field_ = ("regex", "pattern") if section == "regex_features" else ("lookup", "elements")
+                label, got = item.get("name"), item.get(field_)
+                entries = [got] if isinstance(got, str) and kind == "regex" else got
+                if not isinstance(label, str) or not isinstance(entries, list):
+                    what = (
+                        "a string 'pattern'" if kind == "regex" else "a list 'elements' (files are not read)"
+                    )
+                    raise DataError(f"{where}: {section}[{i}] needs 'name' and {what}")
+                _add_rule(data, kind, label, [str(e).strip() for e in entries], where)
+    return data
+
+
+_JSON_SECTIONS = ("common_examples", "entity_synonyms", "regex_features", "lookup_tables")
+
+
 def _find_line(lines: Sequence[str], needle: str) -> int:
     for i, line in enumerate(lines, start=1):
         if needle in line:
             return i
     return 1
-
-
-def read_files(paths: Iterable[str | Path]) -> list[Example]:
-    examples: list[Example] = []
-    for p in paths:
-        examples.extend(read_file(p))
-    return examples
 
 
 def clean(examples: Sequence[Example], min_per_intent: int = 2) -> tuple[list[Example], DataSummary]:

@@ -20,7 +20,7 @@ from model.artifact import ModelMeta, check_bounds
 from model.config import ModelConfig, TokenizerConfig
 from model.coverage import WordCoverage
 from model.detector import DetectorParams
-from model.entities import crf_loss, tags_of
+from model.entities import Kind, crf_loss, kind_of, tags_of
 from model.network import Batch, IntentNet
 from model.predictor import known_shares, verdicts
 from model.tokenizer import UNK_ID, Encoded, Tokenizer, token_spans, tokenize
@@ -28,7 +28,7 @@ from training.calibration import choose_coverage_threshold, choose_threshold, fi
 from training.distill import augmented_rows, fit_teacher, neighbours, teacher_text
 from training.metrics import summary as metric_summary
 from training.pretrained import DEFAULT_ENCODER, load_encoder, packages_installed
-from training.readers import OOS, DataSummary, Example, checksum, clean
+from training.readers import OOS, DataSummary, Example, NluData, checksum, clean
 from training.vectors import VocabularyVectors, for_vocabulary
 
 # Enough rows to find an intent's near neighbours; bounds the model's size on big data sets.
@@ -274,7 +274,10 @@ def train(
     valid_examples: Sequence[Example] | None = None,
     progress: Callable[[Progress], None] | None = None,
     show_progress: bool = False,
+    nlu: NluData | None = None,
 ) -> TrainResult:
+    """`nlu`: the synonyms, regexes, lookup tables and responses the data files held beside
+    `examples` (training/readers.py `read_data`); they go into the artifact."""
     cfg = config or TrainConfig()
     started = time.monotonic()
     seed_everything(cfg.seed)
@@ -290,10 +293,10 @@ def train(
     if unknown:
         raise ValueError(f"validation data has intents the training data lacks: {unknown[:10]}")
     label_index = {lab: i for i, lab in enumerate(labels)}
-    entity_types = sorted({e.entity for ex in data for e in ex.entities})
+    kinds = sorted({kind_of(e) for ex in data for e in ex.entities}, key=lambda k: tuple(x or "" for x in k))
 
     net, tokenizer, history, pretrained = _fit(
-        train_ex, valid_ex, label_index, entity_types, cfg, progress, show_progress
+        train_ex, valid_ex, label_index, kinds, cfg, progress, show_progress
     )
 
     temperature, threshold, coverage_threshold, detector, metrics = 1.0, 0.0, 0.0, None, {}
@@ -317,7 +320,7 @@ def train(
         # the first model: the second has no rows left to measure itself on.
         seed_everything(cfg.seed)
         net, tokenizer, more, pretrained = _fit(
-            train_ex + valid_ex, [], label_index, entity_types, cfg, progress, show_progress
+            train_ex + valid_ex, [], label_index, kinds, cfg, progress, show_progress
         )
         history += [{**h, "refit": True} for h in more]
         if detector is not None:
@@ -333,8 +336,7 @@ def train(
         temperature=round(temperature, 5),
         coverage_threshold=round(coverage_threshold, 4),
         detector=detector,
-        entity_types=entity_types,
-        entity_synonyms=_synonyms(data),
+        **_entity_fields(data, kinds, labels, nlu or NluData(), summary),
         data={
             "checksum": checksum(data),
             "examples": len(train_ex) + len(valid_ex),
@@ -433,7 +435,7 @@ def _fit(
     train_ex: Sequence[Example],
     valid_ex: Sequence[Example],
     label_index: dict[str, int],
-    entity_types: list[str],
+    kinds: list[Kind],
     cfg: TrainConfig,
     progress: Callable[[Progress], None] | None,
     show_progress: bool,
@@ -452,9 +454,7 @@ def _fit(
     if vectors is not None:
         tokenizer = Tokenizer(tokenizer.vocab + vectors.extra_words, tokenizer_cfg, cfg.bag_buckets)
     dim = 0 if vectors is None else int(vectors.matrix.shape[1])
-    model_cfg = cfg.model_config(
-        len(tokenizer), len(label_index), dim, learned if dim else 0, len(entity_types)
-    )
+    model_cfg = cfg.model_config(len(tokenizer), len(label_index), dim, learned if dim else 0, len(kinds))
     # Fail now, not after an hour of training, if the result could never be loaded.
     check_bounds(model_cfg, tokenizer_cfg)
     net = IntentNet(model_cfg, sparse=True)
@@ -463,7 +463,7 @@ def _fit(
 
     x_train = [tokenizer.encode_tokens(t) for t in tokens]
     y_train = torch.tensor([label_index[e.intent] for e in train_ex])
-    tags = _entity_tags(train_ex, tokens, entity_types, tokenizer_cfg) if entity_types else []
+    tags = _entity_tags(train_ex, tokens, kinds, tokenizer_cfg) if kinds else []
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
     soft: Tensor | None = None
@@ -568,22 +568,43 @@ def _label_loss(
     return loss_fn(deep + wide, target)
 
 
-def _synonyms(examples: Sequence[Example]) -> dict[str, str]:
-    """Span text -> value where the data gave a span a value of its own (`[NYC](city:New York)`)."""
-    out: dict[str, str] = {}
-    for ex in examples:
+def _entity_fields(
+    examples: Sequence[Example], kinds: list[Kind], labels: list[str], nlu: NluData, summary: DataSummary
+) -> dict[str, Any]:
+    """The artifact's entity types and roles, synonyms, patterns and retrieval responses.
+
+    As Rasa's extractor, only regexes and lookup tables named after an annotated entity type
+    extract; the others, like responses of no retrieval intent, are counted as set aside.
+    """
+    synonyms = dict(nlu.synonyms)
+    for ex in examples:  # a span given a value of its own, `[NYC](city:New York)`
         for e in ex.entities:
             span = ex.text[e.start : e.end]
             if e.value != span:
-                out.setdefault(span.casefold(), e.value)
-    return dict(sorted(out.items()))
+                synonyms.setdefault(span.casefold(), e.value)
+    names = {k[0] for k in kinds}
+    unused = sorted((set(nlu.regexes) | set(nlu.lookups)) - names)
+    if unused:
+        summary.set_aside.append(
+            f"regexes and lookup tables named after no annotated entity: {', '.join(unused)}"
+        )
+    wanted = {f"utter_{label}" for label in labels if "/" in label}
+    responses = {k: v for k, v in sorted(nlu.responses.items()) if k in wanted}
+    return {
+        "entity_types": [k[0] for k in kinds],
+        "entity_roles": [[k[1], k[2]] for k in kinds] if any(k[1] or k[2] for k in kinds) else [],
+        "entity_synonyms": dict(sorted(synonyms.items())),
+        "entity_regexes": {k: v for k, v in sorted(nlu.regexes.items()) if k in names},
+        "entity_lookups": {k: v for k, v in sorted(nlu.lookups.items()) if k in names},
+        "responses": responses,
+    }
 
 
 def _entity_tags(
-    examples: Sequence[Example], tokens: Sequence[Sequence[str]], types: list[str], cfg: TokenizerConfig
+    examples: Sequence[Example], tokens: Sequence[Sequence[str]], kinds: list[Kind], cfg: TokenizerConfig
 ) -> list[list[int]]:
     """Each example's BIO tag ids, one a token of `tokens` (an utterance of no token reads as one)."""
-    index = {t: i for i, t in enumerate(types)}
+    index = {k: i for i, k in enumerate(kinds)}
     out = []
     for e, toks in zip(examples, tokens, strict=True):
         tags = tags_of(token_spans(e.text, cfg), e.entities, index)

@@ -20,7 +20,7 @@ from app.errors import ApiError
 from app.schemas import ErrorResponse, TrainingJob, TrainingJobCreate, TrainingJobList
 from model.store import ModelStore, StoreError
 from training.jobs import JobError, JobRequest, JobStore
-from training.readers import FORMATS, DataError, Example, clean, parse_bytes
+from training.readers import FORMATS, DataError, Example, NluData, clean, parse_data
 
 router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
 # An HTTP caller should not hang for the 10 s a training process waits on a lock.
@@ -80,7 +80,7 @@ _UPLOAD_SCHEMA = {
 }
 
 
-async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example], dict[str, Any]]:
+async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[str, Any]]:
     form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -90,15 +90,20 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example],
     suffix = PurePath(name).suffix.lower()
     if suffix not in FORMATS:
         raise ApiError(
-            422, "invalid_request", f"file: unknown type {suffix or '(none)'!r}; use .csv, .jsonl, .yml"
+            422,
+            "invalid_request",
+            f"file: unknown type {suffix or '(none)'!r}; use .csv, .jsonl, .yml or .json (Rasa)",
         )
     raw = await upload.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ApiError(413, "body_too_large", f"file: larger than {max_bytes} bytes")
     try:
-        examples = await asyncio.to_thread(parse_bytes, raw, FORMATS[suffix], name)
+        data = await asyncio.to_thread(parse_data, raw, FORMATS[suffix], name)
     except DataError as exc:
         raise ApiError(422, "invalid_data", str(exc)) from None
+    if not data.examples:
+        said = f" ({'; '.join(data.skipped)})" if data.skipped else ""
+        raise ApiError(422, "invalid_data", f"{name}: no examples found{said}")
     fields: dict[str, Any] = {}
     for key in ("mode", "activate", "tolerance"):
         if isinstance(form.get(key), str):
@@ -108,7 +113,7 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[list[Example],
             fields["options"] = json.loads(form["options"])
         except (json.JSONDecodeError, RecursionError):
             raise ApiError(422, "invalid_request", "options: not valid JSON") from None
-    return examples, fields
+    return data, fields
 
 
 def _check_data(store: ModelStore, request: JobRequest) -> None:
@@ -136,7 +141,8 @@ def _check_data(store: ModelStore, request: JobRequest) -> None:
 async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """Queue a training job: JSON examples, or a multipart upload with a `file` part and the same fields."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        examples, fields = await _from_upload(request, settings.max_upload_bytes)
+        data, fields = await _from_upload(request, settings.max_upload_bytes)
+        examples, rules = data.examples, data.rules()
         try:
             body = TrainingJobCreate.model_validate({"examples": [{"text": "-", "intent": "-"}], **fields})
         except ValidationError as exc:
@@ -150,6 +156,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
             body = TrainingJobCreate.model_validate(payload)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
+        rules: dict[str, Any] = {}
         try:
             rows = [e.model_dump(exclude_none=True) for e in body.examples]
             examples = [Example.from_json(row, f"examples.{i}") for i, row in enumerate(rows)]
@@ -161,7 +168,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
             "too_many_examples",
             f"{len(examples)} examples is over the limit of {settings.max_train_examples}",
         )
-    job = JobRequest(examples, body.mode, body.activate, body.options, body.tolerance)
+    job = JobRequest(examples, body.mode, body.activate, body.options, body.tolerance, rules)
     try:
         job.validate()
         await asyncio.to_thread(_check_data, store, job)

@@ -13,6 +13,8 @@ from model.tokenizer import token_spans, tokenize
 from training.markup import Entity
 
 TYPES = ["time", "city"]  # tags: O, B-time, I-time, B-city, I-city
+KINDS = [(t, None, None) for t in TYPES]
+INDEX = {kind: k for k, kind in enumerate(KINDS)}
 
 
 def test_tag_names_and_tags_of_spans() -> None:
@@ -20,13 +22,28 @@ def test_tag_names_and_tags_of_spans() -> None:
     text = "fly to new york at 6:30"
     tokens = token_spans(text)
     entities = [Entity(7, 15, "city", "new york"), Entity(19, 23, "time", "6:30")]
-    assert tags_of(tokens, entities, {"time": 0, "city": 1}) == [0, 0, 3, 4, 0, 1]
+    assert tags_of(tokens, entities, INDEX) == [0, 0, 3, 4, 0, 1]
 
 
 def test_a_span_that_cuts_a_token_takes_the_whole_token_and_a_second_type_of_one_span_is_skipped() -> None:
     tokens = token_spans("at 6:30pm")  # "at", "6:30", "pm"
     cut = [Entity(3, 5, "time", "6:"), Entity(3, 5, "city", "6:")]
-    assert tags_of(tokens, cut, {"time": 0, "city": 1}) == [0, 1, 0]
+    assert tags_of(tokens, cut, INDEX) == [0, 1, 0]
+
+
+def test_a_role_or_group_is_a_tag_type_of_its_own_and_comes_back_with_the_span() -> None:
+    text = "from paris to rome"
+    tokens = token_spans(text)
+    spans = [
+        Entity(5, 10, "city", "paris", role="from"),
+        Entity(14, 18, "city", "rome", role="to", group="1"),
+    ]
+    kinds: list = [("city", "from", None), ("city", "to", "1")]
+    tags = tags_of(tokens, spans, {k: i for i, k in enumerate(kinds)})
+    assert tags == [0, 1, 0, 3]
+    found = spans_of(tags, [1.0] * 4, tokens, kinds, text)
+    assert [(e.value, e.role, e.group) for e in found] == [("paris", "from", None), ("rome", "to", "1")]
+    assert found[1].to_dict()["role"] == "to" and "role" not in FoundEntity("t", "x", 0, 1, 1.0).to_dict()
 
 
 def test_token_spans_point_into_the_text_as_sent() -> None:
@@ -91,11 +108,11 @@ def test_decoder_finds_the_best_valid_path_and_never_an_invalid_one() -> None:
 def test_spans_of_a_tag_sequence() -> None:
     text = "fly to new york at 6:30"
     tokens = token_spans(text)
-    found = spans_of([0, 0, 3, 4, 0, 1], [1.0, 1.0, 0.9, 0.7, 1.0, 0.5], tokens, TYPES, text)
+    found = spans_of([0, 0, 3, 4, 0, 1], [1.0, 1.0, 0.9, 0.7, 1.0, 0.5], tokens, KINDS, text)
     assert found == [FoundEntity("city", "new york", 7, 15, 0.8), FoundEntity("time", "6:30", 19, 23, 0.5)]
     # Two spans of one type side by side stay two.
     assert [
-        e.value for e in spans_of([3, 3], [1.0, 1.0], token_spans("paris rome"), TYPES, "paris rome")
+        e.value for e in spans_of([3, 3], [1.0, 1.0], token_spans("paris rome"), KINDS, "paris rome")
     ] == [
         "paris",
         "rome",

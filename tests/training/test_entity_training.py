@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from model.artifact import META_FILE, ArtifactError, load, save
 from model.predictor import Predictor
 from tests.conftest import ALARM, CITIES, TIMES, entity_examples
 from training.evaluate import evaluate
-from training.readers import Example
+from training.readers import Example, NluData
 from training.train import TrainResult
 
 
@@ -69,3 +70,45 @@ def test_a_model_without_entities_has_no_tagger(small_result: TrainResult) -> No
     assert small_result.meta.entity_types == []
     assert "entity_types" not in small_result.meta.to_dict()
     assert "entity_tags" not in small_result.meta.to_dict()["model"]
+
+
+def test_a_rasa_project_trains_with_roles_synonyms_patterns_and_retrieval_responses(
+    rasa_bot: tuple[TrainResult, NluData], tmp_path: Path
+) -> None:
+    result, data = rasa_bot
+    meta = result.meta
+    assert "stories.yml: stories (not NLU data)" in "\n".join(data.skipped)
+    assert set(meta.entity_kinds) == {
+        ("city", "departure", None),
+        ("city", "destination", None),
+        ("flight_number", None, None),
+    }
+    # Rasa's rule: a pattern extracts only when named after an annotated entity type.
+    assert meta.entity_regexes == {"flight_number": ["\\b[A-Z]{2}[0-9]{1,4}\\b"]}
+    assert meta.entity_lookups == {"city": ["reykjavik"]}
+    assert any("help" in line for line in result.summary.lines())
+    assert meta.entity_synonyms == {"nyc": "new york"}
+    assert meta.responses == {"utter_chitchat/ask_name": [{"text": "I am a bot."}]}
+    predictor = Predictor.load(save(result.net, meta, tmp_path / "m"))
+    flight = predictor.predict("fly from tokyo to berlin")
+    assert flight.intent == "book_flight"
+    assert [(e.value, e.role) for e in flight.entities] == [("tokyo", "departure"), ("berlin", "destination")]
+    assert flight.to_dict()["entities"][0]["role"] == "departure"
+    # Never a city in training: the lookup table finds it, the synonym maps "nyc".
+    found = {e.value: e for e in predictor.predict("hello reykjavik and nyc").entities}
+    assert "reykjavik" in found and found["reykjavik"].entity == "city"
+    assert found.get("new york") is None or found["new york"].entity == "city"
+
+
+def test_patterns_find_entities_besides_the_tagger_and_never_on_its_spans(small_result: TrainResult) -> None:
+    meta = replace(small_result.meta, entity_regexes={"zipcode": [r"\b[0-9]{5}\b"]}, entity_lookups={})
+    predictor = Predictor(small_result.net, meta, small_result.tokenizer)
+    (zipcode,) = predictor.predict("weather for 90210 please").entities
+    assert (zipcode.entity, zipcode.value, zipcode.start, zipcode.end, zipcode.by_pattern) == (
+        "zipcode",
+        "90210",
+        12,
+        17,
+        True,
+    )
+    assert predictor.predict("weather for 9021").entities == []

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from training.readers import DataError, Example, clean, parse_bytes, read_file
+from training.readers import DataError, Example, clean, parse_bytes, parse_data, read_data, read_file
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -84,7 +84,9 @@ def test_rasa_yaml(tmp_path: Path) -> None:
         ("d.yml", "nlu:\n- intent: greet\n  examples: |\n    hey\n", r"d.yml:2: example lines must start"),
         ("d.yml", "nlu: [unclosed\n", r"d.yml:\d+: not valid YAML"),
         ("d.yml", "a: &x [1]\nb: *x\n", r"d.yml:2: YAML anchors and aliases are not allowed"),
-        ("d.yml", "stories: []\n", r"needs a top-level 'nlu:' list"),
+        ("d.yml", "stories: []\n", r"no examples found in .*d.yml: stories \(not NLU data\)"),
+        ("d.yml", "recipe: default\n", r"d.yml: Rasa NLU YAML needs a top-level 'nlu:' list"),
+        ("d.yml", "version: '3.1'\nnul: []\n", r"d.yml:2: unknown top-level key 'nul'"),
         ("d.txt", "hi\tgreet\n", r"unknown file type '.txt'"),
         ("d.csv", "text,intent\n", r"no examples found"),
     ],
@@ -176,3 +178,112 @@ def test_a_misspelled_rasa_key_is_an_error_naming_it(body: str, message: str) ->
     head = "nlu:\n- intent: greet\n  examples: |\n    - hi\n"
     with pytest.raises(DataError, match=message):
         parse_bytes((head + body).encode(), "yaml", "nlu.yml")
+
+
+def test_synonyms_regexes_and_lookups_are_kept_and_counted() -> None:
+    data = parse_data(RASA_FORMS.encode(), "yaml", "nlu.yml")
+    assert data.synonyms == {"nyc": "New York"}
+    assert data.regexes == {"zipcode": ["\\\\d{5}"]}
+    assert data.lookups == {"city": ["Berlin"]}
+    assert data.lines() == ["1 entity synonyms, 1 regex patterns (1 names), 1 lookup entries (1 tables) read"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("- regex: zip\n  examples: |\n    - '[0-9'\n", r"nlu.yml:5: regex 'zip': .* is not a valid pattern"),
+        (
+            "- synonym: a\n  examples: |\n    - x\n- synonym: b\n  examples: |\n    - X\n",
+            r"nlu.yml:8: synonym 'X' maps to 'b' here and to 'a' at nlu.yml:5",
+        ),
+        ("- lookup: city\n  examples: |\n", r"nlu.yml:5: lookup 'city' has no examples"),
+    ],
+)
+def test_bad_synonyms_regexes_and_lookups_are_errors(body: str, message: str) -> None:
+    head = "nlu:\n- intent: greet\n  examples: |\n    - hi\n"
+    with pytest.raises(DataError, match=message):
+        parse_data((head + body).encode(), "yaml", "nlu.yml")
+
+
+RASA_JSON = """{
+  "rasa_nlu_data": {
+    "common_examples": [
+      {"text": "hello", "intent": "greet", "entities": []},
+      {"text": "show me chinese restaurants", "intent": "restaurant_search",
+       "entities": [{"start": 8, "end": 15, "value": "chinese", "entity": "cuisine"}]},
+      {"text": "i want chines food", "intent": "restaurant_search",
+       "entities": [{"start": 7, "end": 13, "value": "chinese", "entity": "cuisine", "role": "main"}]}
+    ],
+    "regex_features": [{"name": "zipcode", "pattern": "[0-9]{5}"}],
+    "lookup_tables": [{"name": "cuisine", "elements": ["thai", "italian"]}],
+    "entity_synonyms": [{"value": "chinese", "synonyms": ["Chines", "Chinese food"]}]
+  }
+}
+"""
+
+
+def test_rasa_json_format() -> None:
+    data = parse_data(RASA_JSON.encode(), "rasa_json", "nlu.json")
+    assert [(e.text, e.intent) for e in data.examples][1] == (
+        "show me chinese restaurants",
+        "restaurant_search",
+    )
+    (typo,) = data.examples[2].entities
+    assert (typo.start, typo.end, typo.entity, typo.value, typo.role) == (7, 13, "cuisine", "chinese", "main")
+    assert data.synonyms == {"chines": "chinese", "chinese food": "chinese"}
+    assert data.regexes == {"zipcode": ["[0-9]{5}"]} and data.lookups == {"cuisine": ["thai", "italian"]}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"nlu": []}', r"nlu.json: Rasa's JSON format needs a top-level 'rasa_nlu_data'"),
+        ('{"rasa_nlu_data": {"common_exemples": []}}', r"unknown key 'common_exemples'"),
+        ('{"rasa_nlu_data": {"common_examples": [\n{"text": "hi"}]}}', r"nlu.json:2: empty intent"),
+        ('{"rasa_nlu_data": {"lookup_tables": [{"name": "c", "elements": "c.txt"}]}}', r"files are not read"),
+    ],
+)
+def test_bad_rasa_json_names_the_problem(content: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_data(content.encode(), "rasa_json", "nlu.json")
+
+
+def rasa_project(root: Path) -> Path:
+    """A Rasa project's layout as `rasa init` makes it, cut down."""
+    (root / "data").mkdir(parents=True)
+    write(root, "config.yml", "recipe: default.v1\nlanguage: en\npipeline: []\n")
+    write(
+        root, "domain.yml", 'version: "3.1"\nintents:\n- greet\nresponses:\n  utter_greet:\n  - text: Hey!\n'
+    )
+    write(root, "data/nlu.yml", "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n")
+    write(root, "data/more.json", RASA_JSON)
+    write(root, "data/stories.yml", "stories:\n- story: happy\n  steps:\n  - intent: greet\n")
+    write(root, "data/rules.yml", "rules:\n- rule: hi\n  steps:\n  - intent: greet\n")
+    write(root, "data/README.txt", "notes")
+    write(root, "data/.hidden.yml", "not: read")
+    return root
+
+
+def test_a_rasa_project_directory_reads_its_nlu_parts_and_names_the_rest(tmp_path: Path) -> None:
+    root = rasa_project(tmp_path)
+    data = read_data([root / "data", root / "domain.yml"])
+    assert [e.text for e in data.examples] == [
+        "hello",
+        "show me chinese restaurants",
+        "i want chines food",
+        "hi",
+        "hello",
+    ]
+    assert data.responses == {"utter_greet": [{"text": "Hey!"}]}
+    skipped = "\n".join(data.skipped)
+    for part in (
+        "rules.yml: rules (not NLU data)",
+        "stories.yml: stories (not NLU data)",
+        "domain.yml: intents",
+    ):
+        assert part in skipped
+    assert "1 file(s) in" in skipped and "(.txt)" in skipped and "hidden" not in skipped
+    whole = read_data([root])  # the project itself: config.yml is named, not read
+    assert "config.yml: not training data" in "\n".join(whole.skipped)
+    with pytest.raises(DataError, match=r"no examples found .*stories.yml: stories"):
+        read_data([root / "data" / "stories.yml"])
