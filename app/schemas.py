@@ -265,7 +265,11 @@ class EvaluationResponse(BaseModel):
         description="Which examples: the version's held-out set, and how many."
     )
     metrics: dict[str, Any] = Field(
-        description="accuracy, macro_f1, n; with oos rows also in_scope_accuracy, oos_recall, oos_precision."
+        description=(
+            "accuracy, macro_f1, n; with oos rows also in_scope_accuracy, oos_recall, oos_precision; "
+            "when the held-out examples have entities also entity_precision, entity_recall, entity_f1 "
+            "(exact span and type, micro-averaged) and entities: {type: {precision, recall, f1, support}}."
+        )
     )
     per_intent: list[IntentScore]
     labels: list[str] = Field(description="Rows and columns of the confusion matrix, in order.")

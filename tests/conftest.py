@@ -192,6 +192,20 @@ def small_store_template(small_result: TrainResult, assistant_train: list[Exampl
 
 
 @pytest.fixture(scope="session")
+def tagged_store_template(tagged_result: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like small_store_template for the entity model: its report has entity scores (held-out spans)."""
+    from training.evaluate import version_report_files
+
+    root = tmp_path_factory.mktemp("tagged-store") / "store"
+    store = ModelStore(root)
+    files = version_report_files(tagged_result)
+    data = entity_examples(TIMES[:6], CITIES[:6])  # what tagged_result was trained on
+    version = store.add(tagged_result.net, tagged_result.meta, data, tagged_result.valid_examples, files)
+    store.activate(version)
+    return root
+
+
+@pytest.fixture(scope="session")
 def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding the real built-in default model, trained once per session."""
     from training.default_model import ensure_default

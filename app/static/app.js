@@ -147,7 +147,75 @@ function renderClassification(answer) {
     const first = i === 0 && !answer.out_of_scope ? "first" : "";
     ranking.append(bar(r.intent, r.confidence, pct(r.confidence), first));
   });
+  renderEntities(answer);
   $("result").hidden = false;
+}
+
+// --- entities in the answer -------------------------------------------------------
+
+// Whether the active model tags entities at all: a model without them shows no entity box.
+function modelHasEntities() {
+  return Boolean(state.model && state.model.entity_types && state.model.entity_types.length);
+}
+
+// A type keeps its colour from one answer to the next: chosen by its name, not its position.
+function entityColour(type) {
+  let h = 0;
+  for (const c of type) h = (h * 31 + c.codePointAt(0)) % 6;
+  return `c${h}`;
+}
+
+function entityTitle(e) {
+  return `${e.entity}: ${e.value} (${pct(e.confidence)} confidence)`;
+}
+
+// The API's offsets count code points (Python strings), not UTF-16 units: slice an array of code points.
+function markedText(text, entities) {
+  const chars = Array.from(text);
+  const parts = [];
+  let at = 0;
+  for (const e of [...entities].sort((a, b) => a.start - b.start)) {
+    if (e.start < at || e.end <= e.start || e.end > chars.length) continue; // not a span of this text: listed only
+    parts.push(chars.slice(at, e.start).join(""));
+    const mark = el(
+      "mark",
+      { class: `entity ${entityColour(e.entity)}`, title: entityTitle(e) },
+      el("span", { class: "entity-text", text: chars.slice(e.start, e.end).join("") }),
+      el("span", { class: "entity-type", text: e.entity, "aria-hidden": "true" }), // the table says it in words
+    );
+    mark.dataset.entity = e.entity;
+    parts.push(mark);
+    at = e.end;
+  }
+  parts.push(chars.slice(at).join(""));
+  return parts;
+}
+
+function entityRow(chars, e) {
+  const span = chars.slice(e.start, e.end).join("");
+  return el(
+    "tr",
+    {},
+    el("td", {}, el("span", { class: `entity-type ${entityColour(e.entity)}`, text: e.entity })),
+    el("td", { text: e.value }),
+    el("td", { text: `“${span}”` }),
+    el("td", { class: "num", text: `${e.start}–${e.end}` }),
+    el("td", { class: "num", text: pct(e.confidence) }),
+  );
+}
+
+function renderEntities(answer) {
+  const entities = answer.entities || [];
+  const box = $("entities-box");
+  box.hidden = !entities.length && !modelHasEntities();
+  if (box.hidden) return;
+  const chars = Array.from(answer.text); // the offsets are into the text as the server got it
+  $("marked").replaceChildren(...markedText(answer.text, entities));
+  $("marked").hidden = !entities.length;
+  $("entities-none").hidden = Boolean(entities.length);
+  const body = $("entities").querySelector("tbody");
+  body.replaceChildren(...entities.map((e) => entityRow(chars, e)));
+  $("entities").closest(".table-wrap").hidden = !entities.length;
 }
 
 // --- the active model and its intents -------------------------------------------
@@ -166,6 +234,7 @@ async function loadModel() {
       ["Training examples", model.data && model.data.examples],
       ["Validation accuracy", m.accuracy !== undefined ? pct(m.accuracy) : undefined],
       ["Validation macro F1", m.macro_f1 !== undefined ? num(m.macro_f1) : undefined],
+      ["Entity types", model.entity_types && model.entity_types.length ? model.entity_types.join(", ") : undefined],
       ["Out-of-scope threshold", model.threshold],
       ["Out-of-scope examples", intents.oos_examples],
     ]);
@@ -263,6 +332,7 @@ function renderEvaluation(report) {
     row.title = `precision ${s.precision.toFixed(3)}, recall ${s.recall.toFixed(3)}, support ${s.support}`;
     f1.append(row);
   }
+  renderEntityScores(m);
   const img = $("confusion");
   img.src = report.confusion_png;
   $("confusion-link").href = report.confusion_png;
@@ -292,6 +362,34 @@ function renderEvaluation(report) {
     ? ""
     : "Example utterances are training data and private on this server: log in as admin to see them.";
   $("eval-body").hidden = false;
+}
+
+// Entity scores are in the report only when the held-out examples have entities.
+function renderEntityScores(m) {
+  const box = $("eval-entities");
+  box.hidden = m.entity_f1 === undefined;
+  if (box.hidden) return;
+  facts($("eval-entity-metrics"), [
+    ["Entity precision", num(m.entity_precision)],
+    ["Entity recall", num(m.entity_recall)],
+    ["Entity F1", num(m.entity_f1)],
+  ]);
+  const body = $("eval-entity-table").querySelector("tbody");
+  body.replaceChildren();
+  const types = Object.entries(m.entities || {}).sort(([a, x], [b, y]) => x.f1 - y.f1 || a.localeCompare(b));
+  for (const [type, s] of types) {
+    const row = el(
+      "tr",
+      { class: s.f1 < 0.8 ? "weak" : "" },
+      el("th", { scope: "row" }, el("span", { class: `entity-type ${entityColour(type)}`, text: type })),
+      el("td", { class: "num", text: s.precision.toFixed(3) }),
+      el("td", { class: "num", text: s.recall.toFixed(3) }),
+      el("td", { class: "num", text: s.f1.toFixed(3) }),
+      el("td", { class: "num", text: String(s.support) }),
+    );
+    row.dataset.entity = type;
+    body.append(row);
+  }
 }
 
 // --- admin ----------------------------------------------------------------------

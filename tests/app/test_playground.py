@@ -129,6 +129,18 @@ def test_evaluation_report_is_open_but_its_utterances_need_the_token(
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_evaluation_passes_entity_scores_through(tagged_store_template: Path, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    shutil.copytree(tagged_store_template, root)
+    version = ModelStore(root).active()
+    stored = json.loads((root / "versions" / str(version) / REPORT_FILE).read_text(encoding="utf-8"))
+    assert {"entity_precision", "entity_recall", "entity_f1"} <= set(stored["metrics"])
+    for client in ready_client(Settings(model_store=root)):
+        metrics = client.get(f"/v1/models/{version}/evaluation").json()["metrics"]
+        assert metrics == stored["metrics"] and set(metrics["entities"]) == {"city", "time"}
+        assert set(metrics["entities"]["time"]) == {"precision", "recall", "f1", "support"}
+
+
 def test_evaluation_errors_say_what_is_wrong(client: TestClient, store_root: Path, version: str) -> None:
     r = client.get("/v1/models/20990101-000000-abcdef/evaluation")
     assert r.status_code == 404 and "no version" in r.json()["message"]

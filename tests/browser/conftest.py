@@ -28,22 +28,37 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def site(
-    browser: Any, small_store_template: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """`intently serve` on a private copy of the small model's store, with the admin API on."""
-    root = tmp_path_factory.mktemp("browser")
+def _serve(template: Path, root: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`intently serve` on a private copy of a store, with the admin API on."""
     store = root / "store"
-    shutil.copytree(small_store_template, store)
+    shutil.copytree(template, store)
     server = Server(
-        [], {"INTENTLY_MODEL_STORE": str(store), "INTENTLY_ADMIN_TOKEN": TOKEN}, log=root / "server.log"
+        [],
+        {"INTENTLY_MODEL_STORE": str(store), "INTENTLY_ADMIN_TOKEN": TOKEN, **(env or {})},
+        log=root / "server.log",
     )
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def site(
+    browser: Any, small_store_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The small model's store: intents only, no entities."""
+    yield from _serve(small_store_template, tmp_path_factory.mktemp("browser"))
+
+
+@pytest.fixture(scope="module")
+def tagged_site(
+    browser: Any, tagged_store_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The entity model's store; unquantized, so an answer does not depend on its micro-batch neighbours."""
+    env = {"INTENTLY_QUANTIZE": "false"}
+    yield from _serve(tagged_store_template, tmp_path_factory.mktemp("browser-tagged"), env)
 
 
 class Console:

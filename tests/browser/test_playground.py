@@ -53,6 +53,7 @@ def test_classifies_as_you_type_and_marks_out_of_scope(page: tuple[Any, Console]
     expect(ranking.locator("li").first.locator(".bar-label")).to_have_text("ask_time")
     expect(p.get_by_role("status").first).to_contain_text("ask_time")
     expect(p.locator("#verdict")).to_have_attribute("data-out-of-scope", "false")
+    expect(p.locator("#entities-box")).to_be_hidden()  # a model without entities shows none
     assert len(requests) <= 3, f"not debounced: {len(requests)} requests for 16 keystrokes"
     # The bar and the percentage are the API's confidence.
     answer = httpx.post(f"{site.url}/v1/classify", json={"text": "What time is it?"}).json()
@@ -88,12 +89,82 @@ def test_intents_evaluation_and_phone_layout(page: tuple[Any, Console], site: Se
     expect(image).to_be_visible()
     p.wait_for_function("document.getElementById('confusion').naturalWidth > 0")
     expect(p.locator("#pairs-note")).to_contain_text("log in as admin")
+    assert "entity_f1" not in report["metrics"]
+    expect(p.locator("#eval-entities")).to_be_hidden()
 
     p.set_viewport_size(PHONE)
     _type(p, "What time is it?")
     expect(p.locator("#ranking li").first.locator(".bar-label")).to_have_text("ask_time")
     overflow = p.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    assert console.violations() == []
+
+
+# Each part of the marked utterance: plain text as it is, a marked span in brackets.
+MARKED_PARTS = """Array.from(document.getElementById('marked').childNodes, (n) =>
+  n.nodeType === Node.TEXT_NODE ? n.textContent : `[${n.querySelector('.entity-text').textContent}]`
+).join('')"""
+
+
+def test_entities_are_marked_in_the_utterance(page: tuple[Any, Console], tagged_site: Server) -> None:
+    p, console = page
+    p.goto(tagged_site.url)
+    expect(p.locator("#model-facts")).to_contain_text("city, time")
+
+    # Two characters outside the BMP first: the API counts code points, JavaScript UTF-16 units.
+    text = "😀😀 weather in new york"
+    answer = httpx.post(f"{tagged_site.url}/v1/classify", json={"text": text}).json()
+    assert [(e["entity"], e["start"], e["end"]) for e in answer["entities"]] == [("city", 14, 22)]
+    _type(p, text)
+    mark = p.locator("#marked mark.entity")
+    expect(mark).to_have_count(1)
+    expect(mark.locator(".entity-text")).to_have_text("new york")
+    expect(mark.locator(".entity-type")).to_have_text("city")
+    expect(mark).to_have_attribute("data-entity", "city")
+    confidence = f"{100 * answer['entities'][0]['confidence']:.1f}%"
+    expect(mark).to_have_attribute("title", f"city: new york ({confidence} confidence)")
+    assert p.evaluate(MARKED_PARTS) == "😀😀 weather in [new york]"
+    rows = p.get_by_role("table", name="Entities", exact=True).locator("tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("td")).to_have_text(["city", "new york", "“new york”", "14–22", confidence])
+
+    # A synonym: the span as typed is marked, the value the data gave it is listed.
+    _type(p, "how warm is the big apple")
+    expect(mark.locator(".entity-text")).to_have_text("the big apple")
+    expect(rows.first.locator("td").nth(1)).to_have_text("new york")
+
+    _type(p, "wake me up at 6:30")
+    expect(mark.locator(".entity-type")).to_have_text("time")
+    expect(mark.locator(".entity-text")).to_have_text("6:30")
+    assert p.evaluate(MARKED_PARTS) == "wake me up at [6:30]"
+
+    # This model tags entities, so an utterance without any says so instead of showing nothing.
+    _type(p, "hello")
+    expect(p.locator("#verdict")).to_contain_text("greet")
+    expect(p.locator("#entities-none")).to_be_visible()
+    expect(p.locator("#marked")).to_be_hidden()
+    expect(rows).to_have_count(0)
+    assert console.violations() == []
+
+
+def test_evaluation_shows_entity_scores(page: tuple[Any, Console], tagged_site: Server) -> None:
+    p, console = page
+    p.goto(tagged_site.url)
+    version = httpx.get(f"{tagged_site.url}/v1/model").json()["version"]
+    metrics = httpx.get(f"{tagged_site.url}/v1/models/{version}/evaluation").json()["metrics"]
+    expect(p.locator("#eval-status")).to_contain_text(version)
+    expect(p.locator("#eval-entities")).to_be_visible()
+    expect(p.locator("#eval-entity-metrics")).to_contain_text(f"Entity F1{metrics['entity_f1']:.4f}")
+    expect(p.locator("#eval-entity-metrics")).to_contain_text(f"Entity recall{metrics['entity_recall']:.4f}")
+    table = p.get_by_role("table", name=re.compile(r"^Entities \(exact span"))
+    rows = table.locator("tbody tr")
+    worst_first = sorted(metrics["entities"].items(), key=lambda kv: (kv[1]["f1"], kv[0]))
+    expect(rows).to_have_count(len(worst_first))
+    for i, (kind, s) in enumerate(worst_first):
+        expect(rows.nth(i).locator("th")).to_have_text(kind)
+        expect(rows.nth(i).locator("td")).to_have_text(
+            [f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"])]
+        )
     assert console.violations() == []
 
 
