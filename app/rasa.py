@@ -13,6 +13,8 @@ import json
 import math
 import re
 import uuid
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,45 @@ def read_payload(text: str) -> Payload | None:
             for item in value if isinstance(value, list) else [value]:
                 entities.append({"entity": name, "value": item, "start": start, "end": end})
     return Payload(match["intent"], confidence, entities)
+
+
+def retrieval_answer(
+    ranking: Sequence[tuple[str, float]], responses: Mapping[str, list[Any]]
+) -> tuple[list[tuple[str, float]], dict[str, Any] | None]:
+    """Rasa's view of retrieval intents (`chitchat/ask_name`) from the model's full ranking.
+
+    The intent is the part before the slash, with the summed confidence of its sub-intents;
+    `response_selector` names the sub-intent, under its retrieval intent and under
+    "default" (a single ResponseSelector over all of them), so that Rasa's `respond_chitchat`
+    finds its `utter_action` either way. Without retrieval intents: the ranking as it was, None.
+    """
+    if not any("/" in name for name, _ in ranking):
+        return list(ranking), None
+    grouped: dict[str, float] = {}
+    for name, p in ranking:
+        base = name.split("/", 1)[0]
+        grouped[base] = grouped.get(base, 0.0) + p
+    merged = sorted(grouped.items(), key=lambda item: -item[1])
+    subs = [(name, p) for name, p in ranking if "/" in name]
+    selector: dict[str, Any] = {"all_retrieval_intents": sorted({n.split("/", 1)[0] for n, _ in subs})}
+    for key in (*selector["all_retrieval_intents"], "default"):
+        members = [(n, p) for n, p in subs if key == "default" or n.split("/", 1)[0] == key]
+        total = sum(p for _, p in members) or 1.0
+        ranked = [
+            {"id": zlib.crc32(n.encode()), "confidence": round(p / total, 6), "intent_response_key": n}
+            for n, p in members
+        ]
+        ranked.sort(key=lambda r: -r["confidence"])
+        top = ranked[0]
+        selector[key] = {
+            "response": {
+                **top,
+                "responses": responses.get(f"utter_{top['intent_response_key']}"),
+                "utter_action": f"utter_{top['intent_response_key']}",
+            },
+            "ranking": ranked,
+        }
+    return merged, selector
 
 
 EMULATION_MODES = ("WIT", "LUIS", "DIALOGFLOW")

@@ -101,8 +101,14 @@ class RasaEntity(BaseModel):
     value: Any = Field(description="The span's text; a button payload's value as sent (any JSON).")
     start: int
     end: int
-    confidence_entity: float | None = Field(None, ge=0, le=1, description="None for a payload's entities.")
-    extractor: str | None = Field(None, examples=["IntentlyTagger"])
+    confidence_entity: float | None = Field(
+        None, ge=0, le=1, description="Left out for a payload's entities."
+    )
+    extractor: str | None = Field(
+        None, description="IntentlyTagger, or RegexEntityExtractor for a regex or lookup table's match."
+    )
+    role: str | None = Field(None, description="Where the training data gave the entity roles.")
+    group: str | None = Field(None, description="Where the training data gave the entity groups.")
 
 
 class ParseResponse(BaseModel):
@@ -110,6 +116,11 @@ class ParseResponse(BaseModel):
     intent: RasaIntent
     intent_ranking: list[RasaIntent]
     entities: list[RasaEntity] = Field(default_factory=list, description="Entities, as Rasa gives them.")
+    response_selector: dict[str, Any] | None = Field(
+        None,
+        description="For a model with retrieval intents (`chitchat/ask_name`): the sub-intent picked, in the"
+        " shape of Rasa's ResponseSelector, under its retrieval intent and under `default`.",
+    )
 
 
 class IntentInfo(BaseModel):

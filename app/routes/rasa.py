@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from app.deps import ClassifyingDep, HolderDep, check_text
 from app.errors import ApiError
 from app.metrics import observe_predictions
-from app.rasa import EMULATION_MODES, PayloadError, emulate, read_payload
+from app.rasa import EMULATION_MODES, PayloadError, emulate, read_payload, retrieval_answer
 from app.routes.classify import ERRORS
 from app.schemas import ParseRequest, ParseResponse, RasaEntity, RasaIntent, RasaStatus, RasaVersion
 from training.jobs import JobStore
@@ -25,6 +25,8 @@ from training.jobs import JobStore
 router = APIRouter(tags=["rasa"])
 RASA_FALLBACK = "nlu_fallback"
 EXTRACTOR = "IntentlyTagger"  # Rasa names the component that found an entity
+PATTERN_EXTRACTOR = "RegexEntityExtractor"  # regexes and lookup tables, as Rasa's component
+RANKING = 10  # intents in `intent_ranking`, as Rasa's default
 
 
 async def rasa_access(request: Request, token: Annotated[str | None, Query()] = None) -> None:
@@ -38,7 +40,13 @@ async def rasa_access(request: Request, token: Annotated[str | None, Query()] = 
 RasaAccess = Depends(rasa_access)
 
 
-@router.post("/model/parse", response_model=ParseResponse, responses=ERRORS, dependencies=[RasaAccess])
+@router.post(
+    "/model/parse",
+    response_model=ParseResponse,
+    response_model_exclude_none=True,  # Rasa leaves out what it does not know (a payload's confidences)
+    responses=ERRORS,
+    dependencies=[RasaAccess],
+)
 async def parse(
     body: ParseRequest,
     ctx: ClassifyingDep,
@@ -67,9 +75,15 @@ async def _parse(text: str, ctx: ClassifyingDep) -> ParseResponse:
         intent = RasaIntent(name=payload.intent, confidence=payload.confidence)
         entities = [RasaEntity(**e) for e in payload.entities]
         return ParseResponse(text=text, intent=intent, intent_ranking=[intent], entities=entities)
-    (p,) = await ctx.batcher.classify(ctx.predictor, [text], 10)
+    predictor = ctx.predictor
+    # Retrieval intents are summed over their sub-intents: that needs every intent's confidence.
+    retrieval = any("/" in name for name in predictor.intents)
+    (p,) = await ctx.batcher.classify(predictor, [text], len(predictor.intents) if retrieval else RANKING)
     observe_predictions([p.intent])
-    ranking = [RasaIntent(name=r.intent, confidence=r.confidence) for r in p.ranking]
+    merged, selector = retrieval_answer(
+        [(r.intent, r.confidence) for r in p.ranking], predictor.meta.responses
+    )
+    ranking = [RasaIntent(name=name, confidence=round(c, 6)) for name, c in merged[:RANKING]]
     if p.out_of_scope:
         top = RasaIntent(name=RASA_FALLBACK, confidence=p.confidence)
         ranking = [top, *ranking]
@@ -82,11 +96,15 @@ async def _parse(text: str, ctx: ClassifyingDep) -> ParseResponse:
             start=e.start,
             end=e.end,
             confidence_entity=e.confidence,
-            extractor=EXTRACTOR,
+            extractor=PATTERN_EXTRACTOR if e.by_pattern else EXTRACTOR,
+            role=e.role,
+            group=e.group,
         )
         for e in p.entities
     ]
-    return ParseResponse(text=text, intent=top, intent_ranking=ranking, entities=entities)
+    return ParseResponse(
+        text=text, intent=top, intent_ranking=ranking, entities=entities, response_selector=selector
+    )
 
 
 def _package_version() -> str:

@@ -243,3 +243,42 @@ def test_not_ready_when_the_model_cannot_load(tmp_path: Path) -> None:
         assert client.get("/healthz").status_code == 200
         r = client.post("/v1/classify", json={"text": "hi"})
         assert r.status_code == 503 and r.json()["error"] == "model_not_ready"
+
+
+def test_rasa_parse_of_retrieval_intents_roles_and_patterns(rasa_bot: tuple, tmp_path: Path) -> None:
+    from model.artifact import save
+
+    result, _ = rasa_bot
+    model_dir = save(result.net, result.meta, tmp_path / "bot")
+    with TestClient(create_app(Settings(model_dir=model_dir))) as bot:
+        name = bot.post("/model/parse", json={"text": "what is your name"}).json()
+        assert name["intent"]["name"] == "chitchat"
+        assert all("/" not in r["name"] for r in name["intent_ranking"])
+        chitchat = next(r for r in name["intent_ranking"] if r["name"] == "chitchat")
+        assert chitchat == name["intent"]  # the sum over chitchat/ask_name and chitchat/ask_age
+        selector = name["response_selector"]
+        assert selector["all_retrieval_intents"] == ["chitchat"]
+        for key in ("chitchat", "default"):
+            picked = selector[key]["response"]
+            assert picked["intent_response_key"] == "chitchat/ask_name"
+            assert picked["utter_action"] == "utter_chitchat/ask_name"
+            assert picked["responses"] == [{"text": "I am a bot."}]
+            assert selector[key]["ranking"][0]["intent_response_key"] == "chitchat/ask_name"
+            assert abs(sum(r["confidence"] for r in selector[key]["ranking"]) - 1) < 1e-4
+        age = bot.post("/model/parse", json={"text": "how old are you"}).json()["response_selector"][
+            "default"
+        ]
+        assert (
+            age["response"]["intent_response_key"] == "chitchat/ask_age"
+            and age["response"]["responses"] is None
+        )
+        flight = bot.post("/model/parse", json={"text": "fly from tokyo to berlin"}).json()
+        assert [(e["value"], e["role"], e["extractor"]) for e in flight["entities"]] == [
+            ("tokyo", "departure", "IntentlyTagger"),
+            ("berlin", "destination", "IntentlyTagger"),
+        ]
+        assert "group" not in flight["entities"][0]
+        found = bot.post("/model/parse", json={"text": "hello reykjavik"}).json()["entities"]
+        assert [(e["entity"], e["value"]) for e in found] == [("city", "reykjavik")]
+        payload = bot.post("/model/parse", json={"text": '/inform{"city": "oslo"}'}).json()
+        assert "confidence_entity" not in payload["entities"][0] and "response_selector" not in payload
