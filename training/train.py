@@ -222,7 +222,11 @@ def seed_everything(seed: int) -> None:
 def stratified_split(
     examples: Sequence[Example], fraction: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
-    """Hold out about `fraction` of each intent, always leaving at least two to train on."""
+    """Hold out about `fraction` of each intent, always leaving at least two to train on.
+
+    An intent of three or more examples gives at least one: with Rasa's demo bots (five or
+    so an intent) the share rounded down to none, and no out-of-scope threshold was set.
+    """
     rng = random.Random(seed)
     by_intent: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
@@ -231,7 +235,7 @@ def stratified_split(
     for intent in sorted(by_intent):
         group = by_intent[intent][:]
         rng.shuffle(group)
-        k = min(round(len(group) * fraction), len(group) - 2)
+        k = min(max(round(len(group) * fraction), 1 if fraction > 0 else 0), len(group) - 2)
         valid.extend(group[: max(k, 0)])
         train.extend(group[max(k, 0) :])
     return train, valid

@@ -85,7 +85,8 @@ async def _parse(text: str, ctx: ClassifyingDep) -> ParseResponse:
     )
     ranking = [RasaIntent(name=name, confidence=round(c, 6)) for name, c in merged[:RANKING]]
     if p.out_of_scope:
-        top = RasaIntent(name=RASA_FALLBACK, confidence=p.confidence)
+        # Rasa's FallbackClassifier gives nlu_fallback the threshold as its confidence.
+        top = RasaIntent(name=RASA_FALLBACK, confidence=predictor.meta.threshold or p.confidence)
         ranking = [top, *ranking]
     else:
         top = ranking[0]

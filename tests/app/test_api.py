@@ -54,6 +54,8 @@ def test_rasa_parse_shape(client: TestClient) -> None:
     assert body["intent_ranking"][0]["name"] == "ask_time" and body["entities"] == []
     oos = client.post("/model/parse", json={"text": "how do I bake sourdough bread?"}).json()
     assert oos["intent"]["name"] == "nlu_fallback"
+    threshold = client.get("/v1/model").json()["threshold"]
+    assert oos["intent"]["confidence"] == (threshold or oos["intent"]["confidence"]) > 0  # Rasa's convention
 
 
 def test_rasa_button_payloads_are_read_literally(client: TestClient) -> None:

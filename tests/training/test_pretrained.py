@@ -193,3 +193,31 @@ def test_no_refit_after_distillation() -> None:
 def test_auto_teacher_stays_out_of_data_with_many_examples_per_intent() -> None:
     result = _train(vectors="", teacher="auto", teacher_below=5)
     assert result.meta.training["teacher"] == {"source": None, "reason": "5 examples per intent (median)"}
+
+
+MOOD = {
+    "greet": ["hey", "hello", "hi there", "good morning", "good evening"],
+    "goodbye": ["bye", "goodbye", "see you around", "see you later", "have a nice day"],
+    "affirm": ["yes", "indeed", "of course", "that sounds good", "correct"],
+    "deny": ["no", "never", "i don't think so", "don't like that", "no way"],
+    "mood_great": ["perfect", "great", "amazing", "i am feeling very good", "wonderful"],
+    "mood_unhappy": [
+        "my day was horrible",
+        "i am sad",
+        "i don't feel very well",
+        "i am disappointed",
+        "so sad",
+    ],
+}
+
+
+def test_five_examples_an_intent_still_get_an_out_of_scope_verdict() -> None:
+    """Rasa's demo bots have a handful of examples an intent: gibberish must not answer 1.0."""
+    examples = [Example(t, intent) for intent, texts in MOOD.items() for t in texts]
+    # Vectors as by default: from a handful of rows alone a model knows too few words.
+    result = train(examples, small_config(min_steps=200, vectors="auto", vectors_words=2000))
+    meta = result.meta
+    assert meta.data["valid_examples"] == len(MOOD) and meta.metrics
+    assert meta.threshold > 0 or meta.detector is not None or meta.coverage_threshold > 0
+    predictor = Predictor(result.net, meta, result.tokenizer)
+    assert predictor.predict("qwzx plmokn vbtyr").out_of_scope

@@ -111,6 +111,11 @@ def test_stratified_split_keeps_two_per_intent_for_training() -> None:
     train_part, valid = stratified_split(data, 0.1, seed=0)
     assert sum(e.intent == "a" for e in valid) == 2
     assert sum(e.intent == "b" for e in train_part) == 2
+    # A handful of examples still gives one to measure on; none held out without a share.
+    few = [Example(f"c{i}", "c") for i in range(3)] + [Example(f"d{i}", "d") for i in range(5)]
+    _, valid = stratified_split(few, 0.1, seed=0)
+    assert sorted(e.intent for e in valid) == ["c", "d"]
+    assert stratified_split(few, 0.0, seed=0)[1] == []
 
 
 def test_unknown_option_is_named() -> None:
