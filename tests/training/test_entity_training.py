@@ -112,3 +112,38 @@ def test_patterns_find_entities_besides_the_tagger_and_never_on_its_spans(small_
         True,
     )
     assert predictor.predict("weather for 9021").entities == []
+
+
+def test_a_training_job_keeps_an_uploads_rules_and_an_append_keeps_the_active_ones(
+    rasa_bot: tuple[TrainResult, NluData], tmp_path: Path
+) -> None:
+    from model.store import ModelStore
+    from tests.conftest import SMALL
+    from training.jobs import JobRequest, JobStore, run_job
+
+    _, data = rasa_bot
+    store = ModelStore(tmp_path / "store")
+    jobs = JobStore(store)
+    options = dict(SMALL, epochs=2, min_steps=0, unknown_detector=False)
+    first = jobs.submit(JobRequest(data.examples, "replace", "always", options, rules=data.rules()))
+    run_job(store, first["id"])
+    assert jobs.get(first["id"])["state"] == "succeeded"
+    meta = store.meta(store.active() or "")
+    assert meta.entity_synonyms == {"nyc": "new york"} and meta.entity_lookups == {"city": ["reykjavik"]}
+    assert list(meta.responses) == ["utter_chitchat/ask_name"]
+    more = [Example("hello there friend", "greet")]
+    second = jobs.submit(JobRequest(more, "append", "always", options))
+    run_job(store, second["id"])
+    appended = store.meta(store.active() or "")
+    assert appended.version != meta.version
+    assert (
+        appended.entity_synonyms,
+        appended.entity_lookups,
+        appended.entity_regexes,
+        appended.responses,
+    ) == (
+        meta.entity_synonyms,
+        meta.entity_lookups,
+        meta.entity_regexes,
+        meta.responses,
+    )
