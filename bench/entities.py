@@ -8,7 +8,7 @@ intent accuracy, and the batch-1 time of one utterance. Beside it, in the same r
 CRFsuite over hand-made word features (the extractor Rasa's CRFEntityExtractor and
 snips-nlu use) for the entities, TF-IDF + logistic regression for the intent.
 
-    .venv/bin/python -m bench.entities [--dataset snips-slots] [--threads 1] [--set NAME=VALUE ...]
+    .venv/bin/python -m bench.entities [--dataset snips-slots|FOLDER] [--threads 1] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -39,7 +40,7 @@ from model.entities import tags_of
 from model.predictor import Predictor, quantize_dynamic
 from model.tokenizer import token_spans
 from training.metrics import entity_scores
-from training.readers import Example, read_file
+from training.readers import FORMATS, Example, read_file
 from training.train import train
 
 # Published test F1 of slot filling on this split (entity F1 / intent accuracy).
@@ -72,7 +73,7 @@ class CrfBaseline:
         import pycrfsuite
 
         self.types = list(types)
-        self.index = {t: i for i, t in enumerate(self.types)}
+        self.index = {(t, None, None): i for i, t in enumerate(self.types)}
         self.names = ["O", *(f"{p}-{t}" for t in self.types for p in ("B", "I"))]
         self.trainer = pycrfsuite.Trainer(verbose=False)
         self.trainer.set_params({"c1": 0.1, "c2": 0.01, "max_iterations": 100})
@@ -123,25 +124,32 @@ def batch1_us(fn: Any, texts: Sequence[str], rounds: int = 300) -> float:
     return statistics.median(times) * 1e6
 
 
+def _part(folder: Path, part: str) -> Path | None:
+    return next((folder / f"{part}{ext}" for ext in FORMATS if (folder / f"{part}{ext}").is_file()), None)
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], datasets=False)
     parser.add_argument("--dataset", default="snips-slots")
     add_set_flag(parser)
     args = parser.parse_args()
     apply_threads(args.threads)
-    folder = DATA_ROOT / args.dataset
-    paths = [folder / f"{part}.jsonl" for part in ("train", "valid", "test")]
-    if not all(p.is_file() for p in paths):
-        print(f"[{args.dataset}] skipped: expected train/valid/test.jsonl at {folder}")
+    # A name under ../shared/data, or any folder of annotated train/test files (valid optional).
+    folder = DATA_ROOT / args.dataset if (DATA_ROOT / args.dataset).is_dir() else Path(args.dataset)
+    found = {part: _part(folder, part) for part in ("train", "valid", "test")}
+    if found["train"] is None or found["test"] is None:
+        print(f"[{args.dataset}] skipped: expected annotated train and test files at {folder}")
         return
-    train_ex, valid_ex, test_ex = (read_file(p) for p in paths)
+    train_ex, test_ex = read_file(found["train"]), read_file(found["test"])
+    valid_ex = read_file(found["valid"]) if found["valid"] is not None else None
     cfg = replace(training_options(parser, args.set), seed=args.seed)
     if args.quick:
         train_ex = subsample_per_intent(train_ex, QUICK_PER_INTENT, args.seed)
         cfg = replace(cfg, epochs=QUICK_EPOCHS)
     texts, gold = [e.text for e in test_ex], spans(test_ex)
     truth = [e.intent for e in test_ex]
-    print(f"[{args.dataset}] {len(train_ex)} train, {len(valid_ex)} valid, {len(test_ex)} test")
+    held = f"{len(valid_ex)} valid" if valid_ex is not None else "valid split from train"
+    print(f"[{args.dataset}] {len(train_ex)} train, {held}, {len(test_ex)} test")
 
     started = time.perf_counter()
     result = train(train_ex, cfg, valid_examples=valid_ex)
