@@ -169,6 +169,9 @@ class Crf:
             ranked = np.argsort(-emissions, axis=1)[:, CANDIDATES:]
             np.put_along_axis(keep, ranked, False, axis=1)
         keep[:, 0] = True
+        # A kept I- tag brings its B-: its score after "O" is never trained down (the rule
+        # forbids that move), so it can outrank the B- its span must open with.
+        keep[:, 1::2] |= keep[:, 2::2]
         rows, cols = np.nonzero(keep)
         values = emissions[rows, cols].tolist()
         cand: list[list[int]] = [[] for _ in range(len(emissions))]

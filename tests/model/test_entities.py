@@ -104,6 +104,12 @@ def test_decoder_finds_the_best_valid_path_and_never_an_invalid_one() -> None:
     path, _ = Crf(*constrained(torch.zeros(5), torch.zeros(5, 5), torch.zeros(5), 2)).decode(em)
     assert path[0] != 4 and first[path[0]]
 
+    # A span whose first token scores "I-time" far above "B-time" (the I- score after "O" is
+    # never trained down): pruning by score alone lost the B- and with it the whole span.
+    em = np.array([[0.0, -13.0, 5.0, -20.0, -20.0], [0.0, -20.0, 20.0, -20.0, -20.0]])
+    path, _ = Crf(*constrained(torch.zeros(5), torch.zeros(5, 5), torch.zeros(5), 2)).decode(em)
+    assert path == [1, 2]
+
 
 def test_spans_of_a_tag_sequence() -> None:
     text = "fly to new york at 6:30"
