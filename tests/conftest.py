@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,20 @@ def assistant_test() -> list[Example]:
 
 
 @pytest.fixture(scope="session")
-def small_result(assistant_train: list[Example]) -> TrainResult:
-    return train(assistant_train, small_config())
+def assistant_intents(assistant_train: list[Example]) -> list[Example]:
+    """The built-in training rows without their entity spans.
+
+    At the small size (12 epochs, no min_steps) a tagger trained jointly over the built-in
+    set's 16 entity types learns no spans and costs ~7 points of intent accuracy (0.885 ->
+    0.81 on test.csv, seeds 0-2), which the intent tests are not about. Joint tagging is
+    tested on `tagged_result`, and the default model (TrainConfig()) trains on the spans.
+    """
+    return [replace(e, entities=()) for e in assistant_train]
+
+
+@pytest.fixture(scope="session")
+def small_result(assistant_intents: list[Example]) -> TrainResult:
+    return train(assistant_intents, small_config())
 
 
 # A tiny annotated set, made from templates: the details of an alarm and of a weather request.

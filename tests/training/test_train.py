@@ -130,9 +130,9 @@ def test_one_intent_is_not_enough() -> None:
 
 
 def test_word_coverage_adds_a_share_threshold_and_leaves_the_rest(
-    assistant_train: list[Example], small_result: TrainResult
+    assistant_intents: list[Example], small_result: TrainResult
 ) -> None:
-    plain = train(assistant_train, small_config(word_coverage=False))
+    plain = train(assistant_intents, small_config(word_coverage=False))
     assert plain.meta.coverage_threshold == 0.0 and "coverage_threshold" not in plain.meta.to_dict()
     covered = small_result.meta  # the default
     assert 0.0 < covered.coverage_threshold < 1.0
