@@ -466,9 +466,16 @@ def _read_rasa_json(text: str, name: str, in_directory: bool = False) -> NluData
         items = body.get(section, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise DataError(f"{name}:{_find_line(lines, section)}: '{section}' must be a list of objects")
+        line = _find_line(lines, f'"{section}"')
         for i, item in enumerate(items):
             first = next((v for v in item.values() if isinstance(v, str)), section)
-            where = f"{name}:{_find_line(lines, json.dumps(first)[1:-1])}"
+            # Items come in file order, a few lines each: searching on from the last, a few
+            # lines ahead, keeps a big file linear (a miss keeps the last line found).
+            for quoted in {json.dumps(first, ensure_ascii=False)[1:-1], json.dumps(first)[1:-1]}:
+                if (found := _find_line(lines, quoted, line - 1, within=200)) > 1:
+                    line = found
+                    break
+            where = f"{name}:{line}"
             if section == "common_examples":
                 data.examples.append(
                     _example(item.get("text"), item.get("intent"), where, item.get("entities"))
@@ -494,10 +501,12 @@ def _read_rasa_json(text: str, name: str, in_directory: bool = False) -> NluData
 _JSON_SECTIONS = ("common_examples", "entity_synonyms", "regex_features", "lookup_tables")
 
 
-def _find_line(lines: Sequence[str], needle: str) -> int:
-    for i, line in enumerate(lines, start=1):
-        if needle in line:
-            return i
+def _find_line(lines: Sequence[str], needle: str, after: int = 0, within: int | None = None) -> int:
+    """The number of the first line past line `after` (and `within` lines of it) holding
+    `needle`; 1 when none does."""
+    for i in range(after, len(lines) if within is None else min(len(lines), after + within)):
+        if needle in lines[i]:
+            return i + 1
     return 1
 
 
