@@ -6,7 +6,8 @@ and scores `test.jsonl` of a slot-annotated set (default ../shared/data/snips-sl
 split of Goo et al. 2018): entity precision, recall and F1 (micro, exact span and type),
 intent accuracy, and the batch-1 time of one utterance. Beside it, in the same run:
 CRFsuite over hand-made word features (the extractor Rasa's CRFEntityExtractor and
-snips-nlu use) for the entities, TF-IDF + logistic regression for the intent.
+snips-nlu use) for the entities, TF-IDF + logistic regression for the intent; and the
+same model with lookup tables of the training spans' values matched beside the tagger.
 
     .venv/bin/python -m bench.entities [--dataset snips-slots|FOLDER] [--threads 1] [--set NAME=VALUE ...]
 """
@@ -124,6 +125,14 @@ def batch1_us(fn: Any, texts: Sequence[str], rounds: int = 300) -> float:
     return statistics.median(times) * 1e6
 
 
+def _lookup_tables(examples: Sequence[Example]) -> dict[str, list[str]]:
+    tables: dict[str, set[str]] = {}
+    for e in examples:
+        for span in e.entities:
+            tables.setdefault(span.entity, set()).add(e.text[span.start : span.end].casefold())
+    return {k: sorted(v) for k, v in sorted(tables.items())}
+
+
 def _part(folder: Path, part: str) -> Path | None:
     return next((folder / f"{part}{ext}" for ext in FORMATS if (folder / f"{part}{ext}").is_file()), None)
 
@@ -159,6 +168,14 @@ def main() -> None:
     ours = entity_scores(gold, [[(s.start, s.end, s.entity) for s in p.entities] for p in predictions])
     ours_intent = accuracy(truth, [p.ranking[0].intent for p in predictions])
     ours_us = batch1_us(predictor.predict, texts)
+    # Lookup tables as matches (model/patterns.py): every value of each type in the training
+    # spans, matched where the tagger found nothing; the same network, so only that differs.
+    tables = _lookup_tables(train_ex)
+    matched = Predictor(predictor.net, replace(result.meta, entity_lookups=tables), result.tokenizer)
+    with_lookups = entity_scores(
+        gold, [[(s.start, s.end, s.entity) for s in p.entities] for p in matched.predict_batch(texts)]
+    )
+    lookup_us = batch1_us(matched.predict, texts)
 
     started = time.perf_counter()
     crf = CrfBaseline(result.meta.entity_types)
@@ -172,6 +189,7 @@ def main() -> None:
 
     rows = [
         ["intently (int8)", ours, ours_intent, ours_us, seconds],
+        ["intently + lookup matches", with_lookups, ours_intent, lookup_us, seconds],
         ["CRFsuite + TF-IDF", theirs, theirs_intent, theirs_us, baseline_seconds],
     ]
     print()
