@@ -165,8 +165,14 @@ function entityColour(type) {
   return `c${h}`;
 }
 
+// The type with its role and group where the model was trained with them: "city (departure)".
+function entityLabel(e) {
+  const extra = [e.role, e.group !== undefined && e.group !== null ? `group ${e.group}` : null].filter(Boolean);
+  return extra.length ? `${e.entity} (${extra.join(", ")})` : e.entity;
+}
+
 function entityTitle(e) {
-  return `${e.entity}: ${e.value} (${pct(e.confidence)} confidence)`;
+  return `${entityLabel(e)}: ${e.value} (${pct(e.confidence)} confidence)`;
 }
 
 // The API's offsets count code points (Python strings), not UTF-16 units: slice an array of code points.
@@ -181,7 +187,7 @@ function markedText(text, entities) {
       "mark",
       { class: `entity ${entityColour(e.entity)}`, title: entityTitle(e) },
       el("span", { class: "entity-text", text: chars.slice(e.start, e.end).join("") }),
-      el("span", { class: "entity-type", text: e.entity, "aria-hidden": "true" }), // the table says it in words
+      el("span", { class: "entity-type", text: entityLabel(e), "aria-hidden": "true" }), // the table says it in words
     );
     mark.dataset.entity = e.entity;
     parts.push(mark);
@@ -196,7 +202,7 @@ function entityRow(chars, e) {
   return el(
     "tr",
     {},
-    el("td", {}, el("span", { class: `entity-type ${entityColour(e.entity)}`, text: e.entity })),
+    el("td", {}, el("span", { class: `entity-type ${entityColour(e.entity)}`, text: entityLabel(e) })),
     el("td", { text: e.value }),
     el("td", { text: `“${span}”` }),
     el("td", { class: "num", text: `${e.start}–${e.end}` }),
@@ -234,7 +240,7 @@ async function loadModel() {
       ["Training examples", model.data && model.data.examples],
       ["Validation accuracy", m.accuracy !== undefined ? pct(m.accuracy) : undefined],
       ["Validation macro F1", m.macro_f1 !== undefined ? num(m.macro_f1) : undefined],
-      ["Entity types", model.entity_types && model.entity_types.length ? model.entity_types.join(", ") : undefined],
+      ["Entity types", model.entity_types && model.entity_types.length ? [...new Set(model.entity_types)].join(", ") : undefined],
       ["Out-of-scope threshold", model.threshold],
       ["Out-of-scope examples", intents.oos_examples],
     ]);
