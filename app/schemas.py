@@ -32,6 +32,8 @@ class EntityOut(BaseModel):
     confidence: float = Field(
         ge=0, le=1, description="Mean of its tags' probabilities, each given the tag before.", examples=[0.98]
     )
+    role: str | None = Field(None, description="Present where the training data gave the type roles.")
+    group: str | None = Field(None, description="Present where the training data gave the type groups.")
 
 
 class ClassifyResponse(BaseModel):
