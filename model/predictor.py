@@ -189,10 +189,11 @@ class Predictor:
 
     def _entities(self, text: str, emissions: Tensor | None) -> list[FoundEntity]:
         found: list[FoundEntity] = []
-        spans = token_spans(text, self.tokenizer.config)[: len(emissions)] if emissions is not None else []
-        if spans and self.crf is not None and emissions is not None:
-            path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
-            found = spans_of(path, confidence, spans, self.entity_kinds, text)
+        if self.crf is not None and emissions is not None:
+            spans = token_spans(text, self.tokenizer.config)[: len(emissions)]
+            if spans:
+                path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
+                found = spans_of(path, confidence, spans, self.entity_kinds, text)
         if self.patterns:
             found = sorted(found + self.patterns.find(text, found), key=lambda e: e.start)
         synonyms = self.meta.entity_synonyms
