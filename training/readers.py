@@ -188,9 +188,13 @@ def read_data(paths: Iterable[str | Path]) -> NluData:
         else:
             data.extend(_read_one(p))
     if not data.examples:
-        said = f" ({'; '.join(data.skipped)})" if data.skipped else ""
-        raise DataError(f"no examples found in {', '.join(map(str, paths))}{said}")
+        raise no_examples(f"no examples found in {', '.join(map(str, paths))}", data)
     return data
+
+
+def no_examples(message: str, data: NluData) -> DataError:
+    """The error for input with nothing to train on, naming what it held instead."""
+    return DataError(message + (f" ({'; '.join(data.skipped)})" if data.skipped else ""))
 
 
 def _read_one(p: Path, in_directory: bool = False) -> NluData:
@@ -210,9 +214,7 @@ def parse_bytes(raw: bytes, fmt: str, name: str) -> list[Example]:
     """The examples of file contents already in memory."""
     data = parse_data(raw, fmt, name)
     if not data.examples:
-        raise DataError(
-            f"{name}: no examples found" + (f" ({'; '.join(data.skipped)})" if data.skipped else "")
-        )
+        raise no_examples(f"{name}: no examples found", data)
     return data.examples
 
 

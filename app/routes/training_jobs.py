@@ -20,7 +20,7 @@ from app.errors import ApiError
 from app.schemas import ErrorResponse, TrainingJob, TrainingJobCreate, TrainingJobList
 from model.store import ModelStore, StoreError
 from training.jobs import JobError, JobRequest, JobStore
-from training.readers import FORMATS, DataError, Example, NluData, clean, parse_data
+from training.readers import FORMATS, DataError, Example, NluData, clean, no_examples, parse_data
 
 router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
 # An HTTP caller should not hang for the 10 s a training process waits on a lock.
@@ -99,11 +99,10 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[
         raise ApiError(413, "body_too_large", f"file: larger than {max_bytes} bytes")
     try:
         data = await asyncio.to_thread(parse_data, raw, FORMATS[suffix], name)
+        if not data.examples:
+            raise no_examples(f"{name}: no examples found", data)
     except DataError as exc:
         raise ApiError(422, "invalid_data", str(exc)) from None
-    if not data.examples:
-        said = f" ({'; '.join(data.skipped)})" if data.skipped else ""
-        raise ApiError(422, "invalid_data", f"{name}: no examples found{said}")
     fields: dict[str, Any] = {}
     for key in ("mode", "activate", "tolerance"):
         if isinstance(form.get(key), str):
