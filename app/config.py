@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     )
     quantize: bool = Field(
         True,
-        description="Serve an int8 dynamically quantized copy of the model: measured 1.3-1.7x the "
-        "batch throughput within 0.1 point of fp32 accuracy (docs/BENCHMARKS.md); false serves fp32.",
+        description="Serve an int8 dynamically quantized copy of the model, faster at the same accuracy"
+        " (docs/BENCHMARKS.md); false serves fp32.",
     )
     torch_threads: int | None = Field(
         None, ge=1, le=64, description="Torch threads per worker for a forward pass; default 1."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI
@@ -34,8 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One thread per worker by default: measured 0.9 ms p50 at concurrency 1 against
-        # 2.5 ms with two (threads waking each other), and no loss at concurrency 64.
+        # One thread per worker by default: two threads wake each other on small batches (docs/RESEARCH.md).
         torch.set_num_threads(settings.torch_threads or 1)
         if store is not None and store.active() is None:
             # `intently serve` fills an empty store before starting; this covers
@@ -78,4 +78,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (classify, rasa, model_info, evaluation, health, models, training_jobs, playground):
         app.include_router(module.router)
+    _document_bodies_read_by_hand(app)
     return app
+
+
+def _document_bodies_read_by_hand(app: FastAPI) -> None:
+    """Routes that read JSON or a form themselves declare no body model: add their schemas."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # cached by FastAPI after the first call; the update below is idempotent
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(training_jobs.body_schemas())
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from training.config import TrainConfig
+from training.jobs import Mode, Policy
+
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"text": "What time is it?", "top_k": 3}]})
@@ -190,7 +193,28 @@ class Example(BaseModel):
     )
 
 
-class TrainingJobCreate(BaseModel):
+class JobSettings(BaseModel):
+    """How a job trains and when its version goes live: the fields of a JSON job and of an upload's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(
+        "append", description="`append`: the active version's data plus these; `replace`: exactly these."
+    )
+    activate: Policy = Field(
+        "if_better",
+        description="`if_better`: only if at least as accurate as the active version "
+        "on the same held-out examples.",
+    )
+    options: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Training options (docs/training.md); the job keeps those given. `vectors` and `teacher`"
+        " may only be `auto` or empty over HTTP.",
+    )
+    tolerance: float = Field(0.01, ge=0, le=1, description="`if_better` accepts an accuracy this much lower.")
+
+
+class TrainingJobCreate(JobSettings):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -208,16 +232,6 @@ class TrainingJobCreate(BaseModel):
     examples: list[Example] = Field(
         min_length=1, description="Labelled utterances; intent `oos` for out of scope."
     )
-    mode: Literal["append", "replace"] = Field(
-        "append", description="`append`: the active version's data plus these; `replace`: exactly these."
-    )
-    activate: Literal["always", "never", "if_better"] = Field(
-        "if_better",
-        description="`if_better`: only if at least as accurate as the active version "
-        "on the same held-out examples.",
-    )
-    options: dict[str, Any] = Field(default_factory=dict, description="Training options (docs/training.md).")
-    tolerance: float = Field(0.01, ge=0, le=1, description="`if_better` accepts an accuracy this much lower.")
 
 
 class JobProgress(BaseModel):

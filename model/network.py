@@ -289,6 +289,21 @@ class IntentNet(nn.Module):
         self.detector = KnownRows(len(features), self.encoder.out_dim, self.cfg.num_labels)
         self.detector.fill(features, labels, self.cfg.num_labels)
 
+    def configure_optimizers(
+        self, lr: float, weight_decay: float
+    ) -> tuple[list[torch.optim.Optimizer], list[nn.Parameter]]:
+        """AdamW for the dense weights, SparseAdam for the tables built with sparse gradients.
+
+        Also returns the dense weights: only they are clipped (a sparse gradient has no norm to clip).
+        """
+        sparse = [p for m in self.modules() if getattr(m, "sparse", False) for p in m.parameters()]
+        sparse_ids = {id(p) for p in sparse}
+        dense = [p for p in self.parameters() if id(p) not in sparse_ids and p.requires_grad]
+        optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)]
+        if sparse:
+            optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+        return optimizers, dense
+
     def features(self, batch: Batch) -> Tensor:
         return self._encode(batch, False)[0]
 
@@ -302,14 +317,10 @@ class IntentNet(nn.Module):
         deep, wide = self._paths(features, batch)
         return deep, wide, self._tags(steps)
 
-    def classify(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Logits and the pooled features they came from (which the detector reads)."""
-        logits, features, _ = self.analyse(batch)
-        return logits, features
-
-    def analyse(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
-        """`classify`, and the tag logits of every token when the model has a tagger: one pass."""
-        features, steps = self._encode(batch, self.tagger is not None)
+    def analyse(self, batch: Batch, tags: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Logits, the pooled features they came from (which the detector reads) and, with `tags`
+        and a tagger, the tag logits of every token: one pass."""
+        features, steps = self._encode(batch, tags and self.tagger is not None)
         deep, wide = self._paths(features, batch)
         return (deep if wide is None else deep + wide), features, self._tags(steps)
 

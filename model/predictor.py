@@ -57,15 +57,6 @@ class Prediction:
         }
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The verdict for one utterance from its calibrated probabilities."""
-
-    top: int  # index of the most probable in-scope label
-    top_prob: float
-    out_of_scope: bool
-
-
 def verdicts(
     probs: Tensor,
     in_scope: Tensor,
@@ -96,15 +87,6 @@ def verdicts(
     return top, top_prob, rejected
 
 
-def decide(probs: Tensor, in_scope: Tensor, oos_index: int | None, threshold: float) -> list[Decision]:
-    """`verdicts`, one `Decision` per row."""
-    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold)
-    return [
-        Decision(int(t), float(p), bool(r))
-        for t, p, r in zip(top.tolist(), top_prob.tolist(), rejected.tolist(), strict=True)
-    ]
-
-
 def known_shares(coverage: WordCoverage, token_lists: Sequence[Sequence[str]]) -> Tensor:
     """Per tokenised text, the share of its words seen in training; shared with training."""
     return torch.tensor([coverage.share(tokens) for tokens in token_lists])
@@ -123,6 +105,49 @@ def quantize_dynamic(net: IntentNet, inplace: bool = False) -> IntentNet:
         layers = {nn.LSTM, nn.GRU, nn.Linear}
         # In place: no second copy of the embedding tables while quantizing.
         return _quantize(net, layers, dtype=torch.qint8, inplace=inplace)  # type: ignore[return-value]
+
+
+@dataclass
+class NetworkScores:
+    logits: Tensor  # [rows, labels]
+    near: Tensor | None  # each row's similarity to its top intent's training rows (with a detector)
+    tags: list[Tensor]  # each row's tag logits [tokens, tags] (when asked, with a tagger)
+    features: Tensor | None  # the pooled features (when asked)
+
+
+def run_network(
+    net: IntentNet,
+    encoded: Sequence[Encoded],
+    in_scope: Tensor | None = None,
+    batch_size: int = 256,
+    tags: bool = False,
+    features: bool = False,
+) -> NetworkScores:
+    """The network on encoded utterances in evaluation mode, in batches of similar length (less padding);
+    results in input order. Serving and training (validation, calibration) both score through here."""
+    net.eval()
+    n = len(encoded)
+    logits = torch.empty(n, net.cfg.num_labels)
+    # The detector's similarity needs the top in-scope intent, hence `in_scope`.
+    near = torch.empty(n) if net.detector is not None and in_scope is not None else None
+    kept = torch.empty(n, net.encoder.out_dim) if features else None
+    tag_rows: list[Tensor] = [torch.empty(0)] * n if tags and net.tagger is not None else []
+    order = sorted(range(n), key=lambda i: len(encoded[i].words))
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = Batch.from_encoded([encoded[i] for i in idx])
+            lo, fe, tag_logits = net.analyse(batch, tags=bool(tag_rows))
+            logits[idx] = lo
+            if kept is not None:
+                kept[idx] = fe
+            if near is not None and net.detector is not None and in_scope is not None:
+                top = lo.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
+                near[idx] = net.detector.similarity(fe, top)
+            if tag_logits is not None:
+                for i, piece in zip(idx, tag_logits.split(batch.lengths.tolist()), strict=True):
+                    tag_rows[i] = piece
+    return NetworkScores(logits, near, tag_rows, kept)
 
 
 class Predictor:
@@ -157,35 +182,11 @@ class Predictor:
 
     def logits(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """Raw logits in input order; batches are sorted by length to limit padding."""
-        return self._logits([self.tokenizer.encode(t) for t in texts], batch_size)
+        encoded = [self.tokenizer.encode(t) for t in texts]
+        return run_network(self.net, encoded, self.in_scope, batch_size).logits
 
-    def _logits(self, encoded: Sequence[Encoded], batch_size: int = 256) -> Tensor:
-        return self._scores(encoded, batch_size)[0]
-
-    def _scores(
-        self, encoded: Sequence[Encoded], batch_size: int = 256
-    ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
-        """Logits, each row's similarity to its top intent's training rows (with a detector),
-        and each row's tag scores [tokens, tags] (with a tagger; else empty)."""
-        detector = self.net.detector if self.meta.detector is not None else None
-        out = torch.empty(len(encoded), len(self.labels))
-        near = torch.empty(len(encoded)) if detector is not None else None
-        tags: list[Tensor] = [torch.empty(0)] * len(encoded) if self.crf is not None else []
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].words))
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = Batch.from_encoded([encoded[i] for i in idx])
-                logits, features, tag_logits = self.net.analyse(batch)
-                out[idx] = logits
-                if detector is not None and near is not None:
-                    top = logits.masked_fill(~self.in_scope, -math.inf).argmax(dim=-1)
-                    near[idx] = detector.similarity(features, top)
-                if tag_logits is not None and tags:
-                    pieces = tag_logits.split(batch.lengths.tolist())
-                    for i, piece in zip(idx, pieces, strict=True):
-                        tags[i] = piece
-        return out, near, tags
+    def _scores(self, encoded: Sequence[Encoded]) -> NetworkScores:
+        return run_network(self.net, encoded, self.in_scope, tags=self.crf is not None)
 
     def _entities(self, text: str, emissions: Tensor | None) -> list[FoundEntity]:
         found: list[FoundEntity] = []
@@ -218,7 +219,8 @@ class Predictor:
         # Tokenised once: the network and the known-word share both read the tokens.
         config = self.tokenizer.config
         tokens = [tokenize(t, config) for t in texts]
-        logits, near, tag_scores = self._scores([self.tokenizer.encode_tokens(t) for t in tokens])
+        scored = self._scores([self.tokenizer.encode_tokens(t) for t in tokens])
+        logits, near, tag_scores = scored.logits, scored.near, scored.tags
         probs = torch.softmax(logits / self.meta.temperature, dim=-1)
         if not bool(torch.isfinite(probs).all()):  # damaged weights: fail loudly, never answer NaN
             raise ValueError("the model produced non-finite scores; its weights may be damaged")

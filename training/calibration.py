@@ -58,13 +58,13 @@ def choose_threshold(
 
     Highest is what catches the most out-of-scope input, with or without `oos`
     rows to look at: maximising a blend of accuracy and OOS recall on a
-    handful of OOS rows was measured to cost 9-13 points of in-scope accuracy.
+    handful of OOS rows costs far more in-scope accuracy (docs/RESEARCH.md).
 
     Expected, not observed on validation: a threshold just under the lowest
     of m correct validation confidences loses no validation row, yet about
-    1/(m+1) of future correct answers fall under it (order statistics). With
-    14 validation rows the observed rule chose 0.99 and lost 1.7 points on
-    test. So the share of correct answers under a threshold is estimated as
+    1/(m+1) of future correct answers fall under it (order statistics), and
+    a small validation set would pick an overfitted high threshold. So the
+    share of correct answers under a threshold is estimated as
     k/(m+1) at the k-th lowest correct confidence, linearly in between, and
     zero at chance level (1 / number of intents); a small validation set
     therefore gets a low threshold rather than an overfitted high one.

@@ -9,31 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, fields
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Literal, get_args, get_origin
 
 from model.artifact import ArtifactError, save
 from model.predictor import Predictor
 from model.store import ModelStore, StoreError
+from training.config import TrainConfig
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
 from training.readers import DataError, read_data, read_file
-from training.train import TrainConfig, train
+from training.train import train
 from training.vectors import build_table
-
-# Options the command line spells out; the rest of TrainConfig goes through --set.
-_HELP = {
-    "arch": "recurrent cell: lstm (default), gru or rnn",
-    "epochs": "maximum number of epochs (early stopping may end sooner)",
-    "seed": "random seed; the same data and seed give the same model",
-    "vectors": "pretrained word vectors: a sentence-transformers model (Hugging Face name or directory)"
-    " or a table from `intently vectors build` (default: the built-in encoder when installed)",
-    "teacher": "distil from a sentence-transformers model (Hugging Face name or directory, or 'auto'):"
-    " it labels augmented utterances for the network; only the network is saved",
-    "reject_known": "share of known-intent requests the unknown-intent detector turns away to catch"
-    " requests of intents you have not described (default 0.1; with `oos` rows in the data, or 0,"
-    " it costs at most max_oos_drop of accuracy, as the other thresholds; docs/training.md)",
-}
 
 
 class CliError(Exception):
@@ -51,21 +38,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help="add the model as a new version of this model store")
     p.add_argument("--activate", action="store_true", help="with --store: make it the active version")
     p.add_argument("--valid", help="validation file (default: a stratified 10%% of the data)")
-    p.add_argument("--arch", choices=["lstm", "gru", "rnn"], default="lstm", help=_HELP["arch"])
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=_HELP["epochs"])
-    p.add_argument("--seed", type=int, default=0, help=_HELP["seed"])
-    vectors = p.add_mutually_exclusive_group()
-    vectors.add_argument("--vectors", metavar="NAME_OR_PATH", help=_HELP["vectors"])
-    vectors.add_argument("--no-vectors", action="store_true", help="train without pretrained vectors")
-    p.add_argument("--teacher", metavar="NAME_OR_PATH", help=_HELP["teacher"])
-    p.add_argument("--reject-known", type=float, metavar="SHARE", help=_HELP["reject_known"])
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="any other training option, e.g. --set hidden_dim=128 (see docs/training.md)",
-    )
+    add_training_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -97,38 +70,54 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every training option (`--hidden-dim 128`), from its field: help, choices, default."""
+    group = parser.add_argument_group("training options (docs/training.md)")
+    for name, info in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        text = f"{info.description} Default: {info.default!r}."
+        if info.annotation is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=name, help=text)
+        elif get_origin(info.annotation) is Literal:
+            group.add_argument(flag, choices=get_args(info.annotation), dest=name, help=text)
+        elif name in _OFF_SWITCHES:
+            one_of = group.add_mutually_exclusive_group()
+            one_of.add_argument(flag, metavar="NAME_OR_PATH", dest=name, help=text)
+            one_of.add_argument(f"--no-{flag[2:]}", action="store_const", const="", dest=name, help="none")
+        else:
+            metavar = {int: "N", float: "X"}.get(info.annotation, "VALUE")  # type: ignore[call-overload]
+            group.add_argument(flag, metavar=metavar, dest=name, help=text)
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a training option by its name, e.g. --set hidden_dim=128",
+    )
+
+
+# Options whose empty value turns a part off; they get a `--no-NAME` flag too.
+_OFF_SWITCHES = ("vectors", "teacher")
+
+
 def parse_options(pairs: list[str], base: dict[str, Any]) -> TrainConfig:
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    """`base` (flag values) and `--set NAME=VALUE` pairs as a TrainConfig: text read as the types say."""
     options = dict(base)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in types:
-            raise CliError(f"--set {pair!r}: expected NAME=VALUE with NAME one of {sorted(types)}")
-        options[name] = _coerce(name, value.strip(), str(types[name]))
+        if not sep or name not in TrainConfig.model_fields:
+            raise CliError(
+                f"--set {pair!r}: expected NAME=VALUE with NAME one of {sorted(TrainConfig.model_fields)}"
+            )
+        options[name] = value.strip()
     try:
-        return TrainConfig.from_options(options)
-    except (TypeError, ValueError) as exc:
+        return TrainConfig.from_options(options, strict=False)
+    except ValueError as exc:
         raise CliError(str(exc)) from None
 
 
-def _coerce(name: str, value: str, type_name: str) -> Any:
-    try:
-        if type_name == "bool":
-            if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(value)
-            return value.lower() in {"true", "1", "yes"}
-        if type_name == "int":
-            return int(value)
-        if type_name == "float":
-            return float(value)
-    except ValueError:
-        raise CliError(f"--set {name}: {value!r} is not a valid {type_name}") from None
-    return value
-
-
-# Measured (docs/BENCHMARKS.md section 2): the thresholds alone caught 18-26% of requests
-# for intents nobody described; `oos` examples from other intents raised that to 68-94%.
+# Thresholds alone catch a minority of out-of-scope requests; `oos` examples catch most (docs/BENCHMARKS.md).
 NO_OOS_HINT = (
     "no rows labelled 'oos': out-of-scope input is judged by the thresholds alone; examples of"
     " what the bot should not answer, labelled 'oos', catch far more (docs/training.md)"
@@ -138,14 +127,8 @@ NO_OOS_HINT = (
 def cmd_train(args: argparse.Namespace) -> int:
     if not args.out and not args.store:
         raise CliError("say where the model goes: --out DIR or --store DIR")
-    base: dict[str, Any] = {"arch": args.arch, "epochs": args.epochs, "seed": args.seed}
-    if args.vectors or args.no_vectors:
-        base["vectors"] = "" if args.no_vectors else args.vectors
-    if args.teacher:
-        base["teacher"] = args.teacher
-    if args.reject_known is not None:
-        base["reject_known"] = args.reject_known
-    config = parse_options(args.set, base)
+    given = {name: getattr(args, name) for name in TrainConfig.model_fields}
+    config = parse_options(args.set, {k: v for k, v in given.items() if v is not None})
     data = read_data(args.data)
     examples = data.examples
     valid = read_file(args.valid) if args.valid else None

@@ -29,22 +29,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from model.artifact import ModelMeta
 from model.predictor import Predictor
 from model.store import ModelStore, StoreError
+from training.config import TrainConfig
 from training.evaluate import version_report_files
 from training.metrics import summary
 from training.readers import OOS, Example, NluData
-from training.train import Progress, TrainConfig, TrainResult, stratified_split, train
+from training.train import Progress, TrainResult, stratified_split, train
 
 DB_FILE = "jobs.sqlite3"
 JOBS_DIR = "jobs"
 RULES_FILE = "rules.json"
 STATES = ("queued", "running", "succeeded", "failed")
-MODES = ("replace", "append")
-POLICIES = ("always", "never", "if_better")
+Mode = Literal["append", "replace"]
+Policy = Literal["always", "never", "if_better"]
+MODES: tuple[str, ...] = get_args(Mode)
+POLICIES: tuple[str, ...] = get_args(Policy)
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 20.0
 MIN_HELD_OUT = 20  # fewer held-out examples than this cannot tell two models apart
@@ -86,8 +89,8 @@ def _now() -> str:
 @dataclass
 class JobRequest:
     examples: list[Example]
-    mode: str = "append"
-    activate: str = "if_better"
+    mode: Mode = "append"
+    activate: Policy = "if_better"
     options: dict[str, Any] | None = None
     tolerance: float = 0.01
     # Synonyms, regexes, lookup tables and responses of an uploaded file (`NluData.rules()`).
@@ -102,7 +105,7 @@ class JobRequest:
             raise JobError("no examples given")
         try:
             config = TrainConfig.from_options(dict(self.options or {}))
-        except (TypeError, ValueError) as exc:
+        except ValueError as exc:
             raise JobError(f"options: {exc}") from None
         # A job is an HTTP request: it must not name files on the server or models to download.
         for name in ("vectors", "teacher"):
@@ -317,18 +320,69 @@ def held_out_accuracy(predictor: Predictor, examples: Sequence[Example]) -> floa
     return float(summary([e.intent for e in examples], y_pred)["accuracy"])
 
 
+def appended(new: Sequence[Example], old: Sequence[Example]) -> list[Example]:
+    """The old examples, then the new: a new one replaces an old one of the same text (any case),
+    which is how a misclassification gets fixed."""
+    fixed = {e.text.casefold() for e in new}
+    return [e for e in old if e.text.casefold() not in fixed] + list(new)
+
+
+@dataclass
+class _JobData:
+    """What a job trains on, and what its version is judged on."""
+
+    kept: list[Example]  # the version's data, as the store keeps it
+    training: list[Example]
+    valid: list[Example]
+    held_out: list[Example]  # the active version's held-out rows: both models are compared on them
+    nlu: NluData
+
+
 def run_job(store: ModelStore, job_id: str) -> None:
+    """Train the job's version, add it to the store, and activate it as its policy says."""
     jobs = JobStore(store)
     job = jobs.get(job_id)
-    raw_options = json.loads(_row_options(jobs, job_id))
-    config = TrainConfig.from_options(raw_options.get("train", {}))
-    tolerance = float(raw_options.get("tolerance", 0.01))
-    new = _read_jsonl(jobs.job_dir(job_id) / "examples.jsonl")
-    rules_file = jobs.job_dir(job_id) / RULES_FILE
-    nlu = NluData.from_rules(json.loads(rules_file.read_text("utf-8")) if rules_file.exists() else {})
+    options = json.loads(_row_options(jobs, job_id))
     base_version = store.active()
     jobs.update(job_id, base_version=base_version, pid=os.getpid())
+    with _heartbeat(jobs, job_id):
+        try:
+            config = TrainConfig.from_options(options.get("train", {}))
+            data = _job_data(store, jobs.job_dir(job_id), job["mode"], base_version, config)
 
+            def progress(p: Progress) -> None:
+                jobs.update(job_id, epoch=p.epoch, epochs=p.epochs, heartbeat=time.time())
+
+            result = train(data.training, config, valid_examples=data.valid, progress=progress, nlu=data.nlu)
+            result.meta.training["job"] = job_id
+            result.meta.training["mode"] = job["mode"]
+            version = store.add(
+                result.net, result.meta, data.kept, result.valid_examples, version_report_files(result)
+            )
+            tolerance = float(options.get("tolerance", 0.01))
+            activated, reason, comparison = _decide_activation(
+                store, job["activate"], base_version, result, data.held_out, tolerance
+            )
+            if activated:
+                store.activate(version)
+            jobs.update(
+                job_id,
+                state="succeeded",
+                finished_at=_now(),
+                version=version,
+                activated=int(activated),
+                activation_reason=reason,
+                metrics=json.dumps({"validation": result.meta.metrics, **comparison}),
+            )
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, ValueError | StoreError) else f"{type(exc).__name__}: {exc}"
+            jobs.update(job_id, state="failed", finished_at=_now(), error=message)
+            traceback.print_exc()
+
+
+@contextmanager
+def _heartbeat(jobs: JobStore, job_id: str) -> Iterator[None]:
+    """Beat while the job runs: a job whose beats stop is reaped as failed."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -337,62 +391,37 @@ def run_job(store: ModelStore, job_id: str) -> None:
 
     threading.Thread(target=beat, daemon=True).start()
     try:
-        held_out: list[Example] = []
-        if base_version:
-            held_out = _as_examples(store.read_data(base_version, held_out=True))
-        if job["mode"] == "append":
-            if not base_version:
-                raise JobError("mode 'append' needs an active version to append to")
-            # A new example overrides an old one with the same text: that is
-            # how a misclassification gets fixed.
-            fixed = {e.text.casefold() for e in new}
-            base = [e for e in _as_examples(store.read_data(base_version)) if e.text.casefold() not in fixed]
-            held_out = [e for e in held_out if e.text.casefold() not in fixed]
-            held = {(e.text, e.intent) for e in held_out}
-            all_examples = base + new
-            nlu = _with_base_rules(nlu, store.meta(base_version))
-            if len(held_out) >= MIN_HELD_OUT:
-                new_train, new_valid = stratified_split(new, config.valid_fraction, config.seed)
-                training = [e for e in base if (e.text, e.intent) not in held] + new_train
-                valid = held_out + new_valid
-            else:  # the base version kept no usable held-out set: split afresh
-                training, valid = all_examples, None
-        else:
-            all_examples = training = new
-            valid = None
-
-        def progress(p: Progress) -> None:
-            jobs.update(job_id, epoch=p.epoch, epochs=p.epochs, heartbeat=time.time())
-
-        if valid is None:
-            training, valid = stratified_split(training, config.valid_fraction, config.seed)
-        result = train(training, config, valid_examples=valid, progress=progress, nlu=nlu)
-        result.meta.training["job"] = job_id
-        result.meta.training["mode"] = job["mode"]
-        version = store.add(
-            result.net, result.meta, all_examples, result.valid_examples, version_report_files(result)
-        )
-        activated, reason, comparison = _decide_activation(
-            store, job["activate"], base_version, result, held_out, tolerance
-        )
-        if activated:
-            store.activate(version)
-        metrics = {"validation": result.meta.metrics, **comparison}
-        jobs.update(
-            job_id,
-            state="succeeded",
-            finished_at=_now(),
-            version=version,
-            activated=int(activated),
-            activation_reason=reason,
-            metrics=json.dumps(metrics),
-        )
-    except Exception as exc:
-        message = str(exc) if isinstance(exc, ValueError | StoreError) else f"{type(exc).__name__}: {exc}"
-        jobs.update(job_id, state="failed", finished_at=_now(), error=message)
-        traceback.print_exc()
+        yield
     finally:
         stop.set()
+
+
+def _job_data(
+    store: ModelStore, folder: Path, mode: str, base_version: str | None, config: TrainConfig
+) -> _JobData:
+    """`replace`: the job's examples, split afresh. `append`: the active version's data plus them,
+    validated on the active version's held-out rows (those the job's examples leave) plus a share of
+    the new ones, so that both versions are judged on rows neither trained on."""
+    new = _read_jsonl(folder / "examples.jsonl")
+    rules = folder / RULES_FILE
+    nlu = NluData.from_rules(json.loads(rules.read_text("utf-8")) if rules.exists() else {})
+    held_out = _as_examples(store.read_data(base_version, held_out=True)) if base_version else []
+    if mode != "append":
+        training, valid = stratified_split(new, config.valid_fraction, config.seed)
+        return _JobData(new, training, valid, held_out, nlu)
+    if not base_version:
+        raise JobError("mode 'append' needs an active version to append to")
+    kept = appended(new, _as_examples(store.read_data(base_version)))
+    nlu = _with_base_rules(nlu, store.meta(base_version))
+    fixed = {e.text.casefold() for e in new}
+    held_out = [e for e in held_out if e.text.casefold() not in fixed]
+    if len(held_out) < MIN_HELD_OUT:  # the base version kept no usable held-out set: split afresh
+        training, valid = stratified_split(kept, config.valid_fraction, config.seed)
+        return _JobData(kept, training, valid, held_out, nlu)
+    held = {(e.text, e.intent) for e in held_out}
+    new_train, new_valid = stratified_split(new, config.valid_fraction, config.seed)
+    training = [e for e in kept[: len(kept) - len(new)] if (e.text, e.intent) not in held] + new_train
+    return _JobData(kept, training, held_out + new_valid, held_out, nlu)
 
 
 def _row_options(jobs: JobStore, job_id: str) -> str:

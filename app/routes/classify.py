@@ -29,7 +29,7 @@ ERRORS = {
 
 
 def _json(payload: dict[str, Any]) -> Response:
-    """The answer serialised once, here, by orjson (measured 15x faster than json here).
+    """The answer serialised once, here, by orjson (far faster than json on this hot path).
 
     Returning a Response skips FastAPI's re-validation of the dict against the
     response model, a per-request cost on the hottest path; the routes keep

@@ -7,21 +7,22 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import PurePath, PureWindowsPath
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.admin import AdminDep, StoreDep
 from app.deps import SettingsDep
 from app.errors import ApiError
-from app.schemas import ErrorResponse, TrainingJob, TrainingJobCreate, TrainingJobList
+from app.schemas import ErrorResponse, JobSettings, TrainingJob, TrainingJobCreate, TrainingJobList
 from model.store import ModelStore, StoreError
-from training.jobs import JobError, JobRequest, JobStore
+from training.jobs import MODES, POLICIES, JobError, JobRequest, JobStore, appended
 from training.readers import FORMATS, DataError, Example, NluData, clean, no_examples, parse_data
 
+Body = TypeVar("Body", bound=BaseModel)
 router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
 # An HTTP caller should not hang for the 10 s a training process waits on a lock.
 JOB_STORE_TIMEOUT = 2.0
@@ -67,8 +68,8 @@ _UPLOAD_SCHEMA = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": ".csv, .jsonl or .yml"},
-                        "mode": {"type": "string", "enum": ["append", "replace"]},
-                        "activate": {"type": "string", "enum": ["always", "never", "if_better"]},
+                        "mode": {"type": "string", "enum": list(MODES)},
+                        "activate": {"type": "string", "enum": list(POLICIES)},
                         "options": {"type": "string", "description": "training options as a JSON object"},
                         "tolerance": {"type": "number"},
                     },
@@ -78,6 +79,12 @@ _UPLOAD_SCHEMA = {
         "required": True,
     }
 }
+
+
+def body_schemas() -> dict[str, Any]:
+    """The JSON schemas of the job body `create_job` reads by hand, for the OpenAPI components."""
+    schema = TrainingJobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "TrainingJobCreate": schema}
 
 
 async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[str, Any]]:
@@ -122,12 +129,18 @@ def _check_data(store: ModelStore, request: JobRequest) -> None:
         active = store.active()
         if active is None:
             raise JobError("mode 'append' needs an active version to append to")
-        fixed = {e.text.casefold() for e in examples}
-        stored = store.read_data(active)
-        examples += [Example.from_json(r) for r in stored if r["text"].casefold() not in fixed]
+        examples = appended(examples, [Example.from_json(r) for r in store.read_data(active)])
     _, summary = clean(examples)
     if len([i for i in summary.per_intent if i != "oos"]) < 2:
         raise JobError("need at least two intents (besides 'oos') to train a classifier")
+
+
+def _validated(schema: type[Body], data: Any) -> Body:
+    """The body read by hand (it may be JSON or a form): its errors answered as FastAPI's own are."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
 
 
 @router.post(
@@ -139,25 +152,20 @@ def _check_data(store: ModelStore, request: JobRequest) -> None:
 )
 async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """Queue a training job: JSON examples, or a multipart upload with a `file` part and the same fields."""
+    body: JobSettings
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         data, fields = await _from_upload(request, settings.max_upload_bytes)
         examples, rules = data.examples, data.rules()
-        try:
-            body = TrainingJobCreate.model_validate({"examples": [{"text": "-", "intent": "-"}], **fields})
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
+        body = _validated(JobSettings, fields)
     else:
         try:
             payload = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+        created = _validated(TrainingJobCreate, payload)
+        body, rules = created, {}
         try:
-            body = TrainingJobCreate.model_validate(payload)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
-        rules: dict[str, Any] = {}
-        try:
-            rows = [e.model_dump(exclude_none=True) for e in body.examples]
+            rows = [e.model_dump(exclude_none=True) for e in created.examples]
             examples = [Example.from_json(row, f"examples.{i}") for i, row in enumerate(rows)]
         except DataError as exc:
             raise ApiError(422, "invalid_data", str(exc)) from None
@@ -167,7 +175,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
             "too_many_examples",
             f"{len(examples)} examples is over the limit of {settings.max_train_examples}",
         )
-    job = JobRequest(examples, body.mode, body.activate, body.options, body.tolerance, rules)
+    job = JobRequest(examples, body.mode, body.activate, body.options.given(), body.tolerance, rules)
     try:
         job.validate()
         await asyncio.to_thread(_check_data, store, job)

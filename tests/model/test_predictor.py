@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from model.predictor import Predictor, decide
+from model.predictor import Predictor, verdicts
 from model.tokenizer import tokenize
 
 
@@ -38,14 +38,14 @@ def test_out_of_scope_verdict(small_predictor: Predictor) -> None:
     assert p.out_of_scope and p.intent is None
 
 
-def test_decide_rules() -> None:
+def test_verdict_rules() -> None:
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.45, 0.1, 0.45]])
     in_scope = torch.tensor([True, True, False])  # label 2 is `oos`
-    d = decide(probs, in_scope, oos_index=2, threshold=0.5)
-    assert [x.out_of_scope for x in d] == [False, True, True]
-    assert d[0].top == 0 and abs(d[0].top_prob - 0.7) < 1e-6
-    d = decide(probs, in_scope, oos_index=None, threshold=0.0)
-    assert [x.out_of_scope for x in d] == [False, False, False]
+    top, top_prob, rejected = verdicts(probs, in_scope, oos_index=2, threshold=0.5)
+    assert rejected.tolist() == [False, True, True]
+    assert top[0] == 0 and abs(float(top_prob[0]) - 0.7) < 1e-6
+    _, _, rejected = verdicts(probs, in_scope, oos_index=None, threshold=0.0)
+    assert rejected.tolist() == [False, False, False]
 
 
 def with_coverage(predictor: Predictor, threshold: float = 0.3) -> Predictor:
