@@ -58,7 +58,7 @@ def test_json_options_keep_their_types_and_bounds() -> None:
 
 def test_the_network_takes_its_shape_from_the_options() -> None:
     # A field renamed on either side would silently fall back to ModelConfig's default.
-    assert NETWORK_FIELDS == {
+    assert {
         "arch",
         "embed_dim",
         "hidden_dim",
@@ -69,7 +69,7 @@ def test_the_network_takes_its_shape_from_the_options() -> None:
         "ngram_buckets",
         "bag_buckets",
         "bag_char_ngrams",
-    }
+    } == NETWORK_FIELDS
     options = TrainConfig(
         arch="gru",
         embed_dim=48,
