@@ -87,4 +87,7 @@ UVICORN_OPTIONS: dict[str, object] = {
     "log_config": None,
     "access_log": False,
     "timeout_graceful_shutdown": 30,
+    # uvicorn kills a worker that misses a 5 s health ping; a worker loading a model on a busy
+    # machine can, and would be killed and restarted without end. A hung one still goes.
+    "timeout_worker_healthcheck": 60,
 }
