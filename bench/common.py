@@ -8,7 +8,6 @@ with the same figure in another.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -22,12 +21,13 @@ import numpy as np
 import torch
 
 from model.predictor import Predictor
+from tests.support.results import RESULTS as RESULTS  # re-exported: benchmarks import from here
+from tests.support.results import write_results as write_results
 from training.readers import OOS, Example, read_file
 from training.train import TrainConfig, TrainResult, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = (REPO / ".." / "shared" / "data").resolve()
-RESULTS = REPO / "bench" / "results"
 # Data sets that ship with the project (data/NAME/), not in ../shared/data.
 BUILT_IN = ("assistant",)
 QUICK_PER_INTENT = 20
@@ -187,14 +187,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = [line(cells[0]), "  ".join("-" * w for w in widths)]
     out.extend(line(r) for r in cells[1:])
     return "\n".join(out)
-
-
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """bench/results/NAME.json (git-ignored), so a run's figures can be diffed or plotted later."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
 
 
 def run_facts(args: argparse.Namespace) -> dict[str, Any]:

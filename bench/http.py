@@ -1,4 +1,4 @@
-"""HTTP throughput and latency of /v1/classify against the bare web stack, measured with wrk.
+"""HTTP throughput and latency of /v1/classify against the bare web stack, under bench/loadgen.py.
 
     .venv/bin/python -m bench.http [--concurrency 1 16 64] [--duration 10] [--workers 1 2]
                                    [--model DIR] [--env INTENTLY_QUANTIZE=1]
@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import loadgen
 from bench import server_util as su
 from bench.common import table, write_results
+from tests.support.loadgen import utterances
 
 ON, OFF, BARE = "batch-on", "batch-off", "bare"
 KINDS = (ON, OFF, BARE)
@@ -35,13 +37,14 @@ MIN_ON_VS_OFF_RPS = 2.0
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64], metavar="C")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="W")
     p.add_argument("--model", help="serve this model directory (default: train one now, ~20 s)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load per server before measuring")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: it shares 2 cores)")
+    p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in s (counted as error)")
     p.add_argument(
-        "--timeout", type=float, default=5.0, help="wrk per-request timeout in s (counted as error)"
+        "--engine", choices=[loadgen.WRK, loadgen.ASYNCIO], help="load generator (default: wrk if installed)"
     )
     p.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for both real servers"
@@ -142,19 +145,21 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[str]:
 
 
 def run_worker_count(
-    model: Path, workers: int, env: dict[str, str], tmp: Path, script: Path, args: argparse.Namespace
+    model: Path, workers: int, env: dict[str, str], tmp: Path, texts: list[str], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """Every concurrency against the three servers of one worker count, which are stopped after."""
+
+    def load(url: str, conc: int, seconds: float) -> dict[str, Any]:
+        return loadgen.measure(url, texts, conc, seconds, args.timeout, args.engine, args.wrk_threads)
+
     rows = []
     servers = start_servers(model, workers, env, tmp)
     try:
         for server in servers.values():
-            su.run_wrk(server.url, script, 16, args.warmup, args.wrk_threads, args.timeout)
+            load(server.url, 16, args.warmup)
         for conc in args.concurrency:
             for kind in KINDS:
-                res = su.run_wrk(
-                    servers[kind].url, script, conc, args.duration, args.wrk_threads, args.timeout
-                )
+                res = load(servers[kind].url, conc, args.duration)
                 rows.append({"workers": workers, "concurrency": conc, "server": kind, **res})
                 print(
                     f"  w={workers} c={conc:<3} {kind:<9} {res['rps']:9.0f} req/s"
@@ -171,7 +176,7 @@ def main() -> None:
     args = parse_args()
     su.install_signal_handlers()
     env = su.parse_env(args.env)
-    texts = su.utterances()
+    texts = utterances()
     rows: list[dict[str, Any]] = []
     facts = su.machine_facts()
     started = time.perf_counter()
@@ -180,17 +185,14 @@ def main() -> None:
             su.model_dir(args.model) as model,
             tempfile.TemporaryDirectory(prefix="intently-bench-http-") as t,
         ):
-            tmp = Path(t)
-            script = su.write_wrk_script(texts, tmp / "classify.lua")
             for workers in args.workers:
-                rows += run_worker_count(model, workers, env, tmp, script, args)
+                rows += run_worker_count(model, workers, env, Path(t), texts, args)
     finally:
         su.kill_all()
 
     table_rows = []
     for r in rows:
         bare = find(rows, r["workers"], r["concurrency"], BARE)
-        sock = sum(r["socket_errors"].values())
         table_rows.append(
             [
                 r["server"],
@@ -199,7 +201,7 @@ def main() -> None:
                 f"{r['rps']:.0f}",
                 fmt(r["p50_ms"]),
                 fmt(r["p99_ms"]),
-                f"{r['non_2xx']}/{sock}",
+                r["errors"],
                 fmt(ratio(r["rps"], bare and bare["rps"])),
                 fmt(ratio(r["p99_ms"], bare and bare["p99_ms"])),
             ]
@@ -207,7 +209,7 @@ def main() -> None:
     print()
     print(
         table(
-            ["server", "W", "c", "req/s", "p50 ms", "p99 ms", "non2xx/sock", "rps÷bare", "p99÷bare"],
+            ["server", "W", "c", "req/s", "p50 ms", "p99 ms", "errors", "rps÷bare", "p99÷bare"],
             table_rows,
         )
     )
@@ -221,6 +223,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     payload = {
         "facts": {**facts, "args": vars(args), "texts": texts, "seconds": round(elapsed, 1)},
+        "engine": rows[0]["engine"] if rows else None,
         "runs": rows,
         "targets": summary,
     }

@@ -12,7 +12,6 @@ beside the share of test utterances the model refuses as out of scope.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -20,13 +19,12 @@ from pathlib import Path
 
 import torch
 
-from bench.common import fit_baseline
+from bench.common import fit_baseline, write_results
 from model.predictor import Predictor, quantize_dynamic
 from training.readers import read_file
 from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -114,17 +112,14 @@ def main() -> None:
             f"{r['system']:<18}{r['threads']:>8}{r['batch1_us']:>20.0f}{r['batch256_utt_s']:>18}"
             f"{r['accuracy']:>21.4f}{r['refused']:>9.4f}"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "inference.json").write_text(
-        json.dumps(
-            {
-                "dataset": args.dataset,
-                "train_seconds": round(train_seconds, 1),
-                "baseline_train_seconds": round(baseline_seconds, 2),
-                "rows": rows,
-            },
-            indent=2,
-        )
+    write_results(
+        "inference",
+        {
+            "dataset": args.dataset,
+            "train_seconds": round(train_seconds, 1),
+            "baseline_train_seconds": round(baseline_seconds, 2),
+            "rows": rows,
+        },
     )
 
 

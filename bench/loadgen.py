@@ -1,205 +1,143 @@
-"""A closed-loop HTTP load generator in plain asyncio, for the load test and the soak.
+"""The one load generator of the HTTP benchmarks: wrk where it is installed, else the asyncio one.
 
     .venv/bin/python -m bench.loadgen --url http://127.0.0.1:8000 --concurrency 64 --seconds 60
 
-Each of `concurrency` keep-alive connections sends a POST /v1/classify, reads
-the whole answer, and sends the next, until the time is up. Raw sockets
-rather than an HTTP client library: on two shared cores the generator must
-cost far less than the server it measures (about 30 µs a request here), and
-nothing outside the project's own dependencies is needed (no wrk, no hey).
-
-Every answer counts: a status other than 200, a malformed or truncated
-response, a reset connection or a request slower than `timeout` is an
-error, with its kind. Every 50th body is parsed and checked too.
+`measure` holds `concurrency` keep-alive connections sending POST /v1/classify
+(rotating over real utterances) for `seconds` and returns one summary, the
+same keys whichever engine ran: wrk (C, a fraction of the server's CPU) when
+it is on PATH, otherwise tests/support/loadgen.py, the generator the tests use.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-PATH = "/v1/classify"
-# What a broken answer or connection raises; anything else is a bug of the generator itself.
-_FAILURES = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError)
+from bench.server_util import run_bounded
+from tests.support.loadgen import PATH, run_load, utterances
 
-
-@dataclass
-class LoadResult:
-    """Everything one run measured; latencies in seconds, one per answered request."""
-
-    seconds: float = 0.0
-    concurrency: int = 0
-    latencies: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    checked: int = 0  # bodies parsed and checked
-    stop: bool = False  # set from outside to end the run early
-
-    @property
-    def requests(self) -> int:
-        return len(self.latencies) + sum(self.errors.values())
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def percentile_ms(self, pct: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-        return ordered[index] * 1000
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "seconds": round(self.seconds, 1),
-            "concurrency": self.concurrency,
-            "requests": self.requests,
-            "ok": len(self.latencies),
-            "errors": self.error_count,
-            "error_kinds": dict(self.errors),
-            "rps": round(len(self.latencies) / self.seconds, 1) if self.seconds else 0.0,
-            "p50_ms": round(self.percentile_ms(50), 2),
-            "p99_ms": round(self.percentile_ms(99), 2),
-            "max_ms": round(max(self.latencies) * 1000, 2) if self.latencies else float("nan"),
-            "bodies_checked": self.checked,
-        }
+WRK, ASYNCIO = "wrk", "asyncio"
 
 
-def build_requests(host: str, port: int, texts: Sequence[str]) -> list[bytes]:
-    """Pre-formatted HTTP/1.1 requests, one per text, so the hot loop only writes bytes."""
-    out = []
-    for text in texts:
-        body = json.dumps({"text": text, "top_k": 3}).encode()
-        head = (
-            f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        out.append(head.encode() + body)
-    return out
+def default_engine() -> str:
+    return WRK if shutil.which("wrk") else ASYNCIO
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """Status, body and whether the server will close the connection."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    length, close = None, False
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        name = name.strip().lower()
-        if name == "content-length":
-            length = int(value.strip())
-        elif name == "connection" and value.strip().lower() == "close":
-            close = True
-    if length is None:
-        raise ValueError("answer without Content-Length")
-    return status, await reader.readexactly(length), close
-
-
-def _check_body(body: bytes) -> None:
-    answer = json.loads(body)
-    if not isinstance(answer.get("ranking"), list) or not answer.get("model_version"):
-        raise ValueError("answer is not shaped like a classification")
-
-
-async def _connection(
-    host: str, port: int, requests: list[bytes], offset: int, deadline: float, timeout: float, out: LoadResult
-) -> None:
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
-    i = offset
-    while time.monotonic() < deadline and not out.stop:
-        try:
-            if writer is None:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-            assert reader is not None
-            started = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            status, body, close = await asyncio.wait_for(_read_response(reader), timeout)
-            elapsed = time.perf_counter() - started
-            i += 1
-            if status != 200:
-                out.errors[f"status {status}"] += 1
-            else:
-                if i % 50 == 0:
-                    _check_body(body)
-                    out.checked += 1
-                out.latencies.append(elapsed)
-            if close:
-                writer.close()
-                writer = None
-        except _FAILURES as exc:
-            out.errors[type(exc).__name__] += 1
-            if writer is not None:
-                writer.close()
-            writer = None
-            await asyncio.sleep(0.01)  # a refused connect must not spin
-    if writer is not None:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def run_load(
+def measure(
     url: str,
     texts: Sequence[str],
     concurrency: int,
     seconds: float,
-    timeout: float = 10.0,
-    on_tick: Callable[[float], None] | None = None,
-    tick: float = 1.0,
-    out: LoadResult | None = None,
-) -> LoadResult:
-    """Hold `concurrency` requests in flight for `seconds`; `on_tick(elapsed)` runs every `tick` s.
+    timeout: float = 5.0,
+    engine: str | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """rps, p50_ms, p99_ms, requests, ok, errors, error_kinds, seconds, concurrency and engine."""
+    engine = engine or default_engine()
+    if engine == WRK:
+        figures = _run_wrk(url, texts, concurrency, seconds, timeout, threads)
+    else:
+        summary = asyncio.run(run_load(url, texts, concurrency, seconds, timeout)).summary()
+        keys = ("rps", "p50_ms", "p99_ms", "requests", "ok", "errors", "error_kinds", "seconds")
+        figures = {k: summary[k] for k in keys}
+    return {**figures, "concurrency": concurrency, "engine": engine}
 
-    Pass `out` to watch the figures grow from another thread while it runs.
-    """
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = build_requests(host, port, texts)
-    out = out or LoadResult()
-    out.concurrency = concurrency
-    started = time.monotonic()
-    deadline = started + seconds
-    tasks = [
-        asyncio.create_task(_connection(host, port, requests, n, deadline, timeout, out))
-        for n in range(concurrency)
-    ]
-    if on_tick is not None:
-        while time.monotonic() < deadline and not out.stop:
-            await asyncio.sleep(min(tick, max(0.0, deadline - time.monotonic())))
-            on_tick(time.monotonic() - started)
-    await asyncio.gather(*tasks)
-    out.seconds = time.monotonic() - started
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+def _lua_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def wrk_script(texts: Sequence[str]) -> str:
+    """A wrk Lua script that POSTs JSON bodies, rotating over `texts`, pre-formatted per thread."""
+    bodies = ",\n  ".join(_lua_string(json.dumps({"text": t})) for t in texts)
+    return f"""-- generated by bench/loadgen.py
+local bodies = {{
+  {bodies}
+}}
+local reqs = {{}}
+local i = 0
+init = function(args)
+  for _, b in ipairs(bodies) do
+    reqs[#reqs + 1] = wrk.format("POST", "{PATH}", {{["Content-Type"] = "application/json"}}, b)
+  end
+end
+request = function()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+"""
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_TIME = r"([0-9.]+)\s*(us|ms|s|m|h)\b"
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """The summary's figures from `wrk --latency` text output; raises if one is missing, never 0."""
+    rps = re.search(r"Requests/sec:\s*([0-9.]+)", text)
+    total = re.search(r"(\d+) requests in " + _TIME, text)
+    dist = text.split("Latency Distribution", 1)
+    if not rps or not total or len(dist) != 2:
+        raise ValueError(f"not the output of wrk --latency:\n{text[-1500:]}")
+    out: dict[str, Any] = {"rps": float(rps.group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+{_TIME}", dist[1], re.MULTILINE)
+        if not m:
+            raise ValueError(f"no p{pct} in wrk output:\n{text[-1500:]}")
+        out[f"p{pct}_ms"] = round(_ms(m.group(1), m.group(2)), 3)
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    non_2xx = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors:(.*)", text)
+    found = re.findall(r"(connect|read|write|timeout)\s+(\d+)", m.group(1)) if m else []
+    sockets = {kind: int(n) for kind, n in found}
+    answered = int(total.group(1))  # every response wrk read, whatever its status
+    out["ok"] = answered - non_2xx
+    out["errors"] = non_2xx + sum(sockets.values())
+    out["requests"] = answered + sum(sockets.values())
+    out["error_kinds"] = {k: n for k, n in {"non-2xx": non_2xx, **sockets}.items() if n}
+    out["seconds"] = _ms(total.group(2), total.group(3)) / 1000
     return out
 
 
-def parse_args() -> argparse.Namespace:
+def _run_wrk(
+    url: str, texts: Sequence[str], connections: int, seconds: float, timeout: float, threads: int
+) -> dict[str, Any]:
+    """One wrk run; its own --timeout makes a stuck request count as a socket timeout."""
+    secs, limit = max(1, round(seconds)), max(1, round(timeout))  # wrk takes whole seconds only
+    with tempfile.TemporaryDirectory(prefix="intently-wrk-") as tmp:
+        script = Path(tmp) / "classify.lua"
+        script.write_text(wrk_script(texts), encoding="utf-8")
+        cmd = ["wrk", f"-t{max(1, min(threads, connections))}", f"-c{connections}", f"-d{secs}s"]
+        cmd += [f"--timeout={limit}s", "--latency", "-s", str(script), url + PATH]
+        return parse_wrk(run_bounded(cmd, timeout=secs + limit + 30))
+
+
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--timeout", type=float, default=10.0, help="per request; slower counts as an error")
+    p.add_argument("--engine", choices=[WRK, ASYNCIO], help="default: wrk if installed, else asyncio")
     args = p.parse_args()
     if args.concurrency < 1 or args.seconds <= 0:
         p.error("--concurrency and --seconds must be positive")
-    return args
-
-
-def main() -> None:
-    from bench.server_util import utterances
-
-    args = parse_args()
-    result = asyncio.run(run_load(args.url, utterances(), args.concurrency, args.seconds, args.timeout))
-    print(json.dumps(result.summary()))
+    figures = measure(args.url, utterances(), args.concurrency, args.seconds, args.timeout, args.engine)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

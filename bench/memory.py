@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.memory [--requests 100000] [--model DIR] [--env INTENTLY_QUANTIZE=1]
 
-One real server (1 worker), 1,000 warm-up requests, VmRSS of the process
-that serves (found through the listening socket), then --requests more with
-hey and VmRSS again; the bare app (bench/bare_app.py) gets the same traffic
-in the same run, so the framework's own growth is visible beside ours.
+One real server (1 worker), 1,000 warm-up requests, the RSS of the process
+that serves (found through the listening socket), then --requests more from
+bench/loadgen.py (wrk where installed) with the RSS sampled every few seconds,
+and the RSS again; the bare app (bench/bare_app.py) gets the same traffic in
+the same run, so the framework's own growth is visible beside ours.
 Targets: <= 400 MB after warm-up, growth < 5%. Results: bench/results/memory.json.
 """
 
@@ -13,23 +14,27 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import server_util as su
 from bench.common import table, write_results
+from bench.loadgen import measure
+from tests.support.loadgen import utterances
+from tests.support.processes import rss_mb
 
 WARMUP = 1000
 MAX_WARM_MB = 400.0
 MAX_GROWTH_PCT = 5.0
+# Traffic runs in slices this long, with the RSS read between them: a plateau and a climb differ.
+SLICE_SECONDS = 5.0
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--requests", type=int, default=100_000, help="requests after warm-up (default 100000)")
-    p.add_argument("--concurrency", type=int, default=32, help="hey -c (default 32)")
+    p.add_argument("--concurrency", type=int, default=32, help="connections (default 32)")
     p.add_argument("--model", help="serve this model directory (default: train one now, ~20 s)")
     p.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the real server"
@@ -40,53 +45,35 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def peak_mb(pid: int) -> float:
-    """VmHWM: the highest RSS the process ever had, so a spike between samples is not missed."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def send(url: str, requests: int, concurrency: int, pid: int) -> dict[str, Any]:
+    """At least `requests` requests, in slices sized from the rate so far; the RSS after each slice."""
+    texts = utterances()
+    sent = ok = errors = 0
+    busy = 0.0
+    samples: list[float] = []
+    seconds = 1.0  # a first short slice measures the rate
+    while sent < requests:
+        figures = measure(url, texts, concurrency, seconds)
+        sent, ok, errors = sent + figures["requests"], ok + figures["ok"], errors + figures["errors"]
+        busy += figures["seconds"]
+        samples.append(round(rss_mb(pid), 1))
+        rate = max(figures["requests"] / figures["seconds"], 1.0)
+        seconds = min(SLICE_SECONDS, max(1.0, (requests - sent) / rate))
+    return {"sent": sent, "ok": ok, "errors": errors, "rps": ok / busy, "samples": samples}
 
 
-class Sampler(threading.Thread):
-    """RSS once a second while traffic runs: a plateau and a steady climb look different."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.samples: list[tuple[float, float]] = []
-        self._done = threading.Event()
-        self._t0 = time.monotonic()
-
-    def run(self) -> None:
-        while not self._done.wait(1.0):
-            try:
-                self.samples.append((round(time.monotonic() - self._t0, 1), round(su.rss_mb(self.pid), 1)))
-            except (OSError, RuntimeError):
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(5)
-
-
-def measure(server: su.Server, requests: int, concurrency: int) -> dict[str, Any]:
+def measure_server(server: su.Server, requests: int, concurrency: int) -> dict[str, Any]:
     """RSS after warm-up and after `requests` more, of the one process that serves."""
     pids = su.serving_pids(server)
     if len(pids) != 1:
         raise RuntimeError(f"{server.kind}: expected one serving process, found {pids}")
     pid = pids[0]
-    warm = su.run_hey(server.url, WARMUP, concurrency)
+    warm = send(server.url, WARMUP, concurrency, pid)
     time.sleep(1.0)  # let in-flight work and its garbage settle before reading
-    rss_warm = su.rss_mb(pid)
-    sampler = Sampler(pid)
-    sampler.start()
-    try:
-        load = su.run_hey(server.url, requests, concurrency)
-    finally:
-        sampler.stop()
+    rss_warm = rss_mb(pid)
+    load = send(server.url, requests, concurrency, pid)
     time.sleep(1.0)
-    rss_final = su.rss_mb(pid)
+    rss_final = rss_mb(pid)
     return {
         "server": server.kind,
         "pid": pid,
@@ -94,13 +81,11 @@ def measure(server: su.Server, requests: int, concurrency: int) -> dict[str, Any
         "rss_warm_mb": round(rss_warm, 1),
         "rss_final_mb": round(rss_final, 1),
         "growth_pct": round(100 * (rss_final - rss_warm) / rss_warm, 2),
-        "peak_mb": round(peak_mb(pid), 1),
+        "max_under_load_mb": max(load["samples"]),
         "sent": warm["sent"] + load["sent"],
         "rps": load["rps"],
         "errors": warm["errors"] + load["errors"],
-        "statuses": load["statuses"],
-        "error_lines": load["error_lines"],
-        "samples": sampler.samples,
+        "samples": load["samples"],
     }
 
 
@@ -121,7 +106,7 @@ def main() -> None:
                 server = su.start_real(model, 1, tmp, env) if kind == "real" else su.start_bare(1, tmp)
                 try:
                     print(f"  {kind}: {WARMUP} warm-up + {args.requests} requests ...", flush=True)
-                    results.append(measure(server, args.requests, args.concurrency))
+                    results.append(measure_server(server, args.requests, args.concurrency))
                 finally:
                     server.stop()
     finally:
@@ -133,9 +118,9 @@ def main() -> None:
             f"{r['rss_warm_mb']:.1f}",
             f"{r['rss_final_mb']:.1f}",
             f"{r['growth_pct']:+.2f}",
-            f"{r['peak_mb']:.1f}",
+            f"{r['max_under_load_mb']:.1f}",
             r["sent"],
-            "-" if r["rps"] is None else f"{r['rps']:.0f}",
+            f"{r['rps']:.0f}",
             r["errors"],
         ]
         for r in results
@@ -143,7 +128,8 @@ def main() -> None:
     print()
     print(
         table(
-            ["server", "warm RSS MB", "final RSS MB", "growth %", "peak MB", "sent", "req/s", "errors"], rows
+            ["server", "warm RSS MB", "final RSS MB", "growth %", "max MB", "sent", "req/s", "errors"],
+            rows,
         )
     )
     real = results[0]
@@ -158,9 +144,6 @@ def main() -> None:
     print(f"\ntargets (real, 1 worker, {args.requests} requests after warm-up):")
     for text, ok in checks:
         print(f"  {text}  {'PASS' if ok else 'FAIL'}")
-    for r in results:
-        if r["error_lines"]:
-            print(f"  {r['server']} errors: " + "; ".join(r["error_lines"]))
     elapsed = time.perf_counter() - started
     payload = {
         "facts": {**facts, "args": vars(args), "warmup_requests": WARMUP, "seconds": round(elapsed, 1)},

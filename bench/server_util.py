@@ -1,4 +1,4 @@
-"""Shared by the HTTP benchmarks: train a model, start servers, find their pids, drive wrk and hey.
+"""Shared by the HTTP benchmarks: train a model, start servers and find the processes that serve.
 
 Every process is started in a new session (its own process group) and is
 killed as a group, so a benchmark never leaves a server, worker or load
@@ -8,10 +8,7 @@ generator behind, even on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,11 +21,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import worker_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 HOST = "127.0.0.1"
-PATH = "/v1/classify"
-DEFAULT_TEXT = "What time is it?"
 
 _live: list[subprocess.Popen[bytes]] = []
 
@@ -92,7 +89,7 @@ def kill_all() -> None:
 
 
 def run_bounded(cmd: Sequence[str], timeout: float) -> str:
-    """Run a load generator to completion (stdout+stderr), killing its group if it overruns."""
+    """Run a command to completion (stdout+stderr), killing its group if it overruns."""
     proc = subprocess.Popen(
         list(cmd), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -208,54 +205,7 @@ def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-# --- memory --------------------------------------------------------------------------------
-
-
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":  # 0A = LISTEN
-                    inodes.add(parts[9])
-    return inodes
-
-
-def descendants(root: int) -> list[int]:
-    """`root` and every process below it, parents first."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        out.append(pid)
-        todo.extend(sorted(children.get(pid, [])))
-    return out
-
-
-def worker_pids(root_pid: int, port: int) -> list[int]:
-    """The processes under `root_pid` that accept requests on `port`: those holding its socket.
-
-    With 1 worker uvicorn serves in the process we started; with more, the
-    supervisor holds the socket too but serves nothing, so it is dropped when
-    any of its descendants hold the socket as well. Empty while nothing listens.
-    """
-    inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
-    holders = []
-    for pid in descendants(root_pid):
-        with contextlib.suppress(OSError):
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
-                holders.append(pid)
-    workers = [p for p in holders if p != root_pid]
-    return workers or holders
+# --- processes of a server ----------------------------------------------------------------
 
 
 def serving_pids(server: Server) -> list[int]:
@@ -263,162 +213,6 @@ def serving_pids(server: Server) -> list[int]:
     if not pids:
         raise RuntimeError(f"no process of {server.kind} (pid {server.proc.pid}) listens on {server.port}")
     return pids
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of one process in MB (MiB), from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def total_rss_mb(pids: Sequence[int]) -> float:
-    """Sum of the VmRSS of `pids` in MiB; a process that is gone counts 0."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError, RuntimeError):
-            total += rss_mb(pid)
-    return total
-
-
-# --- load generators -----------------------------------------------------------------------
-
-
-def utterances(limit: int = 8) -> list[str]:
-    """A few real test utterances of different intents, so requests are not all one string."""
-    path = ROOT / "data" / "assistant" / "test.csv"
-    picked: dict[str, str] = {}
-    with contextlib.suppress(OSError), open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            text, intent = (row.get("text") or "").strip(), row.get("intent") or ""
-            if text and intent not in picked:
-                picked[intent] = text
-            if len(picked) >= limit:
-                break
-    return list(picked.values()) or [DEFAULT_TEXT]
-
-
-def _lua_string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def write_wrk_script(texts: Sequence[str], dest: Path) -> Path:
-    """A wrk Lua script that POSTs JSON bodies, rotating over `texts`, pre-formatted per thread."""
-    bodies = ",\n  ".join(_lua_string(json.dumps({"text": t})) for t in texts)
-    dest.write_text(
-        f"""-- generated by bench/server_util.py
-local bodies = {{
-  {bodies}
-}}
-local reqs = {{}}
-local i = 0
-init = function(args)
-  for _, b in ipairs(bodies) do
-    reqs[#reqs + 1] = wrk.format("POST", "{PATH}", {{["Content-Type"] = "application/json"}}, b)
-  end
-end
-request = function()
-  i = i % #reqs + 1
-  return reqs[i]
-end
-""",
-        encoding="utf-8",
-    )
-    return dest
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-_TIME = r"([0-9.]+)\s*(us|ms|s|m|h)\b"
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * _UNITS[unit]
-
-
-def parse_wrk(text: str) -> dict[str, Any]:
-    """Throughput, p50/p99 in ms, and error counts from `wrk --latency` text output.
-
-    Raises when a figure a table needs is missing, rather than reporting 0.
-    """
-    out: dict[str, Any] = {}
-    m = re.search(r"Requests/sec:\s*([0-9.]+)", text)
-    if not m:
-        raise ValueError(f"no Requests/sec in wrk output:\n{text[-1500:]}")
-    out["rps"] = float(m.group(1))
-    m = re.search(r"(\d+) requests in " + _TIME, text)
-    if m:
-        out["requests"] = int(m.group(1))
-        out["seconds"] = _ms(m.group(2), m.group(3)) / 1000
-    dist = text.split("Latency Distribution", 1)
-    if len(dist) != 2:
-        raise ValueError(f"no latency distribution (run wrk with --latency):\n{text[-1500:]}")
-    for pct in ("50", "75", "90", "99"):
-        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+{_TIME}", dist[1], re.MULTILINE)
-        if m:
-            out[f"p{pct}_ms"] = _ms(m.group(1), m.group(2))
-    if "p50_ms" not in out or "p99_ms" not in out:
-        raise ValueError(f"no p50/p99 in wrk output:\n{text[-1500:]}")
-    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
-    out["non_2xx"] = int(m.group(1)) if m else 0
-    socket_errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
-    m = re.search(r"Socket errors:(.*)", text)
-    if m:
-        for name, count in re.findall(r"(connect|read|write|timeout)\s+(\d+)", m.group(1)):
-            socket_errors[name] = int(count)
-    out["socket_errors"] = socket_errors
-    out["errors"] = out["non_2xx"] + sum(socket_errors.values())
-    return out
-
-
-def run_wrk(
-    url: str, script: Path, connections: int, duration: float, threads: int = 1, timeout_s: float = 5.0
-) -> dict[str, Any]:
-    """One wrk run; wrk's own --timeout makes stuck requests count as socket timeouts."""
-    threads = max(1, min(threads, connections))
-    cmd = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration:g}s",
-        f"--timeout={timeout_s:g}s",
-        "--latency",
-        "-s",
-        str(script),
-        url + PATH,
-    ]
-    text = run_bounded(cmd, timeout=duration + timeout_s + 30)
-    return parse_wrk(text)
-
-
-def run_hey(url: str, requests: int, concurrency: int = 32, text: str = DEFAULT_TEXT) -> dict[str, Any]:
-    """`hey -n N` with one JSON body; status counts and errors parsed from its summary.
-
-    hey sends c * (n // c) requests, so n is rounded up to a multiple of c and
-    every request not answered 2xx (transport errors included) is an error.
-    """
-    sent = -(-requests // concurrency) * concurrency
-    body = json.dumps({"text": text})
-    cmd = ["hey", "-n", str(sent), "-c", str(concurrency), "-m", "POST", "-T", "application/json"]
-    cmd += ["-d", body, url + PATH]
-    # Bounded generously: 100 requests/s is far below any healthy run.
-    out = run_bounded(cmd, timeout=60 + sent / 100)
-    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-    m = re.search(r"Requests/sec:\s*([0-9.]+)", out)
-    errors = (
-        re.findall(r"\[(\d+)\]\s+(.+)", out.split("Error distribution:", 1)[1])
-        if "Error distribution:" in out
-        else []
-    )
-    ok = sum(n for c, n in statuses.items() if 200 <= c < 300)
-    return {
-        "rps": float(m.group(1)) if m else None,
-        "sent": sent,
-        "statuses": statuses,
-        "ok": ok,
-        "errors": sent - ok,
-        "error_lines": [f"[{n}] {msg.strip()}" for n, msg in errors][:5],
-    }
 
 
 # --- output --------------------------------------------------------------------------------

@@ -4,10 +4,10 @@
 
 Starts `intently serve --workers N` on a loopback port (training a model
 first unless --model is given), holds `concurrency` requests in flight with
-bench/loadgen.py, and prints one line a minute: requests, errors, p50, p99
-and the summed resident memory of the workers. At the end the first minute
-is the baseline the last one is compared with: a leak shows as RSS growth,
-a slowdown as a higher p99 or a lower rate. Results: bench/results/soak.json.
+bench/loadgen.py (wrk where installed), and prints one line a minute:
+requests, errors, p50, p99 and the summed resident memory of the workers.
+At the end the first minute is the baseline the last one is compared with:
+a leak shows as RSS growth, a slowdown as a higher p99 or a lower rate. Results: bench/results/soak.json.
 Targets: no error at all, RSS growth under 10%, last-minute p99 within 2x of
 the first minute's.
 """
@@ -15,7 +15,6 @@ the first minute's.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 from bench import server_util as su
 from bench.common import table, write_results
-from bench.loadgen import run_load
-from bench.server_util import total_rss_mb, worker_pids
+from bench.loadgen import measure
+from tests.support.loadgen import utterances
+from tests.support.processes import total_rss_mb, worker_pids
 
 MAX_RSS_GROWTH_PCT = 10.0
 MAX_P99_RATIO = 2.0
@@ -49,9 +49,9 @@ def _line(n: int, row: dict[str, Any]) -> list[Any]:
 
 
 def soak(server: su.Server, args: argparse.Namespace) -> dict[str, Any]:
-    texts = su.utterances()
+    texts = utterances()
     pids = worker_pids(server.proc.pid, server.port)
-    asyncio.run(run_load(server.url, texts, args.concurrency, args.warmup))
+    measure(server.url, texts, args.concurrency, args.warmup)
     rss_start = total_rss_mb(pids)
     print(f"workers {pids}, RSS after warm-up {rss_start:.1f} MB; one line per {args.window:g} s", flush=True)
     headers = ["window", "requests", "errors", "req/s", "p50 ms", "p99 ms", "RSS MB"]
@@ -59,8 +59,8 @@ def soak(server: su.Server, args: argparse.Namespace) -> dict[str, Any]:
     windows: list[dict[str, Any]] = []
     deadline = time.monotonic() + args.minutes * 60
     while (left := deadline - time.monotonic()) > 1:
-        result = asyncio.run(run_load(server.url, texts, args.concurrency, min(args.window, left)))
-        row = {**result.summary(), "rss_mb": round(total_rss_mb(pids), 1)}
+        figures = measure(server.url, texts, args.concurrency, min(args.window, left))
+        row = {**figures, "rss_mb": round(total_rss_mb(pids), 1)}
         windows.append(row)
         print("  ".join(str(c) for c in _line(len(windows), row)), flush=True)
     first, last = windows[0], windows[-1]

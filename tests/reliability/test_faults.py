@@ -22,13 +22,13 @@ import pytest
 import torch
 
 from app.cli import main as cli_main
-from bench.loadgen import LoadResult, run_load
-from bench.server_util import worker_pids
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
 from model.store import ModelStore
 from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
+from tests.support.loadgen import LoadResult, run_load
+from tests.support.processes import worker_pids
 from training.jobs import DB_FILE, JobRequest, JobStore, run_job
 
 INTENTLY = str(Path(sys.executable).parent / "intently")

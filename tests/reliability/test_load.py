@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import write_results
-from bench.loadgen import run_load
-from bench.server_util import total_rss_mb, utterances, worker_pids
 from tests.conftest import Server
+from tests.support.loadgen import run_load, utterances
+from tests.support.processes import total_rss_mb, worker_pids
+from tests.support.results import write_results
 
 pytestmark = pytest.mark.load
 

@@ -9,7 +9,7 @@ N more steps. Expected: the RNN falls as N grows, the LSTM holds. A TF-IDF +
 LogisticRegression model, which ignores word order, is trained on the same
 data as a position-blind reference.
 
-    .venv/bin/python -m bench.vanishing [--fillers 0 10 20 40] [--seed 0] [--quick]
+    .venv/bin/python -m bench.research.vanishing [--fillers 0 10 20 40] [--seed 0] [--quick]
 """
 
 from __future__ import annotations

@@ -1,0 +1,5 @@
+"""Helpers for tests that drive a real server: a load generator, its processes, results files.
+
+bench/ reuses them (never the other way round), so a benchmark and a test load and
+inspect a server the same way.
+"""
