@@ -60,11 +60,13 @@ from bench.common import (
     train_project,
     write_results,
 )
-from model.predictor import decide
+from model.predictor import verdicts
 from training.calibration import choose_threshold, fit_temperature
 from training.metrics import summary
 from training.readers import OOS, Example, clean
 from training.train import TrainConfig, stratified_split
+
+DEFAULT_MAX_OOS_DROP: float = TrainConfig.model_fields["max_oos_drop"].default
 
 UNSEEN_FRACTION = 0.25
 TARGET_DROP_POINTS = 1.5
@@ -160,17 +162,17 @@ def baseline(
     threshold = choose_threshold(valid_probs, valid_y, in_scope, oos_index, cfg.max_oos_drop)
 
     probs = torch.softmax(log_probs(texts) / temperature, dim=-1)
-    decisions = decide(probs, in_scope, oos_index, threshold)
+    top, top_prob, rejected = verdicts(probs, in_scope, oos_index, threshold)
     foreign_probs = torch.softmax(log_probs(foreign) / temperature, dim=-1) if foreign else probs[:0]
-    foreign_out = [d.out_of_scope for d in decide(foreign_probs, in_scope, oos_index, threshold)]
-    with_thr = [OOS if d.out_of_scope else labels[d.top] for d in decisions]
-    argmax = [labels[d.top] for d in decisions]
+    foreign_out = verdicts(foreign_probs, in_scope, oos_index, threshold)[2].tolist()
+    with_thr = [OOS if out else labels[t] for t, out in zip(top.tolist(), rejected.tolist(), strict=True)]
+    argmax = [labels[t] for t in top.tolist()]
     return row(
         "baseline: tfidf+logreg",
         y,
         with_thr,
         argmax,
-        np.array([d.top_prob for d in decisions]),
+        top_prob.numpy(),
         out_of_domain_recall=float(np.mean(foreign_out)) if foreign else None,
         threshold=threshold,
         temperature=round(temperature, 5),
@@ -298,9 +300,9 @@ def main() -> None:
     parser.add_argument(
         "--max-oos-drop",
         type=float,
-        default=TrainConfig.max_oos_drop,
+        default=DEFAULT_MAX_OOS_DROP,
         metavar="B",
-        help=f"threshold budget for both systems (default: training's, {TrainConfig.max_oos_drop})",
+        help=f"threshold budget for both systems (default: training's, {DEFAULT_MAX_OOS_DROP})",
     )
     args = parser.parse_args()
     if not 0 <= args.oos_examples < 0.75:
