@@ -9,10 +9,10 @@
 #                    e.g. a mirror or local wheels set up in the base image.
 #   TORCH_VERSION    the torch release the project is tested with.
 #
-# Three stages: `build` holds pip's work, the source tree and the build backend;
-# `seed` trains the built-in model with the training-only extras; the final image
-# gets only the serving virtual environment, the built-in training data and that
-# model.
+# Four stages: `build` holds pip's work, the source tree and the build backend;
+# `seed` trains the built-in model with the training-only extras; `venv` prunes
+# the serving virtual environment; the final image gets only that environment,
+# the built-in training data and the model.
 
 FROM python:3.11-slim AS build
 
@@ -63,6 +63,19 @@ print('built-in model', ensure_default(ModelStore('/opt/intently/seed')))" \
     && chmod -R a+rX,go-w /opt/intently
 
 
+# The serving environment without what neither serving nor retraining runs: pip
+# and setuptools (nothing is installed at run time), networkx (required by torch's
+# metadata, imported only by its compiler passes), and the bytecode of the many
+# modules never imported. scripts/warm-bytecode.sh trains, evaluates and serves a
+# tiny model with bytecode writing on, so what the image runs keeps its .pyc.
+# docs/RESEARCH.md has the sizes and how each removal was checked.
+FROM build AS venv
+COPY scripts/warm-bytecode.sh /src/scripts/warm-bytecode.sh
+RUN /opt/venv/bin/python -m pip uninstall -y -q networkx setuptools pip \
+    && find /opt/venv -name __pycache__ -type d -prune -exec rm -rf {} + \
+    && PATH=/opt/venv/bin:$PATH bash /src/scripts/warm-bytecode.sh /opt/venv/bin/intently
+
+
 FROM python:3.11-slim
 
 LABEL org.opencontainers.image.title="Intently" \
@@ -77,7 +90,7 @@ RUN groupadd --system --gid 10001 intently \
     && mkdir -p /data/store \
     && chown -R intently:intently /data
 
-COPY --from=build /opt/venv /opt/venv
+COPY --from=venv /opt/venv /opt/venv
 COPY --from=seed /opt/intently /opt/intently
 
 # Every setting is an INTENTLY_* variable (docs/deployment.md). In a container

@@ -147,6 +147,16 @@ class TokenEmbedding(nn.Module):
         self.words = nn.Embedding(1, self.words.embedding_dim)  # the folded table holds its rows
         self.released = True
 
+    def half_tables(self) -> None:
+        """Keep the word and n-gram tables in half precision: a served model reads a few rows a request."""
+        if self.folded is not None:
+            self.folded = self.folded.half()
+        if self.ngrams is not None:
+            self.ngrams.weight.data = self.ngrams.weight.data.half()
+        if self.vectors is None:
+            self.words.weight.data = self.words.weight.data.half()
+        self.released = True  # half-precision tables are not trained further
+
     def train(self, mode: bool = True) -> TokenEmbedding:
         if mode and self.released:
             raise RuntimeError("this model was loaded for serving only; load it again to train it")
@@ -157,14 +167,14 @@ class TokenEmbedding(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         ids = batch.words
         if self.folded is not None and not self.training:
-            x = nn.functional.embedding(ids, self.folded)
+            x = nn.functional.embedding(ids, self.folded).float()  # a no-op for fp32 tables
         elif self.vectors is not None and self.project is not None:
             learned = torch.where(ids < self.learned_rows, ids, 0)
             x = self.words(learned) + self.project(self.vectors[ids].float())
         else:
-            x = self.words(ids)
+            x = self.words(ids).float()
         if self.ngrams is not None:
-            x = x + self.ngrams(batch.ngram_ids, batch.ngram_offsets)
+            x = x + self.ngrams(batch.ngram_ids, batch.ngram_offsets).float()
         return x
 
 
@@ -304,6 +314,13 @@ class IntentNet(nn.Module):
             optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
         return optimizers, dense
 
+    def half_tables(self) -> None:
+        """The embedding and wide-path tables in half precision, for serving (see `Predictor.load`)."""
+        self.embed.half_tables()
+        for table in (self.bag, self.char_bag):
+            if table is not None:
+                table.weight.data = table.weight.data.half()
+
     def features(self, batch: Batch) -> Tensor:
         return self._encode(batch, False)[0]
 
@@ -335,9 +352,9 @@ class IntentNet(nn.Module):
         deep = self.head(self.dropout(features))
         wide = None
         if self.bag is not None:
-            wide = self.bag(batch.bag_ids, batch.bag_offsets)
+            wide = self.bag(batch.bag_ids, batch.bag_offsets).float()
         if self.char_bag is not None:
-            chars = self.char_bag(batch.ngram_ids, batch.ngram_starts)
+            chars = self.char_bag(batch.ngram_ids, batch.ngram_starts).float()
             wide = chars if wide is None else wide + chars
         return deep, wide
 

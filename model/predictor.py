@@ -170,10 +170,13 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
-        """`quantize`: int8 dynamic quantization of the recurrent and linear layers (CPU speed-up)."""
+        """`quantize`: the compact serving form: int8 dynamic quantization of the recurrent and
+        linear layers (CPU speed-up) and the lookup tables in half precision (half their memory)."""
         net, meta, tokenizer = load(model_dir)
         predictor = cls(quantize_dynamic(net, inplace=True) if quantize else net, meta, tokenizer)
         predictor.net.embed.release_parts()  # this Predictor owns the network and only serves
+        if quantize:
+            predictor.net.half_tables()
         return predictor
 
     @property

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from model.predictor import Predictor, verdicts
 from model.tokenizer import tokenize
+from training.readers import Example
 
 
 def test_prediction_shape(small_predictor: Predictor) -> None:
@@ -80,3 +82,20 @@ def test_the_share_threshold_applies_to_the_discounted_probability(small_predict
     assert not with_coverage(small_predictor, discounted - 0.01).predict(text).out_of_scope
     rejected = with_coverage(small_predictor, discounted + 0.01).predict(text)
     assert rejected.out_of_scope and rejected.confidence == pytest.approx(1 - discounted, abs=1e-5)
+
+
+def test_the_compact_serving_form_halves_the_tables_and_answers_as_fp32(
+    small_model_dir: Path, small_predictor: Predictor, assistant_test: list[Example]
+) -> None:
+    compact = Predictor.load(small_model_dir, quantize=True)
+    net = compact.net
+    assert net.embed.ngrams is not None and net.embed.ngrams.weight.dtype == torch.float16
+    assert net.bag is not None and net.bag.weight.dtype == torch.float16
+    texts = [e.text for e in assistant_test]
+    full, small = small_predictor.predict_batch(texts), compact.predict_batch(texts)
+    agree = sum(a.intent == b.intent for a, b in zip(full, small, strict=True))
+    assert agree >= 0.98 * len(texts), (agree, len(texts))
+    gap = (small_predictor.probabilities(texts) - compact.probabilities(texts)).abs().max()
+    assert float(gap) < 0.1
+    with pytest.raises(RuntimeError, match="serving only"):
+        net.train()
