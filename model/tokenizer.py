@@ -143,10 +143,6 @@ class Tokenizer:
         grams = char_ngrams(prefix, cfg.ngram_min, cfg.ngram_max)[: cfg.max_ngrams_per_token]
         return [1 + stable_hash(g) % cfg.ngram_buckets for g in grams]
 
-    def sentence_bag(self, tokens: Sequence[str]) -> list[int]:
-        """Hashed word uni- and bi-grams of the whole utterance (1-based buckets)."""
-        return self._bag([self._token(t) for t in tokens])
-
     def _token(self, token: str) -> _Token:
         entry = self._cache.get(token)
         if entry is not None:

@@ -19,7 +19,7 @@ log = logging.getLogger("intently.evaluate")
 
 
 def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any]:
-    """The full report; `report["metrics"]` holds the keys DESIGN.md names."""
+    """The full report; `report["metrics"]` holds the headline numbers (training.metrics.summary)."""
     if not examples:
         raise ValueError("no examples to evaluate on")
     known = set(predictor.labels) | {OOS}

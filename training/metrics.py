@@ -51,7 +51,7 @@ def open_set(y_true: Sequence[str], y_pred: Sequence[str], known: set[str]) -> d
 
 
 def summary(y_true: Sequence[str], y_pred: Sequence[str], known: set[str] | None = None) -> dict[str, Any]:
-    """The headline numbers DESIGN.md names; OOS figures only when the data has `oos` rows.
+    """What `intently evaluate --json` prints (docs/api.md); OOS figures only with `oos` rows in the data.
 
     `known`: the model's intents; true intents outside it count as `oos` in the
     open-intent figures (`open_set`), which are given when any row is `oos` or unknown.
