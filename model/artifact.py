@@ -8,6 +8,9 @@ tensor is read into memory.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import os
 import re
@@ -140,7 +143,9 @@ def save(
     """Write the artifact to a temporary sibling, then rename it into place.
 
     A crash at any point leaves either the old directory or the complete new
-    one, never a half-written model that a server could pick up.
+    one, never a half-written model that a server could pick up. Replacing an
+    existing directory swaps the two in one step (`_replace_dir`), so `out_dir`
+    is never missing either, except where the kernel cannot swap (see there).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,13 +172,60 @@ def _fsync(path: Path) -> None:
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    if not dst.exists():
+    if _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)  # the old model, now at the temporary name
+    elif not dst.exists():
         os.rename(src, dst)
+    else:
+        # No atomic swap here (not Linux, or a file system without it): a crash
+        # between these two renames leaves only the old model, under `.old-`.
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:6]}")
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dst.parent)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+# errnos that mean "this kernel or file system cannot exchange", not "this exchange failed".
+_NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """Linux's renameat2(2) from the C library, or None where there is none (macOS, old glibc)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step; False when `b` is missing or swapping is unsupported."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT or err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable; some file systems cannot open a directory for this."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:6]}")
-    os.rename(dst, old)
-    os.rename(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_meta(model_dir: str | Path) -> ModelMeta:

@@ -15,7 +15,9 @@
 # built (scripts/docker-base-standin.sh) and torch comes from pip's own
 # configuration instead of PyTorch's index; TORCH_INDEX_URL overrides either way.
 #
-# Exit status: 0 passed, 1 failed, 77 skipped (no Docker engine could be used).
+# Exit status: 0 passed, 1 failed, 77 skipped: no Docker engine here and none could
+# be installed. An engine that is installed (or named by DOCKER_HOST) and does not
+# start or answer is a failure, not a skip.
 # Everything it starts (containers, volume, engine) is removed at exit; the image
 # and the build cache are kept so that the next run is quick.
 set -euo pipefail
@@ -77,10 +79,11 @@ flock 9
 if docker info >/dev/null 2>&1; then
     log "using the running engine (${DOCKER_HOST:-default socket})"
 else
+    [[ -z ${DOCKER_HOST:-} ]] || fail "DOCKER_HOST=$DOCKER_HOST does not answer (docker info)"
     if ! command -v dockerd >/dev/null; then
-        apt_install docker.io || skip "no Docker engine (dockerd not installed; run with --install as root)"
+        apt_install docker.io || skip "no Docker engine: dockerd is not installed and could not be (--install as root with apt-get installs it)"
     fi
-    DOCKER_HOST="$(scripts/docker-engine.sh start)" || skip "the Docker engine could not be started"
+    DOCKER_HOST="$(scripts/docker-engine.sh start)" || fail "dockerd is installed but the engine did not start"
     export DOCKER_HOST
     engine_started=1
     DOCKER="$(scripts/docker-engine.sh client)"

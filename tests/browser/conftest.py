@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.chromium import DESKTOP, launch, missing
+from tests.ci import missing_part
 from tests.conftest import Server
 
 TOKEN = "browser-test-token"
@@ -19,7 +20,7 @@ TOKEN = "browser-test-token"
 def browser() -> Iterator[Any]:
     reason = missing()
     if reason:
-        pytest.skip(f"browser tests need Chromium and Playwright: {reason}")
+        missing_part(f"browser tests need Chromium and Playwright: {reason}", part="chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -6,19 +6,20 @@ also check that the page can be used without a mouse or without sight.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
-import time
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.browser.chromium import PHONE
 from tests.browser.conftest import TOKEN, Console
+from tests.ci import missing_part
 from tests.conftest import NEW_INTENT, NO_PRETRAINED, Server
 
-pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+if importlib.util.find_spec("playwright") is None:
+    missing_part("browser tests need playwright (pip install -e '.[test]')")
 from playwright.sync_api import expect
 
 NONSENSE = "colorless green ideas sleep furiously"
@@ -207,14 +208,13 @@ def test_admin_teaches_a_new_intent_then_rolls_back(page: tuple[Any, Console], s
     p.get_by_label("Activation").select_option("never")
     p.get_by_text("Training options").click()
     p.get_by_label(re.compile("^Options as a JSON object")).fill(json.dumps(FAST))
-    started = time.monotonic()
     p.get_by_role("button", name="Start training").click()
 
     job = p.locator("#job")
     expect(job).to_be_visible()
     expect(p.locator("#job-state")).to_contain_text(re.compile(r"Training: epoch \d+ of 20"), timeout=60_000)
-    expect(job).to_have_attribute("data-state", "succeeded", timeout=120_000)
-    trained_in = time.monotonic() - started
+    # A hang guard only; how long a job trains is bench's to measure.
+    expect(job).to_have_attribute("data-state", "succeeded", timeout=300_000)
     new_version = httpx.get(f"{site.url}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
         "versions"
     ][-1]["version"]
@@ -246,4 +246,3 @@ def test_admin_teaches_a_new_intent_then_rolls_back(page: tuple[Any, Console], s
     assert httpx.get(f"{site.url}/v1/model").json()["version"] == first_version
     expect(p.locator("#ranking li").first.locator(".bar-label")).not_to_have_text("order_food")
     assert console.violations() == []
-    assert trained_in < 90, f"the training job took {trained_in:.0f}s"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.ci import missing_part
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ def tool(name: str) -> str:
     # The venv's bin first: that is where `pip install -e .[test]` puts them.
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+        missing_part(f"{name} is not installed (pip install -e '.[test]')")
     return found
 
 

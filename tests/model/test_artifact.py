@@ -4,6 +4,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from safetensors.torch import save_file
 from model.artifact import META_FILE, WEIGHTS_FILE, ArtifactError, load, read_meta
 from model.config import ModelConfig
 from model.predictor import Predictor
+from tests.conftest import ROOT
 
 PROBES = ["What time is it?", "set an alarm for 7", "wether tomorow", "how do I bake bread?", "🙂"]
 
@@ -149,3 +152,74 @@ def test_coverage_threshold_is_checked_and_absent_means_off(small_model_dir: Pat
     del meta["coverage_threshold"]  # an artifact from before the setting: loads, answers as it did
     (d / META_FILE).write_text(json.dumps(meta))
     assert Predictor.load(d).coverage is None
+
+
+# Saves a "new" model over an "old" one in a forked child that SIGKILLs itself just before
+# its k-th file-system call, for k = 1, 2, ... until a save completes; after each kill the
+# parent reads what is at the target. Audit hooks see every call save makes from Python.
+KILL_MID_SAVE = """
+import json, os, signal, sys
+from dataclasses import replace
+from pathlib import Path
+from model.artifact import load, save
+
+CALLS = {"open", "os.mkdir", "os.rename", "os.chmod", "os.remove", "os.rmdir", "shutil.rmtree",
+         "ctypes.call_function"}
+net, meta, _ = load(sys.argv[1])
+target = Path(sys.argv[2]) / "model"
+outcomes = []
+for k in range(1, 200):
+    save(net, replace(meta, version="old"), target)
+    pid = os.fork()
+    if pid == 0:
+        seen = [0]
+        def hook(event, args):
+            if event in CALLS:
+                seen[0] += 1
+                if seen[0] == k:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        sys.addaudithook(hook)
+        save(net, replace(meta, version="new"), target)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    try:
+        found = load(target)[1].version
+    except Exception as exc:
+        found = f"unloadable: {exc}"
+    outcomes.append({"kill_at": k, "killed": os.WIFSIGNALED(status), "found": found})
+    if not os.WIFSIGNALED(status):
+        break
+print(json.dumps(outcomes))
+"""
+
+
+def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_model(
+    small_model_dir: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_SAVE, str(small_model_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outcomes = json.loads(proc.stdout)
+    killed = [o for o in outcomes if o["killed"]]
+    assert len(killed) >= 5 and not outcomes[-1]["killed"]  # it was stopped at every step, then finished
+    assert [o for o in outcomes if o["found"] not in ("old", "new")] == []
+    assert outcomes[0]["found"] == "old" and outcomes[-1]["found"] == "new"
+
+
+def test_saving_over_a_model_where_the_kernel_cannot_swap(
+    small_result, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model import artifact
+
+    monkeypatch.setattr(artifact, "_renameat2", lambda: None)  # as on macOS
+    target = tmp_path / "m"
+    for version in ("old", "new"):
+        artifact.save(small_result.net, replace(small_result.meta, version=version), target)
+    assert read_meta(target).version == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]

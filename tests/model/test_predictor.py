@@ -99,3 +99,21 @@ def test_the_compact_serving_form_halves_the_tables_and_answers_as_fp32(
     assert float(gap) < 0.1
     with pytest.raises(RuntimeError, match="serving only"):
         net.train()
+
+
+def test_int8_answers_as_fp32_does(small_model_dir: Path, assistant_test: list[Example]) -> None:
+    """Serving loads the int8 copy (INTENTLY_QUANTIZE defaults to true): it must answer as fp32 does."""
+    from app.config import Settings
+    from training.evaluate import evaluate
+
+    assert Settings.model_fields["quantize"].default is True
+    fp32, int8 = Predictor.load(small_model_dir), Predictor.load(small_model_dir, quantize=True)
+    texts = [e.text for e in assistant_test]
+    assert not torch.equal(fp32.logits(texts), int8.logits(texts))  # quantized for real
+    a, b = fp32.predict_batch(texts), int8.predict_batch(texts)
+    same = sum(x.intent == y.intent for x, y in zip(a, b, strict=True)) / len(texts)
+    gaps = [abs(x.confidence - y.confidence) for x, y in zip(a, b, strict=True)]
+    assert same >= 0.97, same  # the verdict, out of scope included
+    assert max(gaps) < 0.15 and sum(gaps) / len(gaps) < 0.02, (max(gaps), sum(gaps) / len(gaps))
+    accuracy = [evaluate(p, assistant_test)["metrics"]["in_scope_accuracy"] for p in (fp32, int8)]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.015, accuracy

@@ -6,7 +6,6 @@ failure reproduces on every run.
 
 from __future__ import annotations
 
-import resource
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from model.config import TokenizerConfig
 from model.predictor import Predictor
 from model.tokenizer import UNK_ID, Tokenizer, tokenize
+from tests.peak_memory import peak_growth_mb
 from training.readers import MAX_TEXT_CHARS, DataError, parse_bytes
 
 QUICK = settings(
@@ -87,10 +87,12 @@ def test_predictor_any_batch(small_predictor: Predictor, texts: list[str], top_k
 )
 def test_predictor_huge_and_empty_inputs(small_predictor: Predictor, text: str) -> None:
     started = time.monotonic()
-    _check_predictions(small_predictor, [text, "What time is it?"], 3)
-    # Bounded work: the tokenizer keeps 64 tokens and 24 n-grams per token, whatever the input.
-    assert time.monotonic() - started < 30
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 3 * 1024 * 1024  # KiB: under 3 GiB
+    _, grew_mb = peak_growth_mb(lambda: _check_predictions(small_predictor, [text, "What time is it?"], 3))
+    # Bounded work: the tokenizer keeps 64 tokens and 24 n-grams per token, whatever the input,
+    # so memory grows by a few copies of the text at most (10 MB here), not by its n-grams.
+    if grew_mb is not None:
+        assert grew_mb < 500, f"{grew_mb:.0f} MB"
+    assert time.monotonic() - started < 300  # a hang guard; speed is bench's to measure
 
 
 def _parse_or_data_error(raw: bytes, fmt: str) -> None:

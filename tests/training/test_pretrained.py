@@ -17,19 +17,18 @@ import torch
 
 from model.artifact import load, save
 from model.predictor import Predictor
+from tests.ci import missing_part
 from tests.conftest import small_config
+from training import pretrained
 from training.readers import Example
 from training.train import TrainResult, train
 
-pretrained = pytest.importorskip("training.pretrained")
 if not pretrained.packages_installed():
-    pytest.skip(
-        "the pretrained extras are not installed (pip install '.[pretrained]')", allow_module_level=True
-    )
+    missing_part("the pretrained extras are not installed (pip install '.[pretrained]')")
 try:
     ENCODER_DIR = pretrained.resolve(pretrained.DEFAULT_ENCODER)
 except pretrained.EncoderUnavailable as exc:
-    pytest.skip(f"the packaged encoder is not installed: {exc}", allow_module_level=True)
+    missing_part(f"the packaged encoder is not installed: {exc}")
 
 # The published all-MiniLM-L6-v2 weights (model.safetensors): what docs/training.md records.
 MINILM_SHA256 = "sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
