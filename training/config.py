@@ -211,7 +211,7 @@ def describe(exc: ValidationError) -> str:
             continue
         if e["type"] in _BOUND_ERRORS:
             low = schema[name].get("minimum", schema[name].get("exclusiveMinimum"))
-            lines.append(f"option {name}={value!r} is outside {low}..{schema[name].get('maximum')}")
+            lines.append(f"option {name}={value} is outside {low}..{schema[name].get('maximum')}")
         elif e["type"] in _TYPE_ERRORS:
             lines.append(f"option {name} must be of type {_TYPE_ERRORS[e['type']]}, not {value!r}")
         else:
