@@ -46,13 +46,13 @@ async def _job_store_call(func: Callable[..., Any], *args: Any) -> Any:
 
 
 # Every admin route may answer 401/403 (token), 409 (no model store) and 503 (job store unusable).
-_ADMIN_ERRORS = {
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorResponse, "description": "The admin API is off"},
     409: {"model": ErrorResponse, "description": "No model store"},
     503: {"model": ErrorResponse, "description": "The job store is locked or unreadable; retry"},
 }
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ADMIN_ERRORS,
     400: {"model": ErrorResponse},
     413: {"model": ErrorResponse},
@@ -114,9 +114,10 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[
     for key in ("mode", "activate", "tolerance"):
         if isinstance(form.get(key), str):
             fields[key] = form[key]
-    if isinstance(form.get("options"), str) and form["options"].strip():
+    options = form.get("options")
+    if isinstance(options, str) and options.strip():
         try:
-            fields["options"] = json.loads(form["options"])
+            fields["options"] = json.loads(options)
         except (json.JSONDecodeError, RecursionError):
             raise ApiError(422, "invalid_request", "options: not valid JSON") from None
     return data, fields
