@@ -217,13 +217,14 @@ class ModelStore:
         """Re-activate the previously active version that still exists."""
         with self.lock():
             current = self.pointer()
-            for i, version in enumerate(current["history"]):
+            earlier: list[str] = current["history"]  # pointer() keeps only strings there
+            for i, version in enumerate(earlier):
                 if self.exists(version):
                     try:
                         load(self.path(version))
                     except ArtifactError:
                         continue
-                    rest = current["history"][i + 1 :]
+                    rest = earlier[i + 1 :]
                     history = [current["version"], *rest] if current["version"] else rest
                     self._write_pointer({"version": version, "history": history[:HISTORY_LIMIT]})
                     return version

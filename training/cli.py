@@ -27,7 +27,7 @@ class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a model from labelled utterances")
     p.add_argument(
         "data",

@@ -314,10 +314,10 @@ def _read_jsonl(text: str, name: str) -> list[Example]:
     return examples
 
 
-class _SafeNoAliasLoader(yaml.SafeLoader):
+class _SafeNoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml is untyped: its SafeLoader is Any
     """Safe YAML without anchors and aliases: they are the road to a 'billion laughs' bomb."""
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent: Any, index: Any) -> Any:  # yaml nodes: untyped, so Any
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise DataError(f"{mark.line + 1}: YAML anchors and aliases are not allowed in training data")

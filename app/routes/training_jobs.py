@@ -23,6 +23,7 @@ from training.jobs import MODES, POLICIES, JobError, JobRequest, JobStore, appen
 from training.readers import FORMATS, DataError, Example, NluData, clean, no_examples, parse_data
 
 Body = TypeVar("Body", bound=BaseModel)
+Result = TypeVar("Result")
 router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
 # An HTTP caller should not hang for the 10 s a training process waits on a lock.
 JOB_STORE_TIMEOUT = 2.0
@@ -32,7 +33,7 @@ def _jobs(store: ModelStore) -> JobStore:
     return JobStore(store, timeout=JOB_STORE_TIMEOUT)
 
 
-async def _job_store_call(func: Callable[..., Any], *args: Any) -> Any:
+async def _job_store_call(func: Callable[..., Result], *args: Any) -> Result:
     """Run a job-store call in a thread; a locked, missing or damaged database is a 503, not a 500."""
     try:
         return await asyncio.to_thread(func, *args)
