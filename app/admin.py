@@ -39,7 +39,7 @@ async def require_admin(
 
 
 async def _store(request: Request) -> ModelStore:
-    store = request.app.state.holder.store
+    store: ModelStore | None = request.app.state.holder.store
     if store is None:
         raise ApiError(
             409,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from model.predictor import Prediction, Predictor
@@ -52,7 +52,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self.on_batch: list = []  # callbacks(batch_size)
+        self.on_batch: list[Callable[[int], None]] = []  # callbacks(batch_size)
 
     @property
     def enabled(self) -> bool:

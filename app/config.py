@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,7 +82,17 @@ def get_settings() -> Settings:
 # options (kept here, not in app.cli, so that it need not import torch to read them).
 # Logging is ours (app/logs.py, with request ids), so uvicorn's own config and access log are off;
 # after SIGTERM requests in flight get 30 s to finish.
-UVICORN_OPTIONS: dict[str, object] = {
+class UvicornOptions(TypedDict):
+    """The keyword arguments of `uvicorn.run` set here, typed so that the call is checked."""
+
+    factory: bool
+    log_config: dict[str, Any] | None
+    access_log: bool
+    timeout_graceful_shutdown: int
+    timeout_worker_healthcheck: int
+
+
+UVICORN_OPTIONS: UvicornOptions = {
     "factory": True,
     "log_config": None,
     "access_log": False,

@@ -15,11 +15,13 @@ from model.predictor import Predictor
 
 
 async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def _holder(request: Request) -> ModelHolder:
-    return request.app.state.holder
+    holder: ModelHolder = request.app.state.holder
+    return holder
 
 
 async def _predictor(request: Request) -> Predictor:

@@ -18,6 +18,8 @@ log) and inside CORS, so those apply as to any request.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -94,7 +96,8 @@ def _is_json(scope: Scope) -> bool:
 
     Only that: FastAPI also reads `+json` types as JSON, but those go the route's way.
     """
-    for name, value in scope["headers"]:
+    headers: Iterable[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
         if name == b"content-type":
             return value.split(b";", 1)[0].strip().lower() == _JSON
     return False

@@ -52,8 +52,8 @@ class JobDispatcher:
         await asyncio.to_thread(self.store.remove_partial)
         while True:
             try:
-                for job_id in await asyncio.to_thread(self.jobs.reap):
-                    log.warning("training job marked failed: its process is gone", extra={"job_id": job_id})
+                for reaped in await asyncio.to_thread(self.jobs.reap):
+                    log.warning("training job marked failed: its process is gone", extra={"job_id": reaped})
                 job_id = await asyncio.to_thread(self.jobs.claim_next)
                 if job_id:
                     await self._run(job_id)

@@ -44,7 +44,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     # record need not collect them (the logging HOWTO's "Optimization" list):
     # the stack walk for the caller alone was a third of an access line's cost.
     # Process-wide, as these switches are: `stack_info=True` then prints nothing.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -91,4 +91,5 @@ def _document_bodies_read_by_hand(app: FastAPI) -> None:
         schema.setdefault("components", {}).setdefault("schemas", {}).update(training_jobs.body_schemas())
         return schema
 
+    # Replacing app.openapi is FastAPI's documented way to extend the schema; mypy sees a method.
     app.openapi = openapi  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +30,7 @@ class BodyTooLarge(HTTPException):
         self.limit = limit
 
 
-def _json_response(status: int, body: dict, request_id: str) -> tuple[Message, Message]:
+def _json_response(status: int, body: dict[str, Any], request_id: str) -> tuple[Message, Message]:
     payload = json.dumps(body).encode()
     start = {
         "type": "http.response.start",

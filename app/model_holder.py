@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from model.artifact import ArtifactError
@@ -39,7 +40,7 @@ class ModelHolder:
         self.error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._failed: str | None = None
-        self.on_swap: list = []  # callbacks(old_version, new_version)
+        self.on_swap: list[Callable[[str | None, str], None]] = []  # callbacks(old_version, new_version)
 
     @property
     def ready(self) -> bool:

@@ -85,7 +85,7 @@ def retrieval_answer(
     for key in (*selector["all_retrieval_intents"], "default"):
         members = [(n, p) for n, p in subs if key == "default" or n.split("/", 1)[0] == key]
         total = sum(p for _, p in members) or 1.0
-        ranked = [
+        ranked: list[dict[str, Any]] = [
             {"id": zlib.crc32(n.encode()), "confidence": round(p / total, 6), "intent_response_key": n}
             for n, p in members
         ]

@@ -63,7 +63,8 @@ def intent_examples(folder: Path, intent: str, limit: int) -> tuple[int, list[st
 
 @lru_cache(maxsize=8)
 def _report(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return report
 
 
 def report(folder: Path, version: str) -> dict[str, Any]:

@@ -404,7 +404,9 @@ def load(model_dir: str | Path) -> tuple[IntentNet, ModelMeta, Tokenizer]:
     return net, meta, Tokenizer(meta.vocab, meta.tokenizer, meta.model.bag_buckets)
 
 
-def _shape_mismatch(path: Path, expected: dict[str, tuple], found: dict[str, tuple]) -> str:
+def _shape_mismatch(
+    path: Path, expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]
+) -> str:
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])

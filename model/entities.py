@@ -22,11 +22,17 @@ OUTSIDE = "O"
 
 
 class Span(Protocol):
-    start: int
-    end: int
-    entity: str
-    role: str | None
-    group: str | None
+    # Read-only members, so that frozen dataclasses (training's Entity) satisfy it.
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def role(self) -> str | None: ...
+    @property
+    def group(self) -> str | None: ...
 
 
 # A tag type: the entity type with the role and group it was annotated with (Rasa's

@@ -104,7 +104,8 @@ def quantize_dynamic(net: IntentNet, inplace: bool = False) -> IntentNet:
 
         layers = {nn.LSTM, nn.GRU, nn.Linear}
         # In place: no second copy of the embedding tables while quantizing.
-        return _quantize(net, layers, dtype=torch.qint8, inplace=inplace)  # type: ignore[return-value]
+        quantized: IntentNet = _quantize(net, layers, dtype=torch.qint8, inplace=inplace)
+        return quantized
 
 
 @dataclass

@@ -14,6 +14,7 @@ never a half-written one. Readers (serving workers) need no lock.
 
 from __future__ import annotations
 
+import builtins  # the class's own `list` method shadows the builtin in the annotations after it
 import fcntl
 import json
 import os
@@ -48,8 +49,11 @@ class VersionNotFound(StoreError):
 
 
 class LabelledText(Protocol):
-    text: str
-    intent: str
+    # Read-only members, so that frozen dataclasses (training's Example) satisfy it.
+    @property
+    def text(self) -> str: ...
+    @property
+    def intent(self) -> str: ...
 
     def to_json(self) -> dict[str, object]: ...
 
@@ -154,7 +158,7 @@ class ModelStore:
             raise VersionNotFound(f"no version {version!r} in the store")
         return read_meta(self.path(version))
 
-    def read_data(self, version: str, held_out: bool = False) -> list[dict[str, Any]]:
+    def read_data(self, version: str, held_out: bool = False) -> builtins.list[dict[str, Any]]:
         """The exact examples a version was trained on, or (held_out) those it never saw."""
         path = self.path(version) / (VALID_FILE if held_out else DATA_FILE)
         if not path.is_file():
@@ -213,13 +217,14 @@ class ModelStore:
         """Re-activate the previously active version that still exists."""
         with self.lock():
             current = self.pointer()
-            for i, version in enumerate(current["history"]):
+            earlier: list[str] = current["history"]  # pointer() keeps only strings there
+            for i, version in enumerate(earlier):
                 if self.exists(version):
                     try:
                         load(self.path(version))
                     except ArtifactError:
                         continue
-                    rest = current["history"][i + 1 :]
+                    rest = earlier[i + 1 :]
                     history = [current["version"], *rest] if current["version"] else rest
                     self._write_pointer({"version": version, "history": history[:HISTORY_LIMIT]})
                     return version
@@ -235,9 +240,9 @@ class ModelStore:
             os.rename(self.path(version), trash)  # disappears at once for readers
             shutil.rmtree(trash, ignore_errors=True)
 
-    def remove_partial(self, older_than: float = 600.0) -> list[str]:
+    def remove_partial(self, older_than: float = 600.0) -> builtins.list[str]:
         """Delete what a crash left half-written (dot-named temporaries), once surely abandoned."""
-        removed = []
+        removed: builtins.list[str] = []
         if not self.versions_dir.is_dir():
             return removed
         now = time.time()

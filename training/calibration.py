@@ -93,7 +93,7 @@ def _expected_drop_threshold(correct: Tensor, rows: int, max_drop: float, floor:
     m = len(correct)
     # Budget in accuracy points -> allowed share of the correct answers.
     position = max_drop * rows / m * (m + 1)  # in units of order statistics
-    knots = [floor, *correct.tolist()]
+    knots: list[float] = [floor, *correct.tolist()]
     k = int(position)
     return knots[-1] if k >= m else knots[k] + (position - k) * (knots[k + 1] - knots[k])
 

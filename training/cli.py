@@ -27,7 +27,7 @@ class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a model from labelled utterances")
     p.add_argument(
         "data",
@@ -85,7 +85,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
             one_of.add_argument(flag, metavar="NAME_OR_PATH", dest=name, help=text)
             one_of.add_argument(f"--no-{flag[2:]}", action="store_const", const="", dest=name, help="none")
         else:
-            metavar = {int: "N", float: "X"}.get(info.annotation, "VALUE")  # type: ignore[call-overload]
+            metavars: dict[object, str] = {int: "N", float: "X"}
+            metavar = metavars.get(info.annotation, "VALUE")
             group.add_argument(flag, metavar=metavar, dest=name, help=text)
     group.add_argument(
         "--set",

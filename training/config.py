@@ -180,7 +180,7 @@ class TrainConfig(BaseModel):
         learned_vocab: int = 0,
         entity_types: int = 0,
     ) -> ModelConfig:
-        shape = self.model_dump(include=NETWORK_FIELDS)
+        shape = self.model_dump(include=set(NETWORK_FIELDS))
         return ModelConfig(
             vocab_size=vocab_size,
             num_labels=num_labels,

@@ -149,7 +149,7 @@ def plot_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], path:
             for j in range(n):
                 if counts[i, j]:
                     colour = "white" if rates[i, j] > 0.5 else "black"
-                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                    ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")

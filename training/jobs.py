@@ -12,6 +12,7 @@ and a version appears in the store whole or not at all.
 
 from __future__ import annotations
 
+import builtins  # the class's own `list` method shadows the builtin in the annotations after it
 import ctypes
 import json
 import os
@@ -197,7 +198,7 @@ class JobStore:
                 (_now(), reason, job_id),
             )
 
-    def reap(self) -> list[str]:
+    def reap(self) -> builtins.list[str]:
         """Mark running jobs whose process is gone as failed; returns their ids."""
         failed = []
         with self.connect() as conn:

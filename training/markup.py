@@ -100,6 +100,7 @@ def _entity(start: int, end: int, span: str, fields: dict[str, object]) -> Entit
         if item is not None and (not isinstance(item, str) or not item.strip()):
             raise MarkupError(f"entity {entity!r}: {key} must be a non-empty string")
     assert isinstance(value, str)
+    # role and group are str or None, as the loop above checked; mypy cannot follow it through the dict.
     return Entity(start, end, entity, value, extra["role"], extra["group"])  # type: ignore[arg-type]
 
 

@@ -100,8 +100,8 @@ def entity_scores(gold: Sequence[Sequence[Span]], found: Sequence[Sequence[Span]
     precision, recall, f1 = _prf(sum(hits.values()), sum(predicted.values()), sum(true.values()))
     per_type = {}
     for kind in sorted(set(true) | set(predicted)):
-        p, r, f = _prf(hits[kind], predicted[kind], true[kind])
-        per_type[kind] = {"precision": p, "recall": r, "f1": f, "support": true[kind]}
+        p, r, f1_kind = _prf(hits[kind], predicted[kind], true[kind])
+        per_type[kind] = {"precision": p, "recall": r, "f1": f1_kind, "support": true[kind]}
     return {"entity_precision": precision, "entity_recall": recall, "entity_f1": f1, "entities": per_type}
 
 

@@ -314,10 +314,10 @@ def _read_jsonl(text: str, name: str) -> list[Example]:
     return examples
 
 
-class _SafeNoAliasLoader(yaml.SafeLoader):
+class _SafeNoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml is untyped: its SafeLoader is Any
     """Safe YAML without anchors and aliases: they are the road to a 'billion laughs' bomb."""
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent: Any, index: Any) -> Any:  # yaml nodes: untyped, so Any
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise DataError(f"{mark.line + 1}: YAML anchors and aliases are not allowed in training data")
@@ -383,7 +383,8 @@ def _read_block(block: object, number: int, name: str, lines: Sequence[str], dat
     kinds = sorted(_BLOCK_KINDS & set(block)) if isinstance(block, dict) else []
     keys = sorted(map(str, block)) if isinstance(block, dict) else []
     first = kinds[0] if kinds else next(iter(block), "") if isinstance(block, dict) else str(block)
-    where = f"{name}:{_find_line(lines, f'{first}:' if not kinds else f'{first}: {block[first]}')}"
+    heading = f"{first}: {block[first]}" if kinds and isinstance(block, dict) else f"{first}:"
+    where = f"{name}:{_find_line(lines, heading)}"
     if len(kinds) != 1:
         found = keys[:6] or [type(block).__name__]
         raise DataError(f"{where}: nlu item {number} has {found}; it needs one of {sorted(_BLOCK_KINDS)}")

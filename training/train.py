@@ -407,7 +407,7 @@ def _batch_loss(
     net: IntentNet,
     rows: _Rows,
     idx: np.ndarray,
-    loss_fn: torch.nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
     cfg: TrainConfig,
     generator: torch.Generator,
 ) -> Tensor:
@@ -438,7 +438,11 @@ def _word_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batch:
 
 
 def _label_loss(
-    loss_fn: torch.nn.Module, deep: Tensor, wide: Tensor | None, target: Tensor, cfg: TrainConfig
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    deep: Tensor,
+    wide: Tensor | None,
+    target: Tensor,
+    cfg: TrainConfig,
 ) -> Tensor:
     if len(target) == 0:
         return deep.sum() * 0.0

@@ -20,7 +20,7 @@ from app.schemas import (
 )
 
 router = APIRouter(tags=["classify"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed JSON"},
     413: {"model": ErrorResponse, "description": "Body over INTENTLY_MAX_BODY_BYTES"},
     422: {"model": ErrorResponse, "description": "Invalid field"},

@@ -20,7 +20,7 @@ from app.schemas import ErrorResponse, EvaluationResponse
 from app.version_files import confusion_png, report, version_dir
 
 router = APIRouter(tags=["model"])
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "A wrong admin token was sent"},
     404: {"model": ErrorResponse, "description": "No such version, or it has no report (`no_report`)"},
     422: {"model": ErrorResponse, "description": "Not a valid version id"},

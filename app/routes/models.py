@@ -15,7 +15,7 @@ from app.schemas import ActiveResponse, ErrorResponse, VersionList
 from model.store import StoreError, VersionNotFound
 
 router = APIRouter(tags=["admin: models"], dependencies=[AdminDep])
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},

@@ -23,6 +23,7 @@ from training.jobs import MODES, POLICIES, JobError, JobRequest, JobStore, appen
 from training.readers import FORMATS, DataError, Example, NluData, clean, no_examples, parse_data
 
 Body = TypeVar("Body", bound=BaseModel)
+Result = TypeVar("Result")
 router = APIRouter(tags=["admin: training jobs"], dependencies=[AdminDep])
 # An HTTP caller should not hang for the 10 s a training process waits on a lock.
 JOB_STORE_TIMEOUT = 2.0
@@ -32,7 +33,7 @@ def _jobs(store: ModelStore) -> JobStore:
     return JobStore(store, timeout=JOB_STORE_TIMEOUT)
 
 
-async def _job_store_call(func: Callable[..., Any], *args: Any) -> Any:
+async def _job_store_call(func: Callable[..., Result], *args: Any) -> Result:
     """Run a job-store call in a thread; a locked, missing or damaged database is a 503, not a 500."""
     try:
         return await asyncio.to_thread(func, *args)
@@ -46,13 +47,13 @@ async def _job_store_call(func: Callable[..., Any], *args: Any) -> Any:
 
 
 # Every admin route may answer 401/403 (token), 409 (no model store) and 503 (job store unusable).
-_ADMIN_ERRORS = {
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorResponse, "description": "The admin API is off"},
     409: {"model": ErrorResponse, "description": "No model store"},
     503: {"model": ErrorResponse, "description": "The job store is locked or unreadable; retry"},
 }
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ADMIN_ERRORS,
     400: {"model": ErrorResponse},
     413: {"model": ErrorResponse},
@@ -114,9 +115,10 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[
     for key in ("mode", "activate", "tolerance"):
         if isinstance(form.get(key), str):
             fields[key] = form[key]
-    if isinstance(form.get("options"), str) and form["options"].strip():
+    options = form.get("options")
+    if isinstance(options, str) and options.strip():
         try:
-            fields["options"] = json.loads(form["options"])
+            fields["options"] = json.loads(options)
         except (json.JSONDecodeError, RecursionError):
             raise ApiError(422, "invalid_request", "options: not valid JSON") from None
     return data, fields
