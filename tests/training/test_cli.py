@@ -154,7 +154,7 @@ def test_training_on_few_examples_says_it_refit(tmp_path: Path, rows: list[dict[
         (["train", str(ASSISTANT / "train.csv"), "--out", "x", "--set", "bogus=1"], "--set 'bogus=1'"),
         (
             ["train", str(ASSISTANT / "train.csv"), "--out", "x", "--reject-known", "2"],
-            "reject_known=2.0 is outside",
+            "option reject_known=2 is outside 0.0..0.9",
         ),
     ],
 )
