@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import State
 
 from app.batcher import Batcher
 from app.config import Settings
@@ -22,13 +23,17 @@ async def _holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-async def _predictor(request: Request) -> Predictor:
-    holder: ModelHolder = request.app.state.holder
+def ready_predictor(holder: ModelHolder) -> Predictor:
+    """The served model, or the 503 that every route needing one answers until it has loaded."""
     predictor = holder.predictor
     if predictor is None:
         reason = holder.error or "the model is still loading"
         raise ApiError(503, "model_not_ready", f"no model is loaded yet: {reason}", {"Retry-After": "1"})
     return predictor
+
+
+async def _predictor(request: Request) -> Predictor:
+    return ready_predictor(request.app.state.holder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +45,19 @@ class Classifying:
     settings: Settings
 
 
-async def _classifying(request: Request) -> Classifying:
-    state = request.app.state
-    return Classifying(await _predictor(request), state.batcher, state.settings)
+def classifying(state: State) -> Classifying:
+    """What the classify routes and their fast path (app/fast_path.py) resolve first."""
+    return Classifying(ready_predictor(state.holder), state.batcher, state.settings)
+
+
+async def classifying_dependency(request: Request) -> Classifying:
+    return classifying(request.app.state)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HolderDep = Annotated[ModelHolder, Depends(_holder)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
-ClassifyingDep = Annotated[Classifying, Depends(_classifying)]
+ClassifyingDep = Annotated[Classifying, Depends(classifying_dependency)]
 
 
 def check_text(text: str, settings: Settings, field: str = "text") -> None:
