@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.datastructures import State
 
 from app.batcher import Batcher
 from app.config import Settings
@@ -45,13 +44,10 @@ class Classifying:
     settings: Settings
 
 
-def classifying(state: State) -> Classifying:
-    """What the classify routes and their fast path (app/fast_path.py) resolve first."""
-    return Classifying(ready_predictor(state.holder), state.batcher, state.settings)
-
-
 async def classifying_dependency(request: Request) -> Classifying:
-    return classifying(request.app.state)
+    """What the classify routes resolve first; app/fast_path.py calls it too."""
+    state = request.app.state
+    return Classifying(ready_predictor(state.holder), state.batcher, state.settings)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -4,7 +4,7 @@ Why: under load the framework's generic per-request machinery (routing,
 dependency solving, body parsing) costs a worker more than the project's own
 code and the model together (docs/BENCHMARKS.md, section 4). This layer does
 what FastAPI would do for this one route, with the route's own parts: its
-body model, its one dependency (`app.deps.classifying`) and its endpoint.
+body model, its one dependency and its endpoint.
 Anything else (another route, a body that is not JSON or not a valid
 request, any ApiError such as a blank text or no model loaded yet, a client
 gone mid-body) goes to the FastAPI app unchanged, with the body replayed, so
@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,7 +46,7 @@ _JSON = b"application/json"
 log = logging.getLogger("intently.fast_path")
 
 # What this layer stands in for, checked against the app by `unreplicated`.
-DEPENDENCIES = (deps.classifying_dependency,)
+DEPENDENCY = deps.classifying_dependency
 BODY = ClassifyRequest
 ENDPOINT = classify.classify
 # Around it (outermost first; CORS only when configured): they apply to it as to any route.
@@ -69,9 +70,10 @@ class ClassifyFastPath:
         if gaps:
             log.warning("classify fast path off, the route does more than it replicates: %s", "; ".join(gaps))
             return
-        # The endpoint's parameter names, as FastAPI would pass them.
+        # The parameter names, as FastAPI passes them.
         self.body_name = route.dependant.body_params[0].name
         self.ctx_name = route.dependant.dependencies[0].name
+        self.request_name = route.dependant.dependencies[0].request_param_name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (self.enabled and scope["type"] == "http" and scope["method"] == "POST"):
@@ -107,7 +109,7 @@ class ClassifyFastPath:
         except ValidationError:
             return None
         try:
-            ctx = deps.classifying(self.fastapi_app.state)
+            ctx = await DEPENDENCY(**{self.request_name: Request(scope)})
             return await ENDPOINT(**{self.body_name: request, self.ctx_name: ctx})
         except ApiError:
             return None
@@ -122,9 +124,11 @@ def unreplicated(app: FastAPI) -> list[str]:
     if route.endpoint is not ENDPOINT:
         gaps.append(f"endpoint {route.endpoint!r}")
     calls = [sub.call for sub in _sub_dependants(route.dependant)]
-    if calls != list(DEPENDENCIES):
+    if calls != [DEPENDENCY]:
         gaps.append(f"dependencies {calls!r}")
-    params = [p.name for d in (route.dependant, *_sub_dependants(route.dependant)) for p in _params(d)]
+    elif not route.dependant.dependencies[0].request_param_name:
+        gaps.append("a dependency that does not take the Request")
+    params = [p for d in (route.dependant, *_sub_dependants(route.dependant)) for p in _params(d)]
     if params:
         gaps.append(f"parameters {params!r}")
     bodies = [f.field_info.annotation for f in route.dependant.body_params]
@@ -161,9 +165,18 @@ def _sub_dependants(dependant: Dependant) -> Iterator[Dependant]:
         yield from _sub_dependants(sub)
 
 
-def _params(dependant: Dependant) -> list[Any]:
+def _params(dependant: Dependant) -> list[str]:
+    """Its parameters other than the body and the request: none that the fast path would fill in."""
     d = dependant
-    return [*d.path_params, *d.query_params, *d.header_params, *d.cookie_params]
+    fields = [f.name for f in (*d.path_params, *d.query_params, *d.header_params, *d.cookie_params)]
+    special = (
+        d.websocket_param_name,
+        d.http_connection_param_name,
+        d.response_param_name,
+        d.background_tasks_param_name,
+        d.security_scopes_param_name,
+    )
+    return fields + [name for name in special if name]
 
 
 def _route_path(scope: Scope) -> str:
