@@ -87,4 +87,7 @@ UVICORN_OPTIONS: dict[str, object] = {
     "log_config": None,
     "access_log": False,
     "timeout_graceful_shutdown": 30,
+    # A worker still importing torch on a busy machine can miss uvicorn's 5 s supervisor ping; it
+    # would be killed and replaced, again and again, and the server never become ready.
+    "timeout_worker_healthcheck": 60,
 }
