@@ -24,13 +24,17 @@ async def _holder(request: Request) -> ModelHolder:
     return holder
 
 
-async def _predictor(request: Request) -> Predictor:
-    holder: ModelHolder = request.app.state.holder
+def ready_predictor(holder: ModelHolder) -> Predictor:
+    """The served model, or the 503 that every route needing one answers until it has loaded."""
     predictor = holder.predictor
     if predictor is None:
         reason = holder.error or "the model is still loading"
         raise ApiError(503, "model_not_ready", f"no model is loaded yet: {reason}", {"Retry-After": "1"})
     return predictor
+
+
+async def _predictor(request: Request) -> Predictor:
+    return ready_predictor(request.app.state.holder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +46,16 @@ class Classifying:
     settings: Settings
 
 
-async def _classifying(request: Request) -> Classifying:
+async def classifying_dependency(request: Request) -> Classifying:
+    """What the classify routes resolve first; app/fast_path.py calls it too."""
     state = request.app.state
-    return Classifying(await _predictor(request), state.batcher, state.settings)
+    return Classifying(ready_predictor(state.holder), state.batcher, state.settings)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HolderDep = Annotated[ModelHolder, Depends(_holder)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
-ClassifyingDep = Annotated[Classifying, Depends(_classifying)]
+ClassifyingDep = Annotated[Classifying, Depends(classifying_dependency)]
 
 
 def check_text(text: str, settings: Settings, field: str = "text") -> None:

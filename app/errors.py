@@ -48,11 +48,17 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # 413 includes app.middleware.BodyTooLarge, an HTTPException raised while a body is read.
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-    code = codes.get(exc.status_code, "http_error")
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    """The answer to an HTTPException, app.middleware.BodyTooLarge included, wherever it is caught."""
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return http_error_response(exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,41 @@ class Server:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout}s: {self.output()}")
+
+    def ask_every_worker(
+        self,
+        workers: int | set[str],
+        until: Callable[[dict[str, Any]], bool] = lambda answer: True,
+        texts: Sequence[str] = ("hello",),
+        timeout: float = 120.0,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Classify on a fresh connection each time, so that any worker may take it, until each
+        worker (named by X-Intently-Worker) has answered, its latest answer satisfying `until`.
+
+        `workers`: how many there are, or their ids (process ids). Returns every (worker, answer)
+        in order; a dropped connection (a worker killed meanwhile) is retried, not returned.
+        """
+        seen: list[tuple[str, dict[str, Any]]] = []
+        latest: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        for text in itertools.cycle(texts):
+            try:
+                r = httpx.post(f"{self.url}/v1/classify", json={"text": text}, timeout=10)
+            except httpx.TransportError:
+                r = None
+            if r is not None:
+                assert r.status_code == 200, r.text
+                seen.append((r.headers["x-intently-worker"], r.json()))
+                latest[seen[-1][0]] = seen[-1][1]
+            wanted = workers if isinstance(workers, set) else set(latest)
+            count = len(workers) if isinstance(workers, set) else workers
+            if len(wanted & latest.keys()) >= count and all(until(latest[w]) for w in wanted):
+                return seen
+            if time.monotonic() > deadline:
+                versions = {w: a.get("model_version") for w, a in latest.items()}
+                raise TimeoutError(f"after {timeout}s, wanted {workers}; latest answers: {versions}")
+            time.sleep(0.02)
+        raise AssertionError("unreachable")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""

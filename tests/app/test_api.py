@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,6 +199,19 @@ def test_request_id_is_echoed_or_made(client: TestClient) -> None:
     made = client.get("/healthz").headers["x-request-id"]
     assert len(made) == 32
     assert client.get("/healthz", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"] != "bad id\n"
+
+
+def test_every_answer_names_its_worker(client: TestClient) -> None:
+    answers = [
+        client.post("/v1/classify", json={"text": "What time is it?"}),  # the fast path
+        client.post("/v1/classify/batch", json={"texts": ["hi"]}),
+        client.post("/v1/classify", json={"text": " "}),  # an error, from the route
+        client.post("/v1/classify", content=b"x" * 5000),  # refused on its Content-Length alone
+        client.get("/no-such-page"),
+        client.get("/healthz"),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 422, 413, 404, 200]
+    assert {r.headers["x-intently-worker"] for r in answers} == {str(os.getpid())}
 
 
 def test_utterances_are_not_logged_at_info(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

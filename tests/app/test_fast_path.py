@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from starlette.middleware.gzip import GZipMiddleware
 
+from app import errors
 from app.config import Settings
+from app.fast_path import ClassifyFastPath, unreplicated
+from app.main import create_app
+from app.middleware import RequestContext
+from app.routes import classify
 from tests.conftest import ready_client
 
 # FastAPI reads `application/<anything>+json` as JSON; the fast path takes only application/json.
@@ -63,16 +73,37 @@ def test_errors_are_the_routes(client: TestClient, body: bytes, status: int, err
     assert _answered_by_fast_path(client) == before
 
 
-@pytest.mark.parametrize("headers", [{"content-type": "application/json"}, ROUTE_ONLY])
-def test_streamed_body_over_the_limit_is_refused(client: TestClient, headers: dict) -> None:
+def test_a_body_over_the_limit_gets_one_answer_however_it_comes(client: TestClient) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"text": "'
         yield b"a" * 5000
         yield b'"}'
 
-    r = client.post("/v1/classify", content=chunks(), headers=headers)
-    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+    answers = [
+        client.post("/v1/classify", content=chunks(), headers={"content-type": "application/json"}),
+        client.post("/v1/classify", content=chunks(), headers=ROUTE_ONLY),  # read by the route
+        client.post("/v1/classify", json={"text": "a" * 5000}),  # refused on its Content-Length
+    ]
+    assert [r.status_code for r in answers] == [413] * 3
+    assert len({r.content for r in answers}) == 1 and answers[0].json()["error"] == "body_too_large"
     assert client.post("/v1/classify", json={"text": "still fine"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content_types", "fast", "status"),
+    [
+        (["application/json", "text/plain"], True, 200),
+        (["text/plain", "application/json"], False, 422),  # the route reads the first one too
+        (["application/x-www-form-urlencoded", "text/plain"], True, 200),  # a form is read as JSON
+    ],
+)
+def test_the_first_content_type_decides_for_both(
+    client: TestClient, content_types: list[str], fast: bool, status: int
+) -> None:
+    before = _answered_by_fast_path(client)
+    headers = [("content-type", value) for value in content_types]
+    r = client.post("/v1/classify", content=b'{"text": "What time is it?"}', headers=headers)
+    assert r.status_code == status and _answered_by_fast_path(client) == before + fast
 
 
 @pytest.mark.parametrize(
@@ -102,3 +133,66 @@ def test_metrics_and_other_routes_unchanged(client: TestClient) -> None:
     assert 'intently_http_requests_total{method="POST",route="/v1/classify",status="200"}' in text
     assert client.post("/v1/classify/batch", json={"texts": ["hi", "what time is it"]}).status_code == 200
     assert client.get("/v1/classify").status_code == 405
+
+
+# --- the fence: what the route does, the fast path does, or it steps aside -------------------
+
+
+@pytest.mark.parametrize("cors", [[], ["https://bot.example"]])
+def test_the_fast_path_replicates_all_the_route_does(small_model_dir: Path, cors: list[str]) -> None:
+    """Fails when POST /v1/classify or the app gains something the fast path would skip.
+
+    Then either teach app/fast_path.py to do it too (and name it there) or remove the fast path.
+    """
+    app = create_app(Settings(model_dir=small_model_dir, cors_origins=cors))
+    assert unreplicated(app) == []
+
+
+async def _rate_limit() -> None:
+    """A dependency the route might gain one day."""
+
+
+async def _timeout(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": "timeout"}, 504)
+
+
+def _app(inner: list[Any] | None = None, **include: Any) -> FastAPI:
+    """The classify route behind the fast path as app/main.py puts them, `inner` middleware inside it."""
+    app = FastAPI()
+    errors.install(app)
+    for cls in inner or []:
+        app.add_middleware(cls)
+    app.add_middleware(ClassifyFastPath, fastapi_app=app)
+    app.add_middleware(RequestContext, max_body_bytes=4096)
+    app.include_router(classify.router, **include)
+    return app
+
+
+def test_what_it_would_skip_is_named() -> None:
+    assert unreplicated(_app()) == []
+    (gap,) = unreplicated(_app(dependencies=[Depends(_rate_limit)]))
+    assert gap.startswith("dependencies") and "_rate_limit" in gap
+    (gap,) = unreplicated(_app(inner=[GZipMiddleware]))
+    assert gap.startswith("middleware") and "GZipMiddleware" in gap
+    outer = _app()
+    outer.add_middleware(GZipMiddleware)
+    (gap,) = unreplicated(outer)
+    assert gap.startswith("middleware")
+    handled = _app()
+    handled.add_exception_handler(TimeoutError, _timeout)
+    (gap,) = unreplicated(handled)
+    assert gap.startswith("exception handlers") and "TimeoutError" in gap
+    assert unreplicated(FastAPI()) == ["no POST /v1/classify route"]
+
+
+def test_it_steps_aside_in_an_app_it_was_not_checked_against(small_model_dir: Path) -> None:
+    app = create_app(Settings(model_dir=small_model_dir))
+    app.add_exception_handler(TimeoutError, _timeout)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = _answered_by_fast_path(client)
+        r = client.post("/v1/classify", json={"text": "What time is it?"})
+        assert r.status_code == 200 and r.json()["intent"] == "ask_time"
+        assert _answered_by_fast_path(client) == before  # the route answered it

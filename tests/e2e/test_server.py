@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from model.artifact import new_version_id
+from model.store import ModelStore
 from tests.conftest import ROOT, Server, free_port
 
 
@@ -52,37 +55,70 @@ def test_default_model_answers_and_bad_input_never_breaks_it(serve, default_stor
         assert http.get("/readyz").json()["ready"] is True
 
 
-def test_readyz_is_false_until_the_model_is_loaded(serve, default_store: Path) -> None:
+def test_a_worker_takes_connections_only_once_its_model_is_loaded(serve, default_store: Path) -> None:
+    """The lifespan loads the model before uvicorn opens the socket (app/model_holder.py), so a
+    normal start shows no 503 at all: connections are refused, then the first answer is a 200."""
     server: Server = serve(env={"INTENTLY_MODEL_STORE": str(default_store)}, ready=False)
-    seen: list[int] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    refused, deadline = 0, time.monotonic() + 120
+    while True:
         try:
-            status = httpx.get(f"{server.url}/readyz", timeout=1).status_code
-        except httpx.HTTPError:
-            time.sleep(0.01)
-            continue
-        seen.append(status)
-        if status == 200:
+            first = httpx.get(f"{server.url}/readyz", timeout=10)
             break
-    assert seen and seen[-1] == 200
-    # Before the first 200 there may be 503s (model loading), never anything else.
+        except httpx.TransportError:
+            refused += 1
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
+            time.sleep(0.01)
+    assert refused > 0 and first.status_code == 200 and first.json()["ready"] is True
+
+
+def test_readyz_is_503_until_a_loadable_model_is_active(serve, default_store: Path) -> None:
+    """The one way a running worker has no model: the active version cannot be loaded and there is
+    no earlier one to fall back on. It answers 503 until a loadable version is activated."""
+    store = ModelStore(default_store)
+    good = store.active()
+    assert good is not None
+    missing = new_version_id()  # a pointer to files that are not there (a half-copied store)
+    (default_store / "active.json").write_text(json.dumps({"version": missing, "history": []}))
+    server: Server = serve(env={"INTENTLY_MODEL_STORE": str(default_store)}, ready=False)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            not_ready = httpx.get(f"{server.url}/readyz", timeout=10)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
+            time.sleep(0.05)
+    assert not_ready.status_code == 503
+    assert not_ready.json()["ready"] is False and missing in not_ready.json()["reason"]
+    r = httpx.post(f"{server.url}/v1/classify", json={"text": "What time is it?"}, timeout=10)
+    assert r.status_code == 503 and r.json()["error"] == "model_not_ready" and r.headers["retry-after"]
+
+    store.activate(good)  # what `intently models activate` does; the worker's watcher picks it up
+    seen: list[int] = []
+    while not seen or seen[-1] != 200:
+        assert time.monotonic() < deadline, seen
+        seen.append(httpx.get(f"{server.url}/readyz", timeout=10).status_code)
+        time.sleep(0.05)
     assert set(seen[:-1]) <= {503}
+    assert httpx.get(f"{server.url}/readyz", timeout=10).json()["model_version"] == good
+    r = httpx.post(f"{server.url}/v1/classify", json={"text": "What time is it?"}, timeout=10)
+    assert r.status_code == 200 and r.json()["model_version"] == good
 
 
 def test_metrics_count_requests_across_two_workers(serve, default_store: Path) -> None:
     server: Server = serve("--workers", "2", env={"INTENTLY_MODEL_STORE": str(default_store)})
-    n = 40
-    with httpx.Client(base_url=server.url, timeout=10) as http:
-        for _ in range(n):
-            assert http.post("/v1/classify", json={"text": "What time is it?"}).status_code == 200
-        time.sleep(0.2)
-        text = http.get("/metrics").text
+    # Fresh connections until both workers have answered: /metrics, answered by one of them,
+    # counts every request only if it merges the other's samples too.
+    answers = server.ask_every_worker(2, texts=["What time is it?"])
+    assert len({worker for worker, _ in answers}) == 2
+    assert {answer["intent"] for _, answer in answers} == {"ask_time"}
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
     count = re.search(
         r'intently_http_requests_total\{method="POST",route="/v1/classify",status="200"\} (\S+)', text
     )
-    assert count and float(count.group(1)) == n
-    assert float(re.search(r'intently_predictions_total\{intent="ask_time"\} (\S+)', text).group(1)) == n
+    assert count and float(count.group(1)) == len(answers)
+    predicted = re.search(r'intently_predictions_total\{intent="ask_time"\} (\S+)', text)
+    assert predicted and float(predicted.group(1)) == len(answers)
 
 
 def _serve_exit(*args: str) -> subprocess.CompletedProcess[str]:

@@ -182,14 +182,20 @@ def test_a_corrupt_version_is_never_served(serve, tiny_store: Path) -> None:
         assert store.active() == good
         # A pointer written past the check (another replica, a hand edit): workers keep the old model.
         (tiny_store / "active.json").write_text(json.dumps({"version": broken, "history": [good]}))
-        time.sleep(3.0)  # three reload intervals
-        assert _versions_served(server.url) == {good}
+        assert server.log_path is not None
+        _wait_until(
+            lambda: server.log_path.read_text().count("could not be loaded, still serving") >= 2,
+            60,
+            "both workers to try the broken version",
+        )
+        answers = server.ask_every_worker(2)
+        assert {answer["model_version"] for _, answer in answers} == {good}
         # A worker started now (here: restarted after a crash) serves the old model too.
         pids = set(worker_pids(server.proc.pid, server.port))
         os.kill(min(pids), signal.SIGKILL)
-        _new_worker(server, pids)
-        time.sleep(2.0)  # the new worker loads before it accepts; give it time to take connections
-        assert _versions_served(server.url, 30) == {good}
+        restarted = _new_worker(server, pids)
+        answers = server.ask_every_worker({str(max(pids)), str(restarted)})
+        assert {answer["model_version"] for _, answer in answers} == {good}
         assert httpx.get(f"{server.url}/readyz").json() == {
             "ready": True,
             "model_version": good,
@@ -372,8 +378,8 @@ def test_sigkill_of_a_worker_under_load(
         served = load_.ok()
         _wait_until(lambda: load_.ok() > served + 200, 10, "the surviving worker kept answering")
         restarted = _new_worker(server, {first, second})
-        # Kill the survivor too: from now on only the restarted worker can answer.
-        time.sleep(2.0)
+        # Kill the survivor too, once the restarted worker answers: from now on only it can.
+        server.ask_every_worker({str(restarted)})
         os.kill(second, signal.SIGKILL)
         served = load_.ok()
         _wait_until(lambda: load_.ok() > served + 200, 10, "the restarted worker answered")
