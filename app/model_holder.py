@@ -42,10 +42,6 @@ class ModelHolder:
         self._failed: str | None = None
         self.on_swap: list[Callable[[str | None, str], None]] = []  # callbacks(old_version, new_version)
 
-    @property
-    def ready(self) -> bool:
-        return self.predictor is not None
-
     def _load(self, path: Path) -> Predictor:
         return Predictor.load(path, quantize=self.quantize)
 
