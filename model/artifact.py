@@ -183,7 +183,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.rename(dst, old)
         os.rename(src, dst)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
 
 
 _AT_FDCWD = -100
@@ -214,7 +214,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable; some file systems cannot open a directory for this."""
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from model.artifact import ArtifactError, ModelMeta, load, read_meta, save
+from model.artifact import ArtifactError, ModelMeta, fsync_dir, load, read_meta, save
 from model.network import IntentNet
 
 ACTIVE_FILE = "active.json"
@@ -263,22 +263,9 @@ class ModelStore:
         except BaseException:  # e.g. the disk is full: the old pointer stays, no temporary is left
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
 
 def _jsonl(examples: Sequence[LabelledText]) -> bytes:
     lines = (json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples)
     return "".join(lines).encode("utf-8")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
