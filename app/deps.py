@@ -38,7 +38,7 @@ async def _predictor(request: Request) -> Predictor:
 
 
 @dataclass(frozen=True, slots=True)
-class Classifying:
+class ClassifyContext:
     """What a classify request needs, resolved as one dependency: each one costs per request."""
 
     predictor: Predictor
@@ -46,16 +46,16 @@ class Classifying:
     settings: Settings
 
 
-async def classifying_dependency(request: Request) -> Classifying:
+async def classify_context(request: Request) -> ClassifyContext:
     """What the classify routes resolve first; app/fast_path.py calls it too."""
     state = request.app.state
-    return Classifying(ready_predictor(state.holder), state.batcher, state.settings)
+    return ClassifyContext(ready_predictor(state.holder), state.batcher, state.settings)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HolderDep = Annotated[ModelHolder, Depends(_holder)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
-ClassifyingDep = Annotated[Classifying, Depends(classifying_dependency)]
+ClassifyContextDep = Annotated[ClassifyContext, Depends(classify_context)]
 
 
 def check_text(text: str, settings: Settings, field: str = "text") -> None:

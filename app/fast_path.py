@@ -46,7 +46,7 @@ _JSON = b"application/json"
 log = logging.getLogger("intently.fast_path")
 
 # What this layer stands in for, checked against the app by `unreplicated`.
-DEPENDENCY = deps.classifying_dependency
+DEPENDENCY = deps.classify_context
 BODY = ClassifyRequest
 ENDPOINT = classify.classify
 # Around it (outermost first; CORS only when configured): they apply to it as to any route.

@@ -18,7 +18,7 @@ from app.fast_path import ClassifyFastPath
 from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
-from app.routes import classify, evaluation, health, model_info, models, playground, rasa, training_jobs
+from app.routes import classify, evaluation, health, model_info, playground, rasa, training_jobs, versions
 from model.store import ModelStore
 from training.default_model import ensure_default
 
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         larger_bodies={"/v1/training-jobs": settings.max_upload_bytes},
     )
-    for module in (classify, rasa, model_info, evaluation, health, models, training_jobs, playground):
+    for module in (classify, rasa, model_info, evaluation, health, versions, training_jobs, playground):
         app.include_router(module.router)
     _document_bodies_read_by_hand(app)
     return app

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import http_error_response
-from app.metrics import LATENCY, REQUESTS, child
+from app.metrics import LATENCY, REQUESTS, labelled
 
 log = logging.getLogger("intently.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -144,8 +144,8 @@ def _record(scope: Scope, status: int, elapsed: float, request_id: str) -> None:
     """The request's metrics and its one access-log line."""
     route_path = getattr(scope.get("route"), "path", None) or "unmatched"
     method = scope.get("method", "")
-    child(REQUESTS, method, route_path, str(status)).inc()
-    child(LATENCY, method, route_path).observe(elapsed)
+    labelled(REQUESTS, method, route_path, str(status)).inc()
+    labelled(LATENCY, method, route_path).observe(elapsed)
     log.info(
         "%s %s %d %.2fms",
         method,

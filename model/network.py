@@ -325,21 +325,21 @@ class IntentNet(nn.Module):
     def features(self, batch: Batch) -> Tensor:
         return self._encode(batch, False)[0]
 
-    def paths(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+    def path_logits(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """The deep and the wide path's logits, apart: training can fit each on its own."""
-        return self._paths(self.features(batch), batch)
+        return self._path_logits(self.features(batch), batch)
 
-    def paths_and_tags(self, batch: Batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """`paths`, and the tag logits of every token [N, entity_tags] when the model has a tagger."""
+    def path_and_tag_logits(self, batch: Batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """`path_logits`, and the tag logits of every token [N, entity_tags] when the model has a tagger."""
         features, steps = self._encode(batch, self.tagger is not None)
-        deep, wide = self._paths(features, batch)
+        deep, wide = self._path_logits(features, batch)
         return deep, wide, self._tags(steps)
 
     def analyse(self, batch: Batch, tags: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         """Logits, the pooled features they came from (which the detector reads) and, with `tags`
         and a tagger, the tag logits of every token: one pass."""
         features, steps = self._encode(batch, tags and self.tagger is not None)
-        deep, wide = self._paths(features, batch)
+        deep, wide = self._path_logits(features, batch)
         return (deep if wide is None else deep + wide), features, self._tags(steps)
 
     def _encode(self, batch: Batch, steps_too: bool) -> tuple[Tensor, Tensor | None]:
@@ -349,7 +349,7 @@ class IntentNet(nn.Module):
     def _tags(self, steps: Tensor | None) -> Tensor | None:
         return None if steps is None or self.tagger is None else self.tagger(self.dropout(steps))
 
-    def _paths(self, features: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+    def _path_logits(self, features: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
         deep = self.head(self.dropout(features))
         wide = None
         if self.bag is not None:
@@ -360,5 +360,5 @@ class IntentNet(nn.Module):
         return deep, wide
 
     def forward(self, batch: Batch) -> Tensor:
-        deep, wide = self.paths(batch)
+        deep, wide = self.path_logits(batch)
         return deep if wide is None else deep + wide

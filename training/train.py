@@ -413,7 +413,7 @@ def _batch_loss(
 ) -> Tensor:
     """The labels' loss (each path on its own), the tags' and the teacher's, on one batch."""
     batch = _word_dropout(Batch.from_encoded([rows.encoded[i] for i in idx]), cfg.word_dropout, generator)
-    deep, wide, tag_logits = net.paths_and_tags(batch)
+    deep, wide, tag_logits = net.path_and_tag_logits(batch)
     hard = idx < len(rows.labels)
     target = rows.labels[idx[hard]]
     loss = _label_loss(loss_fn, deep[hard], None if wide is None else wide[hard], target, cfg)

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.deps import Classifying, ClassifyingDep, check_text, check_top_k
+from app.deps import ClassifyContext, ClassifyContextDep, check_text, check_top_k
 from app.errors import ApiError
 from app.metrics import observe_predictions
 from app.schemas import (
@@ -38,7 +38,7 @@ def _json(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-async def classify_one(ctx: Classifying, text: str, top_k: int) -> bytes:
+async def classify_one(ctx: ClassifyContext, text: str, top_k: int) -> bytes:
     """One utterance checked, classified and serialised."""
     check_text(text, ctx.settings)
     check_top_k(top_k, ctx.settings)
@@ -48,14 +48,14 @@ async def classify_one(ctx: Classifying, text: str, top_k: int) -> bytes:
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
-async def classify(body: ClassifyRequest, ctx: ClassifyingDep) -> Response:
+async def classify(body: ClassifyRequest, ctx: ClassifyContextDep) -> Response:
     """Classify one utterance: intent (null when out of scope), confidence and ranking."""
     # app/fast_path.py calls this too, beneath the routing: a new parameter here turns it off.
     return Response(await classify_one(ctx, body.text, body.top_k), media_type="application/json")
 
 
 @router.post("/v1/classify/batch", response_model=BatchResponse, responses=ERRORS)
-async def classify_batch(body: BatchRequest, ctx: ClassifyingDep) -> Response:
+async def classify_batch(body: BatchRequest, ctx: ClassifyContextDep) -> Response:
     """Classify many utterances in one request; results come back in the order sent."""
     settings = ctx.settings
     if len(body.texts) > settings.max_batch:

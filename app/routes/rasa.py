@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import ClassifyingDep, HolderDep, check_text
+from app.deps import ClassifyContextDep, HolderDep, check_text
 from app.errors import ApiError
 from app.metrics import observe_predictions
 from app.rasa import EMULATION_MODES, PayloadError, emulate, read_payload, retrieval_answer
@@ -49,7 +49,7 @@ RasaAccess = Depends(rasa_access)
 )
 async def parse(
     body: ParseRequest,
-    ctx: ClassifyingDep,
+    ctx: ClassifyContextDep,
     emulation_mode: Annotated[str | None, Query(description=f"One of {', '.join(EMULATION_MODES)}.")] = None,
 ) -> Any:
     """Rasa NLU compatible: a client written for Rasa's HTTP API works unchanged.
@@ -66,7 +66,7 @@ async def parse(
     return JSONResponse(emulate(emulation_mode, answer.model_dump()))
 
 
-async def _parse(text: str, ctx: ClassifyingDep) -> ParseResponse:
+async def _parse(text: str, ctx: ClassifyContextDep) -> ParseResponse:
     try:
         payload = read_payload(text)
     except PayloadError as exc:

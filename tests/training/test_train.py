@@ -63,7 +63,7 @@ def _deep_accuracy(result: TrainResult, examples: list[Example]) -> float:
     net, labels = result.net.eval(), result.meta.labels
     batch = Batch.from_encoded([result.tokenizer.encode(e.text) for e in examples])
     with torch.inference_mode():
-        deep, wide = net.paths(batch)
+        deep, wide = net.path_logits(batch)
     assert wide is None
     truth = torch.tensor([labels.index(e.intent) for e in examples])
     return float((deep.argmax(-1) == truth).float().mean())
@@ -99,7 +99,7 @@ def test_each_path_learns_to_classify_on_its_own(
     batch = Batch.from_encoded([small_result.tokenizer.encode(e.text) for e in assistant_test])
     truth = torch.tensor([labels.index(e.intent) for e in assistant_test])
     with torch.inference_mode():
-        deep, wide = net.paths(batch)
+        deep, wide = net.path_logits(batch)
     assert wide is not None and net.char_bag is not None
     for logits in (deep, wide, deep + wide):
         assert float((logits.argmax(-1) == truth).float().mean()) > 0.6  # chance is 0.03
@@ -112,8 +112,8 @@ def test_wide_path_of_a_batch_equals_each_utterance_alone(small_result: TrainRes
     texts = ["what time is it", "", "set an alarm for 6:30 please", "天气 ??", ""]
     encoded = [tok.encode(t) for t in texts]
     with torch.inference_mode():
-        _, together = net.paths(Batch.from_encoded(encoded))
-        alone = [net.paths(Batch.from_encoded([e]))[1] for e in encoded]
+        _, together = net.path_logits(Batch.from_encoded(encoded))
+        alone = [net.path_logits(Batch.from_encoded([e]))[1] for e in encoded]
     assert together is not None
     assert torch.allclose(together, torch.cat([a for a in alone if a is not None]), atol=1e-5)
 
