@@ -62,8 +62,8 @@ _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 def labelled(metric: Any, *labels: str) -> Any:
     """`metric.labels(*labels)`, remembered: labels() checks, locks and hashes on every call.
 
-    A few microseconds a request on the hottest path; the label sets are
-    routes, statuses and intents, so the cache stays small (and is capped).
+    It adds up on the hottest path; the label sets are routes, statuses
+    and intents, so the cache stays small (and is capped).
     """
     key = (id(metric), labels)
     found = _CHILDREN.get(key)

@@ -132,10 +132,8 @@ class ModelHolder:
 def _settle_heap() -> None:
     """Keep the long-lived heap (torch, the model, its vocabulary) out of every garbage collection.
 
-    Under load a full collection ran about 3 times a second and took 75-95 ms,
-    each one a stall for every request in flight; frozen, those objects are no
-    longer scanned: measured at concurrency 64, p99 fell from 107-123 ms to
-    20 ms and throughput rose from 2.9k to 4.3k requests/s (docs/BENCHMARKS.md).
+    Under load each full collection walked that heap again, a stall for every
+    request in flight; frozen, those objects are no longer scanned (docs/RESEARCH.md).
     Unfreezing and collecting first, at every swap, lets the model swapped out
     be reclaimed even if it holds reference cycles; that one collection is the
     price of a swap.

@@ -45,7 +45,7 @@ MAX_DIM = 8192
 MAX_LAYERS = 8
 MAX_BUCKETS = 4_000_000
 MAX_DETECTOR_ROWS = 1_000_000
-MAX_PARAMETERS = 300_000_000  # 1.2 GB of float32: the wide tables grow with buckets x intents
+MAX_PARAMETERS = 300_000_000  # generous: the wide tables grow with buckets x intents
 
 
 class ArtifactError(ValueError):

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-# Shorter words are too often one edit from an unrelated word ("the", "thy"). At 5
-# misspelled banking77 lost 0.4 more points and 1.5 more points of foreign input
-# were rejected (docs/RESEARCH.md).
+# Shorter words are too often one edit from an unrelated word ("the", "thy"); longer ones miss typos.
 MIN_FUZZY_LETTERS = 4
 # Real words are short; a long token (untrusted input) is not expanded into its deletions.
 MAX_FUZZY_LETTERS = 32

@@ -147,11 +147,9 @@ def constrained(
 
 
 # A tag whose token score is this far under the token's best is left out of the lattice
-# (a factor of e^-12 in probability): most tokens keep one or two tags, and decoding is
-# a few small steps instead of 79 x 79 sums a token with SNIPS's tags.
+# (a factor of e^-12 in probability): most tokens keep one or two, so decoding stays small.
 MARGIN = 12.0
-# And at most this many a token: an unsure tagger (little training) would otherwise keep
-# them all, and a 12-token utterance took 58 ms instead of under 1.
+# And at most this many a token, or an unsure (little-trained) tagger keeps them all and decoding crawls.
 CANDIDATES = 8
 
 

@@ -23,8 +23,7 @@ _RNNS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "
 class Batch:
     """The tokens of a batch of encoded utterances, flat: no padding anywhere.
 
-    Utterance lengths vary a lot (banking77: 13 tokens on average, 52 at most in
-    one batch of 256), so a padded [batch, time] layout spent three quarters of
+    Utterance lengths vary a lot, so a padded [batch, time] layout spent most of
     the embedding, pooling and masking work on padding. Tokens are concatenated
     instead and packed for the recurrent layer by `Encoder`. The n-grams of all
     tokens are one flat id list with offsets (an EmbeddingBag input).
@@ -40,7 +39,7 @@ class Batch:
 
     @classmethod
     def from_encoded(cls, items: Sequence[Encoded]) -> Batch:
-        # Flat Python lists, then numpy: torch.tensor(list) was measured 4-5x slower per element.
+        # Flat Python lists, then numpy: torch.tensor(list) is much slower per element.
         words: list[int] = []
         ngrams: list[int] = []
         ngram_sizes = [0]
@@ -262,8 +261,7 @@ class IntentNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.encoder.out_dim, cfg.num_labels)
         # Bucket ids start at 1, so row 0 is never read. No `padding_idx` to say so:
-        # with one, torch's EmbeddingBag takes a path measured 6x slower (188 vs 33 µs
-        # for 64 utterances' n-grams).
+        # with one, torch's EmbeddingBag takes a much slower path.
         self.bag = (
             nn.EmbeddingBag(cfg.bag_buckets + 1, cfg.num_labels, mode="sum", sparse=sparse)
             if cfg.bag_buckets

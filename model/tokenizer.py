@@ -138,7 +138,7 @@ class Tokenizer:
         if not cfg.uses_subwords or token == UNK:
             return []
         # Only the first max_ngrams_per_token n-grams are kept, shortest first, so a prefix
-        # of the token gives exactly them: a 10 MB "word" must not build 30 million strings.
+        # of the token gives exactly them: a huge "word" must not build all of its n-grams.
         prefix = token[: cfg.max_ngrams_per_token + cfg.ngram_min]
         grams = char_ngrams(prefix, cfg.ngram_min, cfg.ngram_max)[: cfg.max_ngrams_per_token]
         return [1 + stable_hash(g) % cfg.ngram_buckets for g in grams]
@@ -155,7 +155,6 @@ class Tokenizer:
             self.index.get(token, UNK_ID), self.token_ngrams(token), unigram, state, f" {token}".encode()
         )
         # Bounded in count and in size: request text is untrusted, and real words are short.
-        # At the cap the cache holds at most ~50 MB (about 1 KB an entry of 32 characters).
         if len(token) <= 32 and len(self._cache) < 50_000:
             self._cache[token] = entry
         return entry
