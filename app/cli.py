@@ -8,9 +8,9 @@ import signal
 import sys
 import tempfile
 
-from app.config import UVICORN_OPTIONS, Settings
+from app.config import UVICORN_OPTIONS, Settings, settings_store
 from model.artifact import ArtifactError, load
-from model.store import ModelStore, StoreError
+from model.store import StoreError
 from training import cli as training_cli
 from training.default_model import SEED_ENV, ensure_default
 
@@ -49,11 +49,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.model_dir is not None:
         load(settings.model_dir)  # fail here, with one line, rather than in every worker
     else:
-        store = ModelStore(settings.model_store)
-        if store.active() is None:
-            how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
-            print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
-            ensure_default(store, show_progress=True)
+        store = settings_store(settings)
+        try:
+            if store.active() is None:
+                how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
+                print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
+                ensure_default(store, show_progress=True)
+        finally:
+            store.close()  # the workers open their own connections
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="intently-metrics-")
 

@@ -10,6 +10,8 @@ from typing import Any, Literal, TypedDict
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.store import ModelStore, open_store
+
 
 def default_home() -> Path:
     """Where Intently keeps its model store unless told otherwise (XDG data directory)."""
@@ -25,7 +27,13 @@ class Settings(BaseSettings):
     )
     model_store: Path = Field(
         default_factory=lambda: default_home() / "store",
-        description="Model store: every version and the active pointer (a shared volume on a cluster).",
+        description="Model store: every version and the active pointer; with a database URL, only this"
+        " replica's local cache of the versions it has loaded.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="postgresql://user:pass@host:5432/db: the model store and the job queue live in"
+        " PostgreSQL, shared by every replica (docs/deployment.md); without it, the local directory.",
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
@@ -76,6 +84,12 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_store(settings: Settings) -> ModelStore:
+    """The model store the settings name: PostgreSQL with a database URL, else the directory."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return open_store(settings.model_store, url or None)
 
 
 # How the app is served; bench/bare_app.py serves its baseline with the very same

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model.store import StoreUnavailable
+
 log = logging.getLogger("intently.errors")
 
 
@@ -61,6 +63,16 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return http_error_response(exc)
 
 
+def unavailable(exc: StoreUnavailable, code: str = "store_unavailable") -> ApiError:
+    """The store's database is down or locked: a 503 the client may retry; serving goes on."""
+    return ApiError(503, code, str(exc), {"Retry-After": "2"})
+
+
+async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return await _api_error(request, unavailable(exc))
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return JSONResponse(error_body("internal_error", "the server failed to answer; it was logged"), 500)
@@ -71,4 +83,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

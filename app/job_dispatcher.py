@@ -1,7 +1,7 @@
 """Runs queued training jobs of the store, one at a time, each in a child process.
 
-Every worker runs a dispatcher; the store's SQLite claim makes sure only one
-job runs at a time across all of them (and across replicas on a shared volume).
+Every worker of every replica runs a dispatcher; the job store's claim (one
+transaction, in SQLite or PostgreSQL) makes sure only one job runs at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 
 from model.store import ModelStore
-from training.jobs import JobStore
+from training.job_store import open_job_store
 
 log = logging.getLogger("intently.jobs")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("intently.jobs")
 class JobDispatcher:
     def __init__(self, store: ModelStore, interval: float = 1.0):
         self.store = store
-        self.jobs = JobStore(store)
+        self.jobs = open_job_store(store)
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -68,7 +68,7 @@ class JobDispatcher:
 
     async def _run(self, job_id: str) -> None:
         log.info("training job started", extra={"job_id": job_id})
-        out = open(self.jobs.job_dir(job_id) / "job.log", "ab")  # noqa: SIM115 - closed below
+        out = open(self.jobs.log_path(job_id), "ab")  # noqa: SIM115 - closed below
         try:
             self._running = job_id
             self._proc = await asyncio.create_subprocess_exec(
@@ -79,7 +79,7 @@ class JobDispatcher:
                 job_id,
                 stdout=out,
                 stderr=out,
-                env={**os.environ},
+                env={**os.environ, **self.store.child_env()},
             )
             code = await self._proc.wait()
         finally:

@@ -13,20 +13,19 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import errors, logs, metrics
 from app.batcher import Batcher
-from app.config import Settings, get_settings
+from app.config import Settings, get_settings, settings_store
 from app.fast_path import ClassifyFastPath
 from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
 from app.routes import classify, evaluation, health, model_info, playground, rasa, training_jobs, versions
-from model.store import ModelStore
 from training.default_model import ensure_default
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings.log_level, settings.log_format)
-    store = None if settings.model_dir else ModelStore(settings.model_store)
+    store = None if settings.model_dir else settings_store(settings)
     holder = ModelHolder(settings.model_dir, store, settings.reload_interval, settings.quantize)
     holder.on_swap.append(metrics.model_swapped)
     batcher = Batcher(settings.batch_max_size, settings.batch_max_wait_ms)
@@ -50,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await dispatcher.stop()
         await holder.stop()
         await batcher.stop()
+        if store is not None:
+            store.close()
 
     app = FastAPI(
         title="Intently",

@@ -50,15 +50,15 @@ class ModelHolder:
             return self._load(self.model_dir)
         assert self.store is not None
         pointer = self.store.pointer()
-        active = pointer["version"]
+        active = pointer.version
         if not active:
-            raise StoreError(f"model store {self.store.root} has no active version")
+            raise StoreError(f"model store {self.store.describe()} has no active version")
         try:
             return self._load(self.store.path(active))
         except (ArtifactError, StoreError, OSError) as exc:
             # A worker (re)started while the active version is damaged serves what its
             # siblings still serve, the previously active version, rather than nothing.
-            for previous in pointer["history"]:
+            for previous in pointer.history:
                 try:
                     predictor = self._load(self.store.path(previous))
                 except (ArtifactError, StoreError, OSError):
@@ -121,8 +121,10 @@ class ModelHolder:
         self._install(predictor)
 
     async def _watch(self) -> None:
+        assert self.store is not None
         while True:
-            await asyncio.sleep(self.reload_interval)
+            # Returns at once on a PostgreSQL notification; else after the interval (polling).
+            await asyncio.to_thread(self.store.wait_for_change, self.reload_interval)
             try:
                 await self.check_store()
             except Exception:  # the watcher must outlive any one bad check

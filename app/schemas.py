@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.config import TrainConfig
-from training.jobs import Mode, Policy
+from training.job_store import Mode, Policy
 
 
 class ClassifyRequest(BaseModel):

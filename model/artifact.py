@@ -240,21 +240,28 @@ def read_meta(model_dir: str | Path) -> ModelMeta:
         raise ArtifactError(f"not an Intently model: {meta_path.name} missing in {path}")
     if meta_path.stat().st_size > MAX_META_BYTES:
         raise ArtifactError(f"{meta_path} is implausibly large")
+    return parse_meta(meta_path.read_bytes(), str(meta_path))
+
+
+def parse_meta(content: bytes, source: str) -> ModelMeta:
+    """Validate the bytes of a `model.json` (read from `source`, named in every message)."""
+    if len(content) > MAX_META_BYTES:
+        raise ArtifactError(f"{source} is implausibly large")
     try:
-        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        raw = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from None
+        raise ArtifactError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ArtifactError(f"{meta_path} is not an Intently model description")
+        raise ArtifactError(f"{source} is not an Intently model description")
     if raw.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"{meta_path}: format version {raw.get('format_version')!r} is not supported "
+            f"{source}: format version {raw.get('format_version')!r} is not supported "
             f"(this Intently reads version {FORMAT_VERSION})"
         )
     try:
         return _meta_from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{meta_path} is invalid: {exc}") from None
+        raise ArtifactError(f"{source} is invalid: {exc}") from None
 
 
 def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:

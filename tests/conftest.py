@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from model.directory_store import DirectoryStore
 from model.predictor import Predictor
-from model.store import ModelStore
 from training.readers import Example, NluData, read_data, read_file
 from training.train import TrainConfig, TrainResult, train
 
@@ -196,7 +196,7 @@ def small_store_template(small_result: TrainResult, assistant_train: list[Exampl
     from training.evaluate import version_report_files
 
     root = tmp_path_factory.mktemp("small-store") / "store"
-    store = ModelStore(root)
+    store = DirectoryStore(root)
     files = version_report_files(small_result)
     store.activate(
         store.add(small_result.net, small_result.meta, assistant_train, small_result.valid_examples, files)
@@ -210,7 +210,7 @@ def tagged_store_template(tagged_result: TrainResult, tmp_path_factory: pytest.T
     from training.evaluate import version_report_files
 
     root = tmp_path_factory.mktemp("tagged-store") / "store"
-    store = ModelStore(root)
+    store = DirectoryStore(root)
     files = version_report_files(tagged_result)
     data = entity_examples(TIMES[:6], CITIES[:6])  # what tagged_result was trained on
     version = store.add(tagged_result.net, tagged_result.meta, data, tagged_result.valid_examples, files)
@@ -224,7 +224,7 @@ def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.default_model import ensure_default
 
     root = tmp_path_factory.mktemp("default-store") / "store"
-    ensure_default(ModelStore(root))
+    ensure_default(DirectoryStore(root))
     return root
 
 

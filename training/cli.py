@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from model.artifact import ArtifactError, save
 from model.predictor import Predictor
-from model.store import ModelStore, StoreError
+from model.store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_store
 from training.config import TrainConfig
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
@@ -27,6 +30,14 @@ class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+_STORE_HELP = f"with ${DATABASE_URL_ENV} set: this machine's cache of the PostgreSQL store"
+
+
+def _store(directory: str) -> ModelStore:
+    """The store a command names: `directory`, or PostgreSQL if the environment names a database."""
+    return open_store(directory, os.environ.get(DATABASE_URL_ENV))
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a model from labelled utterances")
     p.add_argument(
@@ -35,7 +46,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="training files or directories (a Rasa project's data/): .csv, .jsonl, .yml/.yaml, .json (Rasa)",
     )
     p.add_argument("--out", help="model directory to write")
-    p.add_argument("--store", help="add the model as a new version of this model store")
+    p.add_argument("--store", help=f"add the model as a new version of this model store ({_STORE_HELP})")
     p.add_argument("--activate", action="store_true", help="with --store: make it the active version")
     p.add_argument("--valid", help="validation file (default: a stratified 10%% of the data)")
     add_training_flags(p)
@@ -52,9 +63,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("models", help="list, activate or roll back the versions of a model store")
     p.add_argument("action", choices=["list", "activate", "rollback", "delete"])
     p.add_argument("version", nargs="?", help="the version, for activate and delete")
-    p.add_argument("--store", required=True, help="model store directory")
+    p.add_argument("--store", required=True, help=f"model store directory ({_STORE_HELP})")
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("store", help="copy every version of a model store into another backend")
+    p.add_argument("action", choices=["migrate"])
+    p.add_argument("source", help="a store directory or a postgresql:// URL")
+    p.add_argument("target", help="a store directory or a postgresql:// URL")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("vectors", help="build a table of pretrained word vectors to train with")
     p.add_argument("action", choices=["build"])
@@ -166,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         path = save(result.net, result.meta, args.out)
         print(f"model {result.meta.version} written to {path}")
     if args.store:
-        store = ModelStore(args.store)
+        store = _store(args.store)
         version = store.add(
             result.net, result.meta, examples, result.valid_examples, version_report_files(result)
         )
@@ -190,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    store = ModelStore(args.store)
+    store = _store(args.store)
     if args.action in ("activate", "delete") and not args.version:
         raise CliError(f"models {args.action} needs a VERSION")
     if args.action == "list":
@@ -214,6 +231,33 @@ def cmd_models(args: argparse.Namespace) -> int:
         store.delete(args.version)
         print(f"deleted {args.version}")
     return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """`store migrate SOURCE TARGET`: a postgresql:// URL (a password may come from PGPASSWORD or
+    ~/.pgpass, as for psql) or a directory, each way; the cache of a PostgreSQL side is temporary."""
+    with tempfile.TemporaryDirectory(prefix="intently-migrate-") as cache:
+        source = _named_store(args.source, Path(cache) / "source")
+        target = _named_store(args.target, Path(cache) / "target")
+        try:
+            copied = migrate(source, target)
+            pointer = target.pointer()
+        finally:
+            source.close()
+            target.close()
+    print(
+        f"copied {len(copied)} version(s) from {source.describe()} to {target.describe()}; "
+        f"active: {pointer.version}, {len(pointer.history)} earlier in its history"
+    )
+    return 0
+
+
+def _named_store(where: str, cache: Path) -> ModelStore:
+    if where.startswith(("postgresql://", "postgres://")):
+        return open_store(cache, where)
+    if not Path(where, "versions").is_dir() and Path(where).exists() and any(Path(where).iterdir()):
+        raise CliError(f"{where} is neither a model store directory nor a postgresql:// URL")
+    return open_store(where)
 
 
 def cmd_vectors(args: argparse.Namespace) -> int:

@@ -8,11 +8,11 @@ instead of a minute of training, so a fresh volume answers at once.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
 from model.artifact import load
+from model.directory_store import DirectoryStore
 from model.store import CONFUSION_FILE, REPORT_FILE, ModelStore, StoreError
 from training.evaluate import version_report_files
 from training.readers import Example, read_file
@@ -37,30 +37,26 @@ def default_data_path() -> Path:
 def ensure_default(store: ModelStore, show_progress: bool = False) -> str | None:
     """Train the default model into an empty store and activate it; returns the new version.
 
-    Several workers may start at once on one store: a lock lets one train
-    while the others wait and then find the store filled.
+    Several workers or replicas may start at once on one store: one fills it
+    while the others wait (`first_start`) and then find it filled.
     """
     if store.active() is not None:
         return None
     store.ensure()
-    with open(store.root / ".init.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if store.active() is not None:
-                return None
-            seeded = _copy_seed(store)
-            if seeded is not None:
-                return seeded
-            examples = read_file(default_data_path())
-            result = train(examples, TrainConfig(), show_progress=show_progress)
-            result.meta.training["source"] = "built-in default data"
-            version = store.add(
-                result.net, result.meta, examples, result.valid_examples, version_report_files(result)
-            )
-            store.activate(version)
-            return version
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with store.first_start():
+        if store.active() is not None:
+            return None
+        seeded = _copy_seed(store)
+        if seeded is not None:
+            return seeded
+        examples = read_file(default_data_path())
+        result = train(examples, TrainConfig(), show_progress=show_progress)
+        result.meta.training["source"] = "built-in default data"
+        version = store.add(
+            result.net, result.meta, examples, result.valid_examples, version_report_files(result)
+        )
+        store.activate(version)
+        return version
 
 
 def _copy_seed(store: ModelStore) -> str | None:
@@ -72,7 +68,7 @@ def _copy_seed(store: ModelStore) -> str | None:
     root = os.environ.get(SEED_ENV)
     if not root:
         return None
-    seed = ModelStore(root)
+    seed = DirectoryStore(root)
     version = seed.active()
     if version is None:
         return None

@@ -20,7 +20,7 @@ from app.metrics import observe_predictions
 from app.rasa import EMULATION_MODES, PayloadError, emulate, read_payload, retrieval_answer
 from app.routes.classify import ERRORS
 from app.schemas import ParseRequest, ParseResponse, RasaEntity, RasaIntent, RasaStatus, RasaVersion
-from training.jobs import JobStore
+from training.job_store import open_job_store
 
 router = APIRouter(tags=["rasa"])
 RASA_FALLBACK = "nlu_fallback"
@@ -128,7 +128,7 @@ async def rasa_status(holder: HolderDep) -> dict[str, Any]:
     predictor = holder.predictor
     running = 0
     if holder.store is not None:
-        jobs = await asyncio.to_thread(JobStore(holder.store).list)
+        jobs = await asyncio.to_thread(open_job_store(holder.store).list)
         running = sum(j["state"] == "running" for j in jobs)
     return {
         "model_id": predictor.version if predictor else None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import PurePath, PureWindowsPath
 from typing import Any, TypeVar
@@ -16,10 +15,11 @@ from starlette.datastructures import UploadFile
 
 from app.admin import AdminDep, StoreDep
 from app.deps import SettingsDep
-from app.errors import ApiError
+from app.errors import ApiError, unavailable
 from app.schemas import ErrorResponse, JobSettings, TrainingJob, TrainingJobCreate, TrainingJobList
-from model.store import ModelStore, StoreError
-from training.jobs import MODES, POLICIES, JobError, JobRequest, JobStore, appended
+from model.store import ModelStore, StoreError, StoreUnavailable
+from training.job_store import MODES, POLICIES, JobError, JobRequest, JobStore, open_job_store
+from training.jobs import appended
 from training.readers import FORMATS, DataError, Example, NluData, clean, no_examples, parse_data
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -30,20 +30,15 @@ JOB_STORE_TIMEOUT = 2.0
 
 
 def _jobs(store: ModelStore) -> JobStore:
-    return JobStore(store, timeout=JOB_STORE_TIMEOUT)
+    return open_job_store(store, timeout=JOB_STORE_TIMEOUT)
 
 
 async def _job_store_call(func: Callable[..., Result], *args: Any) -> Result:
-    """Run a job-store call in a thread; a locked, missing or damaged database is a 503, not a 500."""
+    """Run a job-store call in a thread; a locked, missing or unreachable database is a 503, not a 500."""
     try:
         return await asyncio.to_thread(func, *args)
-    except sqlite3.Error as exc:
-        raise ApiError(
-            503,
-            "job_store_unavailable",
-            f"the training job store cannot be used right now ({exc}); retry shortly",
-            {"Retry-After": "2"},
-        ) from None
+    except StoreUnavailable as exc:
+        raise unavailable(exc, "job_store_unavailable") from None
 
 
 # Every admin route may answer 401/403 (token), 409 (no model store) and 503 (job store unusable).
@@ -180,7 +175,7 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
     job = JobRequest(examples, body.mode, body.activate, body.options.given(), body.tolerance, rules)
     try:
         job.validate()
-        await asyncio.to_thread(_check_data, store, job)
+        await _job_store_call(_check_data, store, job)
         record = await _job_store_call(_jobs(store).submit, job)
     except (JobError, DataError, StoreError) as exc:
         raise ApiError(422, "invalid_job", str(exc)) from None

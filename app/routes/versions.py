@@ -10,9 +10,9 @@ from fastapi import APIRouter
 
 from app.admin import AdminDep, StoreDep
 from app.deps import HolderDep
-from app.errors import ApiError
+from app.errors import ApiError, unavailable
 from app.schemas import ActiveResponse, ErrorResponse, VersionList
-from model.store import StoreError, VersionNotFound
+from model.store import StoreError, StoreUnavailable, VersionNotFound
 
 router = APIRouter(tags=["admin: models"], dependencies=[AdminDep])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -21,10 +21,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
     422: {"model": ErrorResponse, "description": "Invalid version id"},
+    503: {"model": ErrorResponse, "description": "The store's database is unreachable; retry"},
 }
 
 
 def _store_error(exc: StoreError) -> ApiError:
+    if isinstance(exc, StoreUnavailable):
+        return unavailable(exc)
     if isinstance(exc, VersionNotFound):
         return ApiError(404, "not_found", str(exc))
     if "invalid version id" in str(exc):
@@ -36,7 +39,7 @@ def _store_error(exc: StoreError) -> ApiError:
 async def list_versions(store: StoreDep) -> dict[str, Any]:
     """Every version in the store, oldest first, and which one is active."""
     versions = await asyncio.to_thread(store.list)
-    return {"active": store.active(), "versions": [asdict(v) for v in versions]}
+    return {"active": await asyncio.to_thread(store.active), "versions": [asdict(v) for v in versions]}
 
 
 @router.post("/v1/models/{version}/activate", response_model=ActiveResponse, responses=_ERRORS)

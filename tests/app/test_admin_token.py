@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from app.admin import require_admin, utterance_access
 from app.config import Settings
 from app.main import create_app
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 
 TOKEN = "s3cret"
 # The routes anyone may call: every other route of the app must want the admin token, so a
@@ -97,7 +97,7 @@ def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
     assert {path for _, path in admin} >= {"/v1/models", "/v1/models/{version}", "/v1/training-jobs"}
     assert len(admin) >= 7
 
-    version = ModelStore(store).active() or ""
+    version = DirectoryStore(store).active() or ""
     with TestClient(app) as client:
         for method, path in sorted(admin | private_data):
             url = _url(path, version)
@@ -110,4 +110,4 @@ def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
                 assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
         # And the token opens them: a list of versions, not a refusal.
         assert client.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-        assert ModelStore(store).active() == version  # no refused request changed anything
+        assert DirectoryStore(store).active() == version  # no refused request changed anything

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from model.artifact import load
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import ready_client
 from training.readers import Example
 
@@ -25,7 +25,7 @@ def two_versions(small_store_template: Path, tmp_path: Path) -> tuple[Path, str,
     """A store whose active version has an older sibling (the same weights, another id)."""
     root = tmp_path / "store"
     shutil.copytree(small_store_template, root)
-    store = ModelStore(root)
+    store = DirectoryStore(root)
     active = store.active() or ""
     net, meta, _ = load(store.path(active))
     rows = [Example.from_json(r) for r in store.read_data(active)]
@@ -50,7 +50,7 @@ def test_the_active_version_cannot_be_deleted(
     root, active, older = two_versions
     r = client.delete(f"/v1/models/{active}", headers=AUTH)
     assert r.status_code == 409 and r.json()["error"] == "conflict" and "active" in r.json()["message"]
-    assert ModelStore(root).path(active).is_dir() and sorted(_listed(client)) == sorted([active, older])
+    assert DirectoryStore(root).path(active).is_dir() and sorted(_listed(client)) == sorted([active, older])
     answer = client.post("/v1/classify", json={"text": "What time is it?"}).json()
     assert answer["model_version"] == active and answer["intent"] == "ask_time"
 
@@ -62,7 +62,7 @@ def test_a_deleted_version_is_gone_and_cannot_be_activated(
     r = client.delete(f"/v1/models/{older}", headers=AUTH)
     assert r.status_code == 200 and r.json() == {"deleted": older}
     assert _listed(client) == [active] and client.get("/v1/models", headers=AUTH).json()["active"] == active
-    versions = ModelStore(root).versions_dir
+    versions = DirectoryStore(root).versions_dir
     assert sorted(p.name for p in versions.iterdir()) == [active]  # its data too, no trash left
     for r in (
         client.delete(f"/v1/models/{older}", headers=AUTH),

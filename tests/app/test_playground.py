@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.routes.playground import STATIC
-from model.store import REPORT_FILE, ModelStore
+from model.directory_store import DirectoryStore
+from model.store import REPORT_FILE
 from tests.conftest import ready_client
 
 TOKEN = "page-test-token"
@@ -34,7 +35,7 @@ def client(store_root: Path) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def version(store_root: Path) -> str:
-    active = ModelStore(store_root).active()
+    active = DirectoryStore(store_root).active()
     assert active
     return active
 
@@ -132,7 +133,7 @@ def test_evaluation_report_is_open_but_its_utterances_need_the_token(
 def test_evaluation_passes_entity_scores_through(tagged_store_template: Path, tmp_path: Path) -> None:
     root = tmp_path / "store"
     shutil.copytree(tagged_store_template, root)
-    version = ModelStore(root).active()
+    version = DirectoryStore(root).active()
     stored = json.loads((root / "versions" / str(version) / REPORT_FILE).read_text(encoding="utf-8"))
     assert {"entity_precision", "entity_recall", "entity_f1"} <= set(stored["metrics"])
     for client in ready_client(Settings(model_store=root)):

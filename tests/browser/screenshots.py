@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.browser.chromium import DESKTOP, PHONE, launch, missing
 from tests.browser.test_playground import FAST, NEW_INTENT, NONSENSE
 from tests.conftest import ROOT, Server
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     else:
         from training.default_model import ensure_default
 
-        ensure_default(ModelStore(store), show_progress=True)
+        ensure_default(DirectoryStore(store), show_progress=True)
     args.out.mkdir(parents=True, exist_ok=True)
     server = Server([], {"INTENTLY_MODEL_STORE": str(store), "INTENTLY_ADMIN_TOKEN": TOKEN}, log=work / "log")
     try:

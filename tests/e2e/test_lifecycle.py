@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import ASSISTANT, NEW_INTENT, NO_PRETRAINED, Server
 
 TOKEN = "test-admin-token"
@@ -63,7 +63,7 @@ def test_append_a_new_intent_reaches_every_worker(serve, default_store: Path) ->
 
 
 def test_no_request_fails_through_activation_and_rollback(serve, default_store: Path) -> None:
-    store = ModelStore(default_store)
+    store = DirectoryStore(default_store)
     first = store.active()
     server: Server = serve("--workers", "2", env=_env(default_store))
     # A second version to switch to: the same model under a new id is enough here.
@@ -120,7 +120,7 @@ def test_no_request_fails_through_activation_and_rollback(serve, default_store: 
 def test_sigkill_during_training_leaves_the_store_consistent(
     serve, default_store: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore(default_store)
+    store = DirectoryStore(default_store)
     active, versions = store.active(), store.list_ids()
     server: Server = serve(env=_env(default_store))
     with httpx.Client(base_url=server.url, timeout=30) as http:

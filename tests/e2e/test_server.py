@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from model.artifact import new_version_id
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import ROOT, Server, free_port
 
 
@@ -74,7 +74,7 @@ def test_a_worker_takes_connections_only_once_its_model_is_loaded(serve, default
 def test_readyz_is_503_until_a_loadable_model_is_active(serve, default_store: Path) -> None:
     """The one way a running worker has no model: the active version cannot be loaded and there is
     no earlier one to fall back on. It answers 503 until a loadable version is activated."""
-    store = ModelStore(default_store)
+    store = DirectoryStore(default_store)
     good = store.active()
     assert good is not None
     missing = new_version_id()  # a pointer to files that are not there (a half-copied store)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import small_config
 from training.readers import Example
 from training.train import train
@@ -59,7 +59,7 @@ def tiny_examples() -> list[Example]:
 def tiny_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store whose one active version is a tiny model: retraining it takes seconds."""
     root = tmp_path_factory.mktemp("tiny-store") / "store"
-    store = ModelStore(root)
+    store = DirectoryStore(root)
     config = small_config(embed_dim=16, hidden_dim=16, ngram_buckets=1000, bag_buckets=1000, epochs=3)
     result = train(tiny_examples(), config)
     version = store.add(result.net, result.meta, tiny_examples(), result.valid_examples)

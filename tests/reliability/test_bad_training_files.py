@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.cli import main
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import ROOT, Server
 from tests.reliability.conftest import AUTH, TOKEN
 
@@ -86,7 +86,7 @@ def test_cli_train_on_a_100_mb_single_line(tmp_path: Path) -> None:
 
 
 def test_http_upload_refuses_every_bad_file_and_the_server_keeps_serving(serve, tiny_store: Path) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     versions = store.list_ids()
     server: Server = serve(
         env={

@@ -24,12 +24,13 @@ import torch
 from app.cli import main as cli_main
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
 from tests.support.loadgen import LoadResult, run_load
 from tests.support.processes import worker_pids
-from training.jobs import DB_FILE, JobRequest, JobStore, run_job
+from training.job_store import DB_FILE, JobRequest, open_job_store
+from training.jobs import run_job
 
 INTENTLY = str(Path(sys.executable).parent / "intently")
 TEXTS = ["What time is it?", "turn the lights on", "play some jazz", "hello there"]
@@ -97,7 +98,7 @@ def test_serve_refuses_a_damaged_model_directory_with_one_line(
 ) -> None:
     # `serve` passes its flags to workers through os.environ: keep that from the tests after this one.
     monkeypatch.setattr(os, "environ", os.environ.copy())
-    other = ModelStore(tiny_store).active_path()
+    other = DirectoryStore(tiny_store).active_path()
     assert other is not None
     cases = _damaged_models(small_model_dir, other, tmp_path)
     procs = {}
@@ -127,7 +128,7 @@ def test_serve_refuses_a_damaged_model_directory_with_one_line(
 # --- activation of a corrupt version ----------------------------------------------------------
 
 
-def _clone_version(store: ModelStore, source: str) -> str:
+def _clone_version(store: DirectoryStore, source: str) -> str:
     """A copy of `source` under a new version id (and that id in its model.json)."""
     version = new_version_id()
     dst = Path(shutil.copytree(store.path(source), store.path(version)))
@@ -167,7 +168,7 @@ def _versions_served(url: str, n: int = 20) -> set[str]:
 
 
 def test_a_corrupt_version_is_never_served(serve, tiny_store: Path) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
     broken = _clone_version(store, good)
@@ -211,7 +212,7 @@ def test_a_corrupt_version_is_never_served(serve, tiny_store: Path) -> None:
 
 
 def test_a_damaged_active_version_at_startup_is_not_ready_until_replaced(serve, tiny_store: Path) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
     broken = _clone_version(store, good)
@@ -267,7 +268,7 @@ def _listing(root: Path) -> list[str]:
 def test_disk_full_while_writing_a_version_leaves_the_store_as_it_was(
     tiny_store: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     active = store.active()
     assert active is not None
     net, meta, _ = load(store.path(active))
@@ -329,9 +330,9 @@ def test_disk_full_while_writing_a_version_leaves_the_store_as_it_was(
 def test_disk_full_during_a_training_job_fails_the_job_cleanly(
     tiny_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     active, versions = store.active(), store.list_ids()
-    jobs = JobStore(store)
+    jobs = open_job_store(store)
     options = dict(SMALL, epochs=1, embed_dim=16, hidden_dim=16, ngram_buckets=1000, bag_buckets=1000)
     job = jobs.submit(JobRequest(tiny_examples(), mode="replace", activate="always", options=options))
     monkeypatch.setattr(artifact, "save_file", lambda *a, **k: (_ for _ in ()).throw(_enospc()))

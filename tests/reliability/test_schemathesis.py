@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import Server
 from tests.reliability.conftest import AUTH, TOKEN
 
@@ -52,7 +52,7 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, count: int
 
 
 def test_every_operation_answers_within_its_schema(serve, tiny_store: Path, capsys) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     versions, active = store.list_ids(), store.active()
     server: Server = serve(env={"INTENTLY_MODEL_STORE": str(tiny_store), "INTENTLY_ADMIN_TOKEN": TOKEN})
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")

@@ -30,7 +30,7 @@ from app import admin
 from app.config import Settings
 from app.main import create_app
 from model.artifact import WEIGHTS_FILE, load
-from model.store import ModelStore
+from model.directory_store import DirectoryStore
 from tests.conftest import NO_PRETRAINED, ROOT, Server, free_port
 from tests.reliability.conftest import AUTH, TOKEN
 from tests.reliability.test_faults import _clone_version
@@ -151,7 +151,7 @@ def test_tensor_headers_that_lie_are_refused_without_exhausting_memory(
 def test_activating_a_pickled_version_is_refused_and_runs_nothing(
     serve, tiny_store: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore(tiny_store)
+    store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
     marker = tmp_path / "pwned"
@@ -212,7 +212,7 @@ def _snapshot(root: Path) -> list[str]:
 
 def test_no_path_traversal_through_version_or_job_ids(serve, tiny_store: Path, tmp_path: Path) -> None:
     victim = tmp_path / "victim"  # a sibling of the store, and a model directory worth deleting
-    shutil.copytree(tiny_store / "versions" / ModelStore(tiny_store).active(), victim)  # type: ignore[operator]
+    shutil.copytree(tiny_store / "versions" / DirectoryStore(tiny_store).active(), victim)  # type: ignore[operator]
     server: Server = serve(env={"INTENTLY_MODEL_STORE": str(tiny_store), "INTENTLY_ADMIN_TOKEN": TOKEN})
     auth = {"Authorization": AUTH["Authorization"]}
     before_store, before_victim = _snapshot(tiny_store), _snapshot(victim)

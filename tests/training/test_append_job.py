@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model.directory_store import DirectoryStore
 from model.predictor import Predictor
-from model.store import ModelStore
 from model.tokenizer import tokenize
 from tests.conftest import NEW_INTENT, SMALL
 from training.evaluate import evaluate
-from training.jobs import JobRequest, JobStore, run_job
+from training.job_store import JobRequest, open_job_store
+from training.jobs import run_job
 from training.readers import Example
 from training.train import TrainResult
 
@@ -30,7 +31,7 @@ def _words(examples: list[Example]) -> set[str]:
 def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out(
     small_result: TrainResult, assistant_intents: list[Example], assistant_test: list[Example], tmp_path: Path
 ) -> None:
-    store = ModelStore(tmp_path / "store")
+    store = DirectoryStore(tmp_path / "store")
     held_out = small_result.valid_examples
     base = store.add(small_result.net, small_result.meta, assistant_intents, held_out)
     store.activate(base)
@@ -38,7 +39,7 @@ def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out
     assert old.intent == "tell_joke" and old not in held_out  # a row the active version trained on
 
     new = [Example(t, "order_food") for t in NEW_INTENT] + [Example(RELABELLED.capitalize(), "order_food")]
-    jobs = JobStore(store)
+    jobs = open_job_store(store)
     job = jobs.submit(JobRequest(new, "append", "always", dict(SMALL)))
     run_job(store, job["id"])
     done = jobs.get(job["id"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model.directory_store import DirectoryStore
 from model.predictor import Predictor
-from model.store import ModelStore
 from training.evaluate import evaluate
 from training.readers import Example
 
@@ -34,7 +34,7 @@ OUT_OF_SCOPE = [
 def test_the_built_in_model_on_its_own_test_split(
     default_store_template: Path, assistant_test: list[Example]
 ) -> None:
-    store = ModelStore(default_store_template)
+    store = DirectoryStore(default_store_template)
     version = store.active()
     assert version is not None
     trained_on = {r["text"].casefold() for r in store.read_data(version)}

@@ -6,27 +6,27 @@ from pathlib import Path
 
 import pytest
 
+from model.directory_store import DirectoryStore
 from model.predictor import Predictor
-from model.store import ModelStore
 from training.default_model import DATA_ENV, SEED_ENV, ensure_default
 from training.train import TrainResult
 
 
 @pytest.fixture
-def seed_store(small_result: TrainResult, tmp_path: Path) -> ModelStore:
-    seed = ModelStore(tmp_path / "seed")
+def seed_store(small_result: TrainResult, tmp_path: Path) -> DirectoryStore:
+    seed = DirectoryStore(tmp_path / "seed")
     version = seed.add(small_result.net, small_result.meta, [], small_result.valid_examples)
     seed.activate(version)
     return seed
 
 
 def test_empty_store_gets_the_seed_version(
-    seed_store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seed_store: DirectoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SEED_ENV, str(seed_store.root))
     # No training data at all: a fallback to training would fail loudly.
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "missing.csv"))
-    store = ModelStore(tmp_path / "store")
+    store = DirectoryStore(tmp_path / "store")
 
     version = ensure_default(store)
 
@@ -46,4 +46,4 @@ def test_seed_without_active_version_falls_back_to_training_data(
     monkeypatch.setenv(SEED_ENV, str(tmp_path / "empty-seed"))
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "missing.csv"))
     with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
-        ensure_default(ModelStore(tmp_path / "store"))
+        ensure_default(DirectoryStore(tmp_path / "store"))

@@ -117,13 +117,14 @@ def test_patterns_find_entities_besides_the_tagger_and_never_on_its_spans(small_
 def test_a_training_job_keeps_an_uploads_rules_and_an_append_keeps_the_active_ones(
     rasa_bot: tuple[TrainResult, NluData], tmp_path: Path
 ) -> None:
-    from model.store import ModelStore
+    from model.directory_store import DirectoryStore
     from tests.conftest import SMALL
-    from training.jobs import JobRequest, JobStore, run_job
+    from training.job_store import JobRequest, open_job_store
+    from training.jobs import run_job
 
     _, data = rasa_bot
-    store = ModelStore(tmp_path / "store")
-    jobs = JobStore(store)
+    store = DirectoryStore(tmp_path / "store")
+    jobs = open_job_store(store)
     options = dict(SMALL, epochs=2, min_steps=0, unknown_detector=False)
     first = jobs.submit(JobRequest(data.examples, "replace", "always", options, rules=data.rules()))
     run_job(store, first["id"])

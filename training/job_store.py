@@ -1,0 +1,485 @@
+"""Training job records: queued, claimed, beating, finished; in the store's own backend.
+
+With a directory store the records are SQLite inside it (`jobs.sqlite3`, the examples in
+`jobs/<id>/`); with PostgreSQL they are a table beside the versions (model/database.py).
+Either way a claim is one transaction and only one job runs per store at a time.
+"""
+
+from __future__ import annotations
+
+import builtins  # the class's own `list` method shadows the builtin in the annotations after it
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from model.directory_store import DirectoryStore
+from model.postgres_store import PostgresStore
+from model.store import ModelStore, StoreUnavailable, jsonl, read_jsonl
+from training.config import TrainConfig
+from training.readers import Example
+
+DB_FILE = "jobs.sqlite3"
+JOBS_DIR = "jobs"
+EXAMPLES_FILE = "examples.jsonl"
+RULES_FILE = "rules.json"
+LOG_FILE = "job.log"
+STATES = ("queued", "running", "succeeded", "failed")
+Mode = Literal["append", "replace"]
+Policy = Literal["always", "never", "if_better"]
+MODES: tuple[str, ...] = get_args(Mode)
+POLICIES: tuple[str, ...] = get_args(Policy)
+STALE_SECONDS = 20.0  # a running job whose heartbeat is older than this has lost its process
+INTERRUPTED = (
+    "interrupted: the training process stopped before finishing (server restart or kill); "
+    "the active model was not changed"
+)
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    activate TEXT NOT NULL,
+    options TEXT NOT NULL,
+    examples INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    heartbeat REAL,
+    host TEXT,
+    pid INTEGER,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    epochs INTEGER NOT NULL DEFAULT 0,
+    base_version TEXT,
+    version TEXT,
+    activated INTEGER NOT NULL DEFAULT 0,
+    activation_reason TEXT,
+    metrics TEXT,
+    error TEXT
+)
+"""
+
+
+class JobError(ValueError):
+    """A job request that cannot be accepted; the message says why."""
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class JobRequest:
+    examples: builtins.list[Example]
+    mode: Mode = "append"
+    activate: Policy = "if_better"
+    options: dict[str, Any] | None = None
+    tolerance: float = 0.01
+    # Synonyms, regexes, lookup tables and responses of an uploaded file (`NluData.rules()`).
+    rules: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        if self.mode not in MODES:
+            raise JobError(f"mode must be one of {list(MODES)}, not {self.mode!r}")
+        if self.activate not in POLICIES:
+            raise JobError(f"activate must be one of {list(POLICIES)}, not {self.activate!r}")
+        if not self.examples:
+            raise JobError("no examples given")
+        try:
+            config = TrainConfig.from_options(dict(self.options or {}))
+        except ValueError as exc:
+            raise JobError(f"options: {exc}") from None
+        # A job is an HTTP request: it must not name files on the server or models to download.
+        for name in ("vectors", "teacher"):
+            if getattr(config, name) not in ("auto", ""):
+                raise JobError(f"options: {name} must be 'auto' or '' in a training job")
+        return config
+
+    def stored_options(self) -> str:
+        return json.dumps({"train": dict(self.options or {}), "tolerance": self.tolerance})
+
+
+@dataclass
+class JobInput:
+    """What a job process reads back: the request as it was queued."""
+
+    examples: builtins.list[Example]
+    rules: dict[str, Any]
+    options: dict[str, Any]
+    tolerance: float
+
+
+class JobStore(ABC):
+    """The job records of one model store."""
+
+    def __init__(self, store: ModelStore):
+        self.store = store
+
+    def submit(self, request: JobRequest) -> dict[str, Any]:
+        config = request.validate()
+        job_id = uuid.uuid4().hex[:16]
+        self._insert(job_id, request, config.epochs)
+        return self.get(job_id)
+
+    def job_dir(self, job_id: str) -> Path:
+        if not job_id.isalnum():
+            raise JobError(f"invalid job id {job_id[:40]!r}")
+        return self.store.root / JOBS_DIR / job_id
+
+    def log_path(self, job_id: str) -> Path:
+        """Where this machine keeps the job's output (the training process's stdout and stderr)."""
+        folder = self.job_dir(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / LOG_FILE
+
+    @abstractmethod
+    def _insert(self, job_id: str, request: JobRequest, epochs: int) -> None: ...
+
+    @abstractmethod
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The public record; KeyError if there is none."""
+
+    @abstractmethod
+    def input(self, job_id: str) -> JobInput: ...
+
+    @abstractmethod
+    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def update(self, job_id: str, **fields: Any) -> None: ...
+
+    @abstractmethod
+    def beat(self, job_id: str) -> None:
+        """The job is alive: its heartbeat is now."""
+
+    @abstractmethod
+    def fail_if_running(self, job_id: str, reason: str) -> None: ...
+
+    @abstractmethod
+    def reap(self) -> builtins.list[str]:
+        """Mark running jobs whose process is gone as failed; returns their ids."""
+
+    @abstractmethod
+    def claim_next(self) -> str | None:
+        """Atomically take the oldest queued job, unless one is already running."""
+
+
+def open_job_store(store: ModelStore, timeout: float = 10.0) -> JobStore:
+    """The job records kept with `store`; `timeout`: how long to wait for a lock."""
+    if isinstance(store, PostgresStore):
+        return PostgresJobStore(store)
+    if isinstance(store, DirectoryStore):
+        return SqliteJobStore(store, timeout)
+    raise TypeError(f"no job store for {type(store).__name__}")
+
+
+def _dead(host: str | None, pid: int | None, age: float | None) -> bool:
+    """A running job's process is gone: its heartbeat is stale, or (same host) its pid has exited."""
+    if age is None or age > STALE_SECONDS:
+        return True
+    if host == socket.gethostname() and pid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    options = json.loads(row["options"])
+    return {
+        "id": row["id"],
+        "state": row["state"],
+        "mode": row["mode"],
+        "activate": row["activate"],
+        "options": options.get("train", {}),
+        "examples": row["examples"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "progress": {"epoch": row["epoch"], "epochs": row["epochs"]},
+        "base_version": row["base_version"],
+        "version": row["version"],
+        "activated": bool(row["activated"]),
+        "activation_reason": row["activation_reason"],
+        "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
+        "error": row["error"],
+    }
+
+
+def _input(options: str, examples: bytes, rules: str | None) -> JobInput:
+    stored = json.loads(options)
+    return JobInput(
+        examples=[Example.from_json(r) for r in read_jsonl(examples)],
+        rules=json.loads(rules) if rules else {},
+        options=stored.get("train", {}),
+        tolerance=float(stored.get("tolerance", 0.01)),
+    )
+
+
+_PUBLIC_COLUMNS = (
+    "id, state, mode, activate, options, examples, created_at, started_at, finished_at, epoch, epochs,"
+    " base_version, version, activated, activation_reason, metrics, error"
+)
+
+
+class SqliteJobStore(JobStore):
+    """SQLite in WAL mode inside the store directory: for one machine's workers."""
+
+    def __init__(self, store: DirectoryStore, timeout: float = 10.0):
+        super().__init__(store)
+        self.path = store.root / DB_FILE
+        self.timeout = timeout
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        self.store.ensure()
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the job store {self.path} cannot be opened ({exc}); retry") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute(_SQLITE_SCHEMA)
+            yield conn
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the job store {self.path} cannot be used ({exc}); retry") from None
+        finally:
+            conn.close()
+
+    def _insert(self, job_id: str, request: JobRequest, epochs: int) -> None:
+        folder = self.job_dir(job_id)
+        folder.mkdir(parents=True)
+        try:
+            (folder / EXAMPLES_FILE).write_bytes(jsonl(e.to_json() for e in request.examples))
+            if request.rules:
+                (folder / RULES_FILE).write_text(json.dumps(request.rules, ensure_ascii=False), "utf-8")
+            with self.connect() as conn:
+                conn.execute(
+                    "INSERT INTO jobs (id, state, mode, activate, options, examples, created_at, epochs)"
+                    " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    (
+                        job_id,
+                        request.mode,
+                        request.activate,
+                        request.stored_options(),
+                        len(request.examples),
+                        now_text(),
+                        epochs,
+                    ),
+                )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no examples left behind without a record
+            raise
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return _public(row)
+
+    def input(self, job_id: str) -> JobInput:
+        with self.connect() as conn:
+            row = conn.execute("SELECT options FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        folder = self.job_dir(job_id)
+        rules = folder / RULES_FILE
+        return _input(
+            row["options"],
+            (folder / EXAMPLES_FILE).read_bytes(),
+            rules.read_text("utf-8") if rules.exists() else None,
+        )
+
+    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
+            return [_public(r) for r in rows.fetchall()]
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.connect() as conn:
+            conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+
+    def beat(self, job_id: str) -> None:
+        self.update(job_id, heartbeat=time.time())
+
+    def fail_if_running(self, job_id: str, reason: str) -> None:
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?"
+                " WHERE id = ? AND state = 'running'",
+                (now_text(), reason, job_id),
+            )
+
+    def reap(self) -> builtins.list[str]:
+        failed = []
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            query = "SELECT id, host, pid, heartbeat FROM jobs WHERE state = 'running'"
+            rows = conn.execute(query).fetchall()
+            for row in rows:
+                age = None if row["heartbeat"] is None else time.time() - row["heartbeat"]
+                if _dead(row["host"], row["pid"], age):
+                    conn.execute(
+                        "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                        (now_text(), INTERRUPTED, row["id"]),
+                    )
+                    failed.append(row["id"])
+            conn.execute("COMMIT")
+        return failed
+
+    def claim_next(self) -> str | None:
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM jobs WHERE state = 'running'").fetchone():
+                    return None
+                row = conn.execute(
+                    "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, rowid LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                conn.execute(
+                    "UPDATE jobs SET state = 'running', started_at = ?, heartbeat = ?, host = ?, pid = NULL"
+                    " WHERE id = ?",
+                    (now_text(), time.time(), socket.gethostname(), row["id"]),
+                )
+                return str(row["id"])
+            finally:
+                conn.execute("COMMIT")
+
+
+_UPDATABLE = {*_PUBLIC_COLUMNS.replace(" ", "").split(","), "pid", "host"} - {"id", "heartbeat"}
+# The database's clock, not the replica's: heartbeats written and judged on one clock.
+_DB_NOW = "extract(epoch from clock_timestamp())"
+
+
+class PostgresJobStore(JobStore):
+    """A table beside the versions in PostgreSQL: for many replicas."""
+
+    def __init__(self, store: PostgresStore):
+        super().__init__(store)
+        self.db = store.db
+
+    def _insert(self, job_id: str, request: JobRequest, epochs: int) -> None:
+        with self.db.connection() as conn:
+            conn.execute(
+                "INSERT INTO intently_jobs"
+                " (id, state, mode, activate, options, examples, data, rules, created_at, epochs)"
+                " VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    job_id,
+                    request.mode,
+                    request.activate,
+                    request.stored_options(),
+                    len(request.examples),
+                    jsonl(e.to_json() for e in request.examples),
+                    json.dumps(request.rules, ensure_ascii=False) if request.rules else None,
+                    now_text(),
+                    epochs,
+                ),
+            )
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            query = f"SELECT {_PUBLIC_COLUMNS} FROM intently_jobs WHERE id = %s"
+            row = cur.execute(query, (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return _public(row)
+
+    def input(self, job_id: str) -> JobInput:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT options, data, rules FROM intently_jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return _input(row[0], bytes(row[1]), row[2])
+
+    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                f"SELECT {_PUBLIC_COLUMNS} FROM intently_jobs ORDER BY seq DESC LIMIT %s", (limit,)
+            ).fetchall()
+        return [_public(r) for r in rows]
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"unknown job fields {sorted(unknown)}")
+        cols = ", ".join(f"{k} = %s" for k in fields)
+        with self.db.connection() as conn:
+            conn.execute(
+                f"UPDATE intently_jobs SET {cols} WHERE id = %s", (*fields.values(), job_id)
+            )  # column names checked above
+
+    def beat(self, job_id: str) -> None:
+        with self.db.connection() as conn:
+            conn.execute(f"UPDATE intently_jobs SET heartbeat = {_DB_NOW} WHERE id = %s", (job_id,))
+
+    def fail_if_running(self, job_id: str, reason: str) -> None:
+        with self.db.connection() as conn:
+            conn.execute(
+                "UPDATE intently_jobs SET state = 'failed', finished_at = %s, error = %s"
+                " WHERE id = %s AND state = 'running'",
+                (now_text(), reason, job_id),
+            )
+
+    def reap(self) -> builtins.list[str]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                f"SELECT id, host, pid, {_DB_NOW} - heartbeat FROM intently_jobs"
+                " WHERE state = 'running' FOR UPDATE SKIP LOCKED"
+            ).fetchall()
+            failed = [job_id for job_id, host, pid, age in rows if _dead(host, pid, age)]
+            if failed:
+                conn.execute(
+                    "UPDATE intently_jobs SET state = 'failed', finished_at = %s, error = %s"
+                    " WHERE id = ANY(%s) AND state = 'running'",
+                    (now_text(), INTERRUPTED, failed),
+                )
+        return failed
+
+    def claim_next(self) -> str | None:
+        try:
+            with self.db.connection() as conn:
+                row = conn.execute(
+                    "SELECT id FROM intently_jobs WHERE state = 'queued'"
+                    " AND NOT EXISTS (SELECT 1 FROM intently_jobs WHERE state = 'running')"
+                    " ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+                ).fetchone()
+                if row is None:
+                    return None
+                conn.execute(
+                    f"UPDATE intently_jobs SET state = 'running', started_at = %s, heartbeat = {_DB_NOW},"
+                    " host = %s, pid = NULL WHERE id = %s",
+                    (now_text(), socket.gethostname(), row[0]),
+                )
+                return str(row[0])
+        except pg_errors.UniqueViolation:  # another replica claimed a job in the same instant
+            return None
