@@ -1,4 +1,5 @@
-"""Shared fixtures: small real models trained once per session, and a real server runner."""
+"""Shared fixtures: small real models trained once per session, a real server runner, and a real
+PostgreSQL server with a fresh database per test (tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +21,8 @@ import pytest
 
 from model.directory_store import DirectoryStore
 from model.predictor import Predictor
+from tests.ci import missing_part
+from tests.support.postgres import PostgresServer
 from training.readers import Example, NluData, read_data, read_file
 from training.train import TrainConfig, TrainResult, train
 
@@ -358,3 +362,31 @@ def shared_data(name: str) -> Path:
     if not (path / "train.csv").is_file():
         pytest.skip(f"public data set {name} not found at {path} (only present beside the project)")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session: our own, or the one at $INTENTLY_TEST_DATABASE_URL."""
+    server = PostgresServer.from_environment()
+    if server is None:
+        reason = "PostgreSQL server binaries (initdb) not found; install Debian's postgresql"
+        missing_part(reason, part="postgresql")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def restartable_postgres(postgres: PostgresServer) -> PostgresServer:
+    """The session's server, for tests that stop and start it; skipped on an external server."""
+    if not postgres.can_restart:
+        pytest.skip("the server at $INTENTLY_TEST_DATABASE_URL is not ours to restart")
+    return postgres
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database of this test's own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex}"
+    yield postgres.create_database(name)
+    postgres.ensure_running()  # a test that stopped the server must not break the next ones
+    postgres.drop_database(name)
