@@ -1,4 +1,4 @@
-"""The Dockerfile, compose.yaml and Kubernetes manifests against what the app really has.
+"""The Dockerfile, the compose files and Kubernetes manifests against what the app really has.
 
 Ports, probe paths, settings and volumes named in deployment files are easy to
 get wrong silently; these checks read the files and compare them with the app
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg.conninfo
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -24,12 +25,27 @@ from training.default_model import DATA_ENV, SEED_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
+REPLICAS = ROOT / "compose.replicas.yaml"
 # Read by the training package straight from the environment, not by Settings.
 EXTRA_ENV = {DATA_ENV, SEED_ENV}
+# The PostgreSQL backend's setting (issue 19), whose code lands beside these files: accepted by
+# name until it is a Settings field; test_database_url_is_a_setting reports the gap meanwhile.
+DATABASE_ENV = "INTENTLY_DATABASE_URL"
+# Compose's ${VAR}, ${VAR:?message}, ${VAR:-default} ...
+INTERPOLATION = re.compile(r"\$\{(\w+)(:?[-?+])?([^}]*)\}")
 
 
 def setting_names() -> set[str]:
     return {f"INTENTLY_{name.upper()}" for name in Settings.model_fields}
+
+
+def known_env() -> set[str]:
+    return setting_names() | {DATABASE_ENV}
+
+
+def interpolate(value: str, **env: str) -> str:
+    """`value` as Compose would pass it with `env` set."""
+    return INTERPOLATION.sub(lambda m: env[m.group(1)], value)
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +125,8 @@ def quantity(value: str | int) -> float:
 
 
 def test_every_manifest_parses_and_kustomization_lists_them(manifests: dict[str, dict[str, Any]]) -> None:
-    assert set(manifests) >= {
-        "Deployment",
-        "Service",
-        "HorizontalPodAutoscaler",
-        "PersistentVolumeClaim",
-        "Kustomization",
-    }
+    assert set(manifests) >= {"Deployment", "Service", "HorizontalPodAutoscaler", "Kustomization"}
+    assert "PersistentVolumeClaim" not in manifests, "the state lives in PostgreSQL, not on a volume"
     listed = set(manifests["Kustomization"]["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
 
@@ -146,7 +157,7 @@ def test_env_vars_are_real_settings_with_valid_values(
 ) -> None:
     names = [e["name"] for e in container["env"]]
     assert len(names) == len(set(names))
-    unknown = {n for n in names if n.startswith("INTENTLY_")} - setting_names()
+    unknown = {n for n in names if n.startswith("INTENTLY_")} - known_env()
     assert not unknown, f"not Settings fields: {unknown}"
     for e in container["env"]:
         if "value" in e:
@@ -154,31 +165,41 @@ def test_env_vars_are_real_settings_with_valid_values(
     Settings()  # every literal value validates
 
 
-def test_admin_token_comes_from_a_secret(
+@pytest.mark.xfail(
+    DATABASE_ENV not in setting_names(), reason="the PostgreSQL backend is not merged yet", strict=True
+)
+def test_database_url_is_a_setting() -> None:
+    assert DATABASE_ENV in setting_names()
+
+
+def test_secrets_come_from_secret_refs(
     manifests: dict[str, dict[str, Any]], container: dict[str, Any]
 ) -> None:
-    (token,) = [e for e in container["env"] if e["name"] == "INTENTLY_ADMIN_TOKEN"]
-    assert "value" not in token
-    assert set(token["valueFrom"]["secretKeyRef"]) >= {"name", "key"}
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("INTENTLY_ADMIN_TOKEN", DATABASE_ENV):
+        assert "value" not in env[name], f"{name} must not be written in the manifest"
+        assert set(env[name]["valueFrom"]["secretKeyRef"]) >= {"name", "key"}
+    # Without the token the admin API is off; without the URL each pod would keep a store of its own.
+    assert env["INTENTLY_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is True
+    assert env[DATABASE_ENV]["valueFrom"]["secretKeyRef"].get("optional", False) is False
     assert "Secret" not in manifests, "no Secret (or token) belongs in the repository"
 
 
-def test_store_volume_is_a_shared_claim(
+def test_store_is_a_cache_on_an_emptydir(
     manifests: dict[str, dict[str, Any]], container: dict[str, Any]
 ) -> None:
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
-    pvc = manifests["PersistentVolumeClaim"]
-    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
-    claims = {
-        v["name"]: v["persistentVolumeClaim"]["claimName"]
-        for v in pod["volumes"]
-        if "persistentVolumeClaim" in v
-    }
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    (volume,) = [name for name, claim in claims.items() if claim == pvc["metadata"]["name"]]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    volumes = {v["name"]: v for v in pod["volumes"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
     store = Path(env["INTENTLY_MODEL_STORE"])
-    assert store == Path(mounts[volume]) or Path(mounts[volume]) in store.parents
+    (mount,) = [
+        m
+        for m in container["volumeMounts"]
+        if store == Path(m["mountPath"]) or Path(m["mountPath"]) in store.parents
+    ]
+    assert mount.get("readOnly") is not True
+    assert "emptyDir" in volumes[mount["name"]], "the cache is the pod's own, lost with it"
 
 
 def test_pod_runs_as_the_image_user_on_a_read_only_root(
@@ -221,7 +242,19 @@ def test_service_and_autoscaler_point_at_the_deployment(
     assert any(m["resource"]["name"] == "cpu" for m in hpa["metrics"])
 
 
-# --- compose.yaml --------------------------------------------------------------
+# --- compose.yaml, compose.replicas.yaml -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicas() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load(REPLICAS.read_text())
+    return compose
+
+
+def assert_hardened(service: dict[str, Any]) -> None:
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
 
 
 def test_compose_service(dockerfile: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,8 +272,128 @@ def test_compose_service(dockerfile: dict[str, list[str]], monkeypatch: pytest.M
         ("intently-store", dockerfile["VOLUME"][0].strip('[]"'))
     ]
     assert any(p.endswith(":" + dockerfile["EXPOSE"][0]) for p in service["ports"])
-    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert_hardened(service)
     assert seconds(service["stop_grace_period"]) > graceful_timeout()
+    assert DATABASE_ENV not in env  # the default stays the directory store
+
+
+def test_replicas_postgres_service(replicas: dict[str, Any]) -> None:
+    postgres = replicas["services"]["postgres"]
+    assert postgres["image"] == "postgres:16"
+    env = postgres["environment"]
+    # Compose refuses to start without the password: no default, no literal.
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]*\}", env["POSTGRES_PASSWORD"])
+    (data,) = postgres["volumes"]
+    volume, path = data.split(":")
+    assert volume in replicas["volumes"] and path == "/var/lib/postgresql/data"
+    health = postgres["healthcheck"]
+    command = health["test"]
+    assert command[:2] == ["CMD", "pg_isready"]
+    options = dict(zip(command[2::2], command[3::2], strict=True))
+    assert options == {"-h": "127.0.0.1", "-U": env["POSTGRES_USER"], "-d": env["POSTGRES_DB"]}
+    assert health["retries"] >= 1 and seconds(health["interval"]) > 0
+
+
+def test_replicas_reach_the_database(replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    services = replicas["services"]
+    postgres, intently = services["postgres"], services["intently"]
+    env = intently["environment"]
+    assert set(env) <= known_env()
+    assert env["INTENTLY_ADMIN_TOKEN"] is None
+    url = env[DATABASE_ENV]
+    assert {m.group(1) for m in INTERPOLATION.finditer(url)} == {"POSTGRES_PASSWORD"}
+    conninfo = psycopg.conninfo.conninfo_to_dict(interpolate(url, POSTGRES_PASSWORD="from-the-shell"))
+    assert conninfo == {
+        "user": postgres["environment"]["POSTGRES_USER"],
+        "password": "from-the-shell",
+        "host": "postgres",
+        "port": "5432",  # the image's port, not published
+        "dbname": postgres["environment"]["POSTGRES_DB"],
+    }
+    assert "ports" not in postgres
+    assert intently["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name, value in env.items():
+        if value is not None:
+            monkeypatch.setenv(name, interpolate(str(value), POSTGRES_PASSWORD="from-the-shell"))
+    Settings()
+
+
+def test_replicas_are_hardened_with_a_cache_each(
+    replicas: dict[str, Any], dockerfile: dict[str, list[str]]
+) -> None:
+    intently = replicas["services"]["intently"]
+    assert intently["deploy"]["replicas"] >= 2
+    assert "ports" not in intently and "container_name" not in intently  # the replicas are many
+    # An anonymous volume, one per replica, where the image keeps its store.
+    data = dockerfile["VOLUME"][0].strip('[]"')
+    assert intently["volumes"] == [data]
+    store = (
+        intently["environment"].get("INTENTLY_MODEL_STORE")
+        or dockerfile_env(dockerfile)["INTENTLY_MODEL_STORE"]
+    )
+    assert Path(data) in Path(store).parents
+    assert_hardened(intently)
+    assert seconds(intently["stop_grace_period"]) > graceful_timeout()
+
+
+def nginx_directives(text: str) -> list[list[str]]:
+    """Every simple directive of an nginx config as its words, blocks flattened: [["listen", "8080"], ...]."""
+    text = re.sub(r"#.*", "", text)
+    return [
+        shlex.split(part.rsplit("{", 1)[-1].rsplit("}", 1)[-1])
+        for part in text.split(";")
+        if part.strip("{} \n")
+    ]
+
+
+def test_replicas_have_one_port_in_front(replicas: dict[str, Any], dockerfile: dict[str, list[str]]) -> None:
+    services = replicas["services"]
+    lb = services["lb"]
+    (port,) = lb["ports"]
+    _, container_port = port.rsplit(":", 1)
+    assert lb["depends_on"] == {"intently": {"condition": "service_healthy"}}
+    assert_hardened(lb)
+    (mount,) = lb["volumes"]
+    source, target, mode = mount.split(":")
+    assert target == "/etc/nginx/nginx.conf" and mode == "ro"
+    config = (ROOT / source).resolve()
+    assert config.is_relative_to(ROOT / "deploy" / "compose") and config.is_file()
+    directives = nginx_directives(config.read_text())
+    first = {words[0]: words[1:] for words in reversed(directives)}
+    assert first["listen"] == [container_port]
+    # Docker's own DNS, re-asked for the replicas as they come and go.
+    assert first["resolver"][0] == "127.0.0.11"
+    (server,) = [words for words in directives if words[0] == "server"]
+    assert server[1:] == [f"intently:{dockerfile['EXPOSE'][0]}", "resolve"]
+    assert first["zone"] and first["proxy_pass"] == ["http://intently"]
+    # `resolve` in an upstream is in nginx since 1.27.3.
+    match = re.fullmatch(r"nginx:(\d+)\.(\d+)(?:\.(\d+))?-alpine", lb["image"])
+    assert match and tuple(int(v or 0) for v in match.groups()) >= (1, 27, 3)
+    # Large enough for the largest training upload the service takes by default.
+    body = re.fullmatch(r"(\d+)m", first["client_max_body_size"][0])
+    default_upload = Settings.model_fields["max_upload_bytes"].default
+    assert body and int(body.group(1)) * 2**20 >= default_upload
+    # A read-only root: all that nginx writes is on the /tmp tmpfs.
+    writes = [words[1] for words in directives if words[0] == "pid" or words[0].endswith("_temp_path")]
+    assert len(writes) == 6 and all(w.startswith("/tmp/") for w in writes)
+    assert lb["user"] != "0" and not lb["user"].startswith("0:")
+
+
+def test_no_database_password_is_committed() -> None:
+    files = [
+        ROOT / "compose.yaml",
+        REPLICAS,
+        *sorted((ROOT / "deploy").rglob("*.yaml")),
+        *(ROOT / "deploy").rglob("*.conf"),
+    ]
+    # A URL up to the first blank or quote outside ${...}: an interpolation's message may have blanks.
+    url_pattern = re.compile(r"postgres(?:ql)?://(?:\$\{[^}]*\}|[^\s\"'$])+")
+    urls = [(f, m.group(0)) for f in files for m in url_pattern.finditer(f.read_text())]
+    assert any("@" in url for _, url in urls), "the replicas' URL is in compose.replicas.yaml"
+    for path, url in urls:
+        userinfo = url.split("://", 1)[1].rsplit("@", 1)[0] if "@" in url else ""
+        password = userinfo.partition(":")[2]
+        assert not password or INTERPOLATION.fullmatch(password), f"{path.name}: a password in {url}"
 
 
 # --- Dockerfile ----------------------------------------------------------------
