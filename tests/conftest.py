@@ -21,6 +21,7 @@ import pytest
 
 from model.directory_store import DirectoryStore
 from model.predictor import Predictor
+from model.store import ModelStore, open_store
 from tests.ci import missing_part
 from tests.support.postgres import PostgresServer
 from training.readers import Example, NluData, read_data, read_file
@@ -390,3 +391,25 @@ def database_url(postgres: PostgresServer) -> Iterator[str]:
     yield postgres.create_database(name)
     postgres.ensure_running()  # a test that stopped the server must not break the next ones
     postgres.drop_database(name)
+
+
+# --- both store backends ---------------------------------------------------------------------
+
+BACKENDS = ("directory", "postgres")
+
+
+@pytest.fixture(params=BACKENDS)
+def open_replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], ModelStore]]:
+    """Opens the store of this test as one replica would, `name` being the replica: on the directory
+    backend every replica shares one directory; on PostgreSQL each has a cache of its own."""
+    url = request.getfixturevalue("database_url") if request.param == "postgres" else None
+    opened: list[ModelStore] = []
+
+    def replica(name: str = "a") -> ModelStore:
+        store = open_store(tmp_path / (f"cache-{name}" if url else "store"), url)
+        opened.append(store)
+        return store
+
+    yield replica
+    for store in opened:
+        store.close()
