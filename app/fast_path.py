@@ -40,6 +40,7 @@ from app.metrics import FAST_PATH
 from app.middleware import BodyTooLarge, RequestContext, content_type
 from app.routes import classify
 from app.schemas import ClassifyRequest
+from model.store import StoreUnavailable
 
 PATH = "/v1/classify"
 _JSON = b"application/json"
@@ -52,8 +53,16 @@ ENDPOINT = classify.classify
 # Around it (outermost first; CORS only when configured): they apply to it as to any route.
 MIDDLEWARE_AROUND = (RequestContext, CORSMiddleware)
 # Handlers of what it hands on or raises: ApiError and validation go to the route, the rest to Exception's.
+# StoreUnavailable's is never needed here: classifying reads the model in memory, never the store.
 EXCEPTION_HANDLERS = frozenset(
-    {HTTPException, RequestValidationError, WebSocketRequestValidationError, ApiError, Exception}
+    {
+        HTTPException,
+        RequestValidationError,
+        WebSocketRequestValidationError,
+        ApiError,
+        StoreUnavailable,
+        Exception,
+    }
 )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from model.artifact import ArtifactError
 from model.predictor import Predictor
-from model.store import ModelStore, StoreError
+from model.store import ModelStore, StoreError, StoreUnavailable
 
 log = logging.getLogger("intently.model")
 
@@ -45,6 +45,11 @@ class ModelHolder:
     def _load(self, path: Path) -> Predictor:
         return Predictor.load(path, quantize=self.quantize)
 
+    def _load_version(self, version: str) -> Predictor:
+        """Blocking: on PostgreSQL, `path` may fetch the version into the local cache first."""
+        assert self.store is not None
+        return self._load(self.store.path(version))
+
     def _load_current(self) -> Predictor:
         if self.model_dir is not None:
             return self._load(self.model_dir)
@@ -54,13 +59,15 @@ class ModelHolder:
         if not active:
             raise StoreError(f"model store {self.store.describe()} has no active version")
         try:
-            return self._load(self.store.path(active))
+            return self._load_version(active)
+        except StoreUnavailable:
+            raise  # the database is down: nothing to judge the version by
         except (ArtifactError, StoreError, OSError) as exc:
             # A worker (re)started while the active version is damaged serves what its
             # siblings still serve, the previously active version, rather than nothing.
             for previous in pointer.history:
                 try:
-                    predictor = self._load(self.store.path(previous))
+                    predictor = self._load_version(previous)
                 except (ArtifactError, StoreError, OSError):
                     continue
                 self._failed = active  # logged here, not again every interval
@@ -113,7 +120,10 @@ class ModelHolder:
         if active is None or active == current or active == self._failed:
             return
         try:
-            predictor = await asyncio.to_thread(self._load, self.store.path(active))
+            predictor = await asyncio.to_thread(self._load_version, active)
+        except StoreUnavailable as exc:  # not the version's fault: tried again next time
+            log.warning("active version %s could not be fetched, still serving %s: %s", active, current, exc)
+            return
         except (ArtifactError, StoreError, OSError) as exc:
             self._failed = active  # logged once, not every interval
             log.error("active version %s could not be loaded, still serving %s: %s", active, current, exc)

@@ -14,16 +14,21 @@ from typing import Any
 
 from app.errors import ApiError
 from app.model_holder import ModelHolder
-from model.store import CONFUSION_FILE, DATA_FILE, REPORT_FILE, StoreError
+from model.store import CONFUSION_FILE, DATA_FILE, REPORT_FILE, StoreError, StoreUnavailable, read_jsonl
 
 MAX_EXAMPLES = 20  # per intent, kept in memory for the playground
 
 
 def version_dir(holder: ModelHolder, version: str) -> Path:
-    """The directory of `version`: in the store, or the fixed model directory if that is the one."""
+    """The directory of `version`: in the store, or the fixed model directory if that is the one.
+
+    Blocking (run it in a thread): on PostgreSQL it may fetch the version into the cache first.
+    """
     if holder.store is not None:
         try:
             path = holder.store.path(version)
+        except StoreUnavailable:
+            raise  # a 503 (app/errors.py), not the caller's fault
         except StoreError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
         if not (path / "model.json").is_file():
@@ -39,16 +44,12 @@ def version_dir(holder: ModelHolder, version: str) -> Path:
 def _examples_by_intent(path: Path) -> dict[str, tuple[int, tuple[str, ...]]]:
     counts: dict[str, int] = {}
     firsts: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            intent = row["intent"]
-            counts[intent] = counts.get(intent, 0) + 1
-            kept = firsts.setdefault(intent, [])
-            if len(kept) < MAX_EXAMPLES:
-                kept.append(row["text"])
+    for row in read_jsonl(path.read_bytes()):
+        intent = row["intent"]
+        counts[intent] = counts.get(intent, 0) + 1
+        kept = firsts.setdefault(intent, [])
+        if len(kept) < MAX_EXAMPLES:
+            kept.append(row["text"])
     return {intent: (counts[intent], tuple(firsts[intent])) for intent in counts}
 
 

@@ -33,7 +33,7 @@ async def evaluation(version: str, holder: HolderDep, with_examples: UtteranceAc
 
     Measured on the version's held-out examples when it was trained.
     """
-    folder = version_dir(holder, version)
+    folder = await asyncio.to_thread(version_dir, holder, version)
     stored = await asyncio.to_thread(report, folder, version)
     pairs = [
         {k: v for k, v in pair.items() if with_examples or k != "examples"}
@@ -59,5 +59,5 @@ async def evaluation(version: str, holder: HolderDep, with_examples: UtteranceAc
 )
 async def confusion_picture(version: str, holder: HolderDep) -> FileResponse:
     """The confusion matrix as a picture: rows are true intents, columns predicted, colour the row share."""
-    path = confusion_png(version_dir(holder, version), version)
+    path = confusion_png(await asyncio.to_thread(version_dir, holder, version), version)
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "max-age=3600"})

@@ -75,6 +75,6 @@ async def examples(
         )
     if intent not in predictor.labels:
         raise ApiError(404, "not_found", f"the active model has no intent {intent[:128]!r}")
-    folder = version_dir(holder, predictor.version)
+    folder = await asyncio.to_thread(version_dir, holder, predictor.version)
     total, texts = await asyncio.to_thread(intent_examples, folder, intent, limit)
     return {"model_version": predictor.version, "intent": intent, "total": total, "examples": texts}

@@ -165,9 +165,6 @@ def test_env_vars_are_real_settings_with_valid_values(
     Settings()  # every literal value validates
 
 
-@pytest.mark.xfail(
-    DATABASE_ENV not in setting_names(), reason="the PostgreSQL backend is not merged yet", strict=True
-)
 def test_database_url_is_a_setting() -> None:
     assert DATABASE_ENV in setting_names()
 
