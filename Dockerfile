@@ -57,8 +57,8 @@ ENV INTENTLY_DEFAULT_DATA=/opt/intently/data/assistant/train.csv \
     HF_HUB_OFFLINE=1 \
     INTENTLY_CACHE=/tmp/intently-cache
 RUN OMP_NUM_THREADS=1 /opt/venv/bin/python -c "import torch; torch.set_num_threads(1); \
-from model.store import ModelStore; from training.default_model import ensure_default; \
-print('built-in model', ensure_default(ModelStore('/opt/intently/seed')))" \
+from model.directory_store import DirectoryStore; from training.default_model import ensure_default; \
+print('built-in model', ensure_default(DirectoryStore('/opt/intently/seed')))" \
     && rm -f /opt/intently/seed/.lock /opt/intently/seed/.init.lock \
     && chmod -R a+rX,go-w /opt/intently
 
@@ -68,9 +68,17 @@ print('built-in model', ensure_default(ModelStore('/opt/intently/seed')))" \
 # metadata, imported only by its compiler passes), and the bytecode of the many
 # modules never imported. scripts/warm-bytecode.sh trains, evaluates and serves a
 # tiny model with bytecode writing on, so what the image runs keeps its .pyc.
-# docs/RESEARCH.md has the sizes and how each removal was checked.
+# docs/RESEARCH.md has the sizes and how each removal was checked. torch's two big
+# libraries lose their symbol tables (strip, from binutils in this stage only): the
+# dynamic symbols that loading needs stay; warm-bytecode.sh then trains and serves on them.
 FROM build AS venv
 COPY scripts/warm-bytecode.sh /src/scripts/warm-bytecode.sh
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/* \
+    && strip --strip-unneeded /opt/venv/lib/python3*/site-packages/torch/lib/libtorch_cpu.so \
+        /opt/venv/lib/python3*/site-packages/torch/lib/libtorch_python.so
 RUN /opt/venv/bin/python -m pip uninstall -y -q networkx setuptools pip \
     && find /opt/venv -name __pycache__ -type d -prune -exec rm -rf {} + \
     && PATH=/opt/venv/bin:$PATH bash /src/scripts/warm-bytecode.sh /opt/venv/bin/intently
