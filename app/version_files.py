@@ -26,12 +26,13 @@ def version_dir(holder: ModelHolder, version: str) -> Path:
     """
     if holder.store is not None:
         try:
-            path = holder.store.path(version)
+            # Asked first: another replica may have deleted a version this one still has cached.
+            path = holder.store.path(version) if holder.store.exists(version) else None
         except StoreUnavailable:
             raise  # a 503 (app/errors.py), not the caller's fault
         except StoreError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
-        if not (path / "model.json").is_file():
+        if path is None or not (path / "model.json").is_file():
             raise ApiError(404, "not_found", f"no version {version!r} in the model store")
         return path
     served = holder.predictor.version if holder.predictor else None

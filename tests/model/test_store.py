@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -197,6 +198,29 @@ def test_migrate_into_postgresql_and_back_keeps_every_version_and_the_pointer(
         ).read_bytes()
     assert app_cli.main(["store", "migrate", str(tmp_path / "from" / "versions"), str(back.root)]) == 2
     assert "neither a model store directory" in capsys.readouterr().err
+
+
+def test_the_models_commands_work_on_postgresql(
+    database_url: str, small_result: TrainResult, rows: list[Example], tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("INTENTLY_DATABASE_URL", database_url)
+    cache = str(tmp_path / "cache")
+    store = open_store(cache, database_url)
+    first, second = _add(store, small_result, rows), _add(store, small_result, rows)
+    for argv, said in (
+        (["models", "activate", first], f"activated {first}"),
+        (["models", "activate", second], f"activated {second}"),
+        (["models", "rollback"], f"rolled back to {first}"),
+        (["models", "delete", second], f"deleted {second}"),
+    ):
+        assert app_cli.main([*argv, "--store", cache]) == 0, capsys.readouterr().err
+        assert said in capsys.readouterr().out
+    assert app_cli.main(["models", "list", "--json", "--store", str(tmp_path / "elsewhere")]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["active"] == first and [v["version"] for v in listed["versions"]] == [first]
+    assert app_cli.main(["models", "delete", first, "--store", cache]) == 2
+    assert "active and cannot be deleted" in capsys.readouterr().err
+    store.close()
 
 
 # --- what only PostgreSQL has ------------------------------------------------------------
