@@ -35,6 +35,7 @@ class JobDispatcher:
         self._wake.set()
 
     async def stop(self) -> None:
+        running = self._running  # read first: cancelling `_run` clears it
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -43,10 +44,9 @@ class JobDispatcher:
             self._proc.terminate()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._proc.wait(), 10)
-            if self._running:
-                await asyncio.to_thread(
-                    self.jobs.fail_if_running, self._running, "server shut down during training"
-                )
+            if running:
+                reason = "server shut down during training"
+                await asyncio.to_thread(self.jobs.fail_if_running, running, reason)
 
     async def _loop(self) -> None:
         await asyncio.to_thread(self.store.remove_partial)

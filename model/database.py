@@ -24,6 +24,17 @@ FIRST_START_LOCK = 0x1A7E_0002
 ACTIVE_CHANNEL = "intently_active"
 CONNECT_TIMEOUT = 3  # seconds: a database that is down is noticed quickly
 POOL_TIMEOUT = 4.0  # seconds a caller waits for a connection before the store is unavailable
+STATEMENT_TIMEOUT = "60s"  # the longest statement: storing a large version on a slow link
+# A database host that vanishes without closing its connections (a network split) is noticed
+# by TCP keepalives and the kernel's timeout for unacknowledged data, not after hours.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,  # milliseconds
+}
 
 # Each entry migrates the schema from version i to i + 1; never edit one that has shipped.
 MIGRATIONS = (
@@ -91,6 +102,12 @@ def redacted(url: str) -> str:
     return f"postgresql://{user}{parts.get('host', 'localhost')}{port}/{parts.get('dbname', '')}"
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Every pooled connection: no statement may hang a caller (a lock held elsewhere, a slow disk)."""
+    conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+    conn.commit()
+
+
 class Database:
     """One pool per process and URL; every `connection()` block is one transaction."""
 
@@ -110,7 +127,8 @@ class Database:
                     min_size=1,
                     max_size=self._max_size,
                     timeout=POOL_TIMEOUT,
-                    kwargs={"connect_timeout": CONNECT_TIMEOUT},
+                    kwargs=CONNECTION_OPTIONS,
+                    configure=_configure,
                     # A connection broken by a database restart is replaced, not handed out.
                     check=psycopg_pool.ConnectionPool.check_connection,
                     open=False,
@@ -130,7 +148,7 @@ class Database:
     def connect(self) -> psycopg.Connection[Any]:
         """A connection of its own, outside the pool, in autocommit (for LISTEN)."""
         with self._translated_errors():
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            return psycopg.connect(self.url, autocommit=True, **CONNECTION_OPTIONS)
 
     def migrate(self) -> int:
         """Bring the schema to this release's version; returns the version found before."""

@@ -100,6 +100,19 @@ class PostgresStore(ModelStore):
         self._verified.add(version)
         return local
 
+    def _check_loads(self, version: str) -> None:
+        """As for any store, and the database's own copy must match its checksums: a replica
+        whose cached copy is intact must not activate what the others would refuse."""
+        super()._check_loads(version)
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM intently_files WHERE version = %s"
+                " AND encode(sha256(content), 'hex') <> sha256",
+                (version,),
+            ).fetchone()
+        if row and row[0]:
+            raise StoreError(f"version {version} is damaged in {self.db.where} (a file fails its checksum)")
+
     # --- writing -------------------------------------------------------
 
     def _put(self, version: str, staged: Path) -> None:

@@ -319,7 +319,7 @@ def open_store(root: str | Path, database_url: str | None = None) -> ModelStore:
     """The store a deployment names: PostgreSQL when given a database URL (`root` is then the
     local cache of artifacts), else the directory `root` itself."""
     if database_url:
-        from model.postgres_store import PostgresStore  # psycopg is only imported when used
+        from model.postgres_store import PostgresStore  # imported here: it imports this module
 
         return PostgresStore(database_url, root)
     from model.directory_store import DirectoryStore

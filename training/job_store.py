@@ -78,6 +78,19 @@ class JobError(ValueError):
     """A job request that cannot be accepted; the message says why."""
 
 
+def _host() -> str:
+    """Who claims a job: the host name and the process namespace, since containers may share a name
+    (host networking) while their process ids mean different processes."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
+
+
+HOST = _host()
+
+
 def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -160,11 +173,12 @@ class JobStore(ABC):
     def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]: ...
 
     @abstractmethod
-    def update(self, job_id: str, **fields: Any) -> None: ...
+    def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
+        """Set `fields`; with `only_if_running`, only while the job runs. True if the row changed."""
 
     @abstractmethod
-    def beat(self, job_id: str) -> None:
-        """The job is alive: its heartbeat is now."""
+    def beat(self, job_id: str) -> bool:
+        """The job is alive: its heartbeat is now. False if it no longer runs (reaped meanwhile)."""
 
     @abstractmethod
     def fail_if_running(self, job_id: str, reason: str) -> None: ...
@@ -191,7 +205,7 @@ def _dead(host: str | None, pid: int | None, age: float | None) -> bool:
     """A running job's process is gone: its heartbeat is stale, or (same host) its pid has exited."""
     if age is None or age > STALE_SECONDS:
         return True
-    if host == socket.gethostname() and pid:
+    if host == HOST and pid:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -315,15 +329,17 @@ class SqliteJobStore(JobStore):
             rows = conn.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
             return [_public(r) for r in rows.fetchall()]
 
-    def update(self, job_id: str, **fields: Any) -> None:
+    def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
         if not fields:
-            return
+            raise ValueError("no fields to update")
         cols = ", ".join(f"{k} = ?" for k in fields)
+        where = " AND state = 'running'" if only_if_running else ""
         with self.connect() as conn:
-            conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            cur = conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?{where}", (*fields.values(), job_id))
+            return cur.rowcount > 0
 
-    def beat(self, job_id: str) -> None:
-        self.update(job_id, heartbeat=time.time())
+    def beat(self, job_id: str) -> bool:
+        return self.update(job_id, only_if_running=True, heartbeat=time.time())
 
     def fail_if_running(self, job_id: str, reason: str) -> None:
         with self.connect() as conn:
@@ -364,7 +380,7 @@ class SqliteJobStore(JobStore):
                 conn.execute(
                     "UPDATE jobs SET state = 'running', started_at = ?, heartbeat = ?, host = ?, pid = NULL"
                     " WHERE id = ?",
-                    (now_text(), time.time(), socket.gethostname(), row["id"]),
+                    (now_text(), time.time(), HOST, row["id"]),
                 )
                 return str(row["id"])
             finally:
@@ -426,21 +442,21 @@ class PostgresJobStore(JobStore):
             ).fetchall()
         return [_public(r) for r in rows]
 
-    def update(self, job_id: str, **fields: Any) -> None:
-        if not fields:
-            return
+    def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
         unknown = set(fields) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"unknown job fields {sorted(unknown)}")
+        if unknown or not fields:
+            raise ValueError(f"unknown job fields {sorted(unknown)}" if unknown else "no fields to update")
         cols = ", ".join(f"{k} = %s" for k in fields)
+        where = " AND state = 'running'" if only_if_running else ""
+        # Column names are checked above; only values are parameters.
+        query = f"UPDATE intently_jobs SET {cols} WHERE id = %s{where}"
         with self.db.connection() as conn:
-            conn.execute(
-                f"UPDATE intently_jobs SET {cols} WHERE id = %s", (*fields.values(), job_id)
-            )  # column names checked above
+            return conn.execute(query, (*fields.values(), job_id)).rowcount > 0
 
-    def beat(self, job_id: str) -> None:
+    def beat(self, job_id: str) -> bool:
+        query = f"UPDATE intently_jobs SET heartbeat = {_DB_NOW} WHERE id = %s AND state = 'running'"
         with self.db.connection() as conn:
-            conn.execute(f"UPDATE intently_jobs SET heartbeat = {_DB_NOW} WHERE id = %s", (job_id,))
+            return conn.execute(query, (job_id,)).rowcount > 0
 
     def fail_if_running(self, job_id: str, reason: str) -> None:
         with self.db.connection() as conn:
@@ -478,7 +494,7 @@ class PostgresJobStore(JobStore):
                 conn.execute(
                     f"UPDATE intently_jobs SET state = 'running', started_at = %s, heartbeat = {_DB_NOW},"
                     " host = %s, pid = NULL WHERE id = %s",
-                    (now_text(), socket.gethostname(), row[0]),
+                    (now_text(), HOST, row[0]),
                 )
                 return str(row[0])
         except pg_errors.UniqueViolation:  # another replica claimed a job in the same instant

@@ -106,8 +106,8 @@ def run_job(store: ModelStore, job_id: str) -> None:
             data = _job_data(store, queued, job["mode"], base_version, config)
 
             def progress(p: Progress) -> None:
-                jobs.update(job_id, epoch=p.epoch, epochs=p.epochs)
-                jobs.beat(job_id)
+                with suppress(StoreUnavailable):  # a database restart does not fail the job
+                    jobs.update(job_id, epoch=p.epoch, epochs=p.epochs)
 
             result = train(data.training, config, valid_examples=data.valid, progress=progress, nlu=data.nlu)
             result.meta.training["job"] = job_id
@@ -118,10 +118,13 @@ def run_job(store: ModelStore, job_id: str) -> None:
             activated, reason, comparison = _decide_activation(
                 store, job["activate"], base_version, result, data.held_out, queued.tolerance
             )
+            if not jobs.beat(job_id):
+                raise _Reaped()
             if activated:
                 store.activate(version)
             jobs.update(
                 job_id,
+                only_if_running=True,
                 state="succeeded",
                 finished_at=now_text(),
                 version=version,
@@ -129,10 +132,16 @@ def run_job(store: ModelStore, job_id: str) -> None:
                 activation_reason=reason,
                 metrics=json.dumps({"validation": result.meta.metrics, **comparison}),
             )
+        except _Reaped:
+            sys.stderr.write(f"job {job_id} was reaped meanwhile: its version is stored, not activated\n")
         except Exception as exc:
             message = str(exc) if isinstance(exc, ValueError | StoreError) else f"{type(exc).__name__}: {exc}"
-            jobs.update(job_id, state="failed", finished_at=now_text(), error=message)
+            jobs.update(job_id, only_if_running=True, state="failed", finished_at=now_text(), error=message)
             traceback.print_exc()
+
+
+class _Reaped(Exception):
+    """Another replica marked this job failed (its heartbeats stopped landing): it must not activate."""
 
 
 @contextmanager
@@ -142,9 +151,13 @@ def _heartbeat(jobs: JobStore, job_id: str) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_SECONDS):
-            # The database may be restarting: the next beat may land, or else the job is reaped.
-            with suppress(StoreUnavailable):
-                jobs.beat(job_id)
+            try:
+                alive = jobs.beat(job_id)
+            except StoreUnavailable:  # the database restarts: the next beat may land, or the job is reaped
+                continue
+            if not alive:  # reaped by another replica, which may run the next job: stop at once
+                sys.stderr.write(f"job {job_id} was reaped (marked failed) by another process; stopping\n")
+                os._exit(3)
 
     threading.Thread(target=beat, daemon=True).start()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -128,8 +127,7 @@ def _damage(store: ModelStore, version: str) -> None:
                 "UPDATE intently_files SET content = %s WHERE version = %s AND name = %s",
                 (b"not a safetensors file", version, WEIGHTS_FILE),
             )
-        store._verified.discard(version)
-        shutil.rmtree(store.path(version).parent / version)  # the intact cached copy too
+        # The intact cached copy stays: activation must still judge the database's copy.
     else:
         (store.path(version) / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
 

@@ -139,6 +139,25 @@ def test_a_job_whose_process_exited_on_this_host_is_reaped_at_once(
     assert jobs.reap() == []  # alive
 
 
+def test_a_job_reaped_while_it_runs_never_activates(open_replica: Replica, rows: list[Example]) -> None:
+    store = open_replica("a")
+    jobs = open_job_store(store)
+    job_id = jobs.submit(_request(rows))["id"]
+    assert jobs.claim_next() == job_id
+    jobs.fail_if_running(job_id, "reaped by the test")  # as another replica does when beats stop
+    job = subprocess.run(
+        [sys.executable, "-m", "training.jobs", str(store.root), job_id],
+        env={**os.environ, **store.child_env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "reaped" in job.stderr, job.stderr[-2000:]
+    assert store.active() is None
+    record = jobs.get(job_id)
+    assert record["state"] == "failed" and record["error"] == "reaped by the test" and not record["activated"]
+
+
 def test_a_job_trains_stores_and_activates_its_version(open_replica: Replica, rows: list[Example]) -> None:
     store = open_replica("a")
     jobs = open_job_store(store)
