@@ -21,7 +21,8 @@ from model.store import StoreError, StoreUnavailable
 # Arbitrary constants, fixed forever: the advisory locks of migration and of the first start.
 MIGRATION_LOCK = 0x1A7E_0001
 FIRST_START_LOCK = 0x1A7E_0002
-ACTIVE_CHANNEL = "intently_active"
+ACTIVE_CHANNEL = "intently_active"  # NOTIFY on every change of the pointer
+VERSIONS_CHANNEL = "intently_versions"  # NOTIFY on every new version: replicas fetch it ahead
 CONNECT_TIMEOUT = 3  # seconds: a database that is down is noticed quickly
 POOL_TIMEOUT = 4.0  # seconds a caller waits for a connection before the store is unavailable
 STATEMENT_TIMEOUT = "60s"  # the longest statement: storing a large version on a slow link

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from model.artifact import META_FILE, ModelMeta, fsync_dir, parse_meta
-from model.database import ACTIVE_CHANNEL, FIRST_START_LOCK, Database
+from model.database import ACTIVE_CHANNEL, FIRST_START_LOCK, VERSIONS_CHANNEL, Database
 from model.store import (
     DATABASE_URL_ENV,
     VERSIONS_DIR,
@@ -93,9 +93,9 @@ class PostgresStore(ModelStore):
                 _remove_dir(local)
                 return local
             if not _matches(local, sums):
-                rows = conn.execute(
-                    "SELECT name, content FROM intently_files WHERE version = %s", (version,)
-                ).fetchall()
+                # Binary results: bytea as raw bytes, not twice as many hex digits to decode.
+                query = "SELECT name, content FROM intently_files WHERE version = %s"
+                rows = conn.execute(query, (version,), binary=True).fetchall()
                 self._write_cache(version, {name: bytes(content) for name, content in rows}, sums)
         self._verified.add(version)
         return local
@@ -126,6 +126,7 @@ class PostgresStore(ModelStore):
                         "INSERT INTO intently_files (version, name, content, sha256) VALUES (%s, %s, %s, %s)",
                         [(version, name, content, _sha256(content)) for name, content in files.items()],
                     )
+                conn.execute("SELECT pg_notify(%s, %s)", (VERSIONS_CHANNEL, version))
         except pg_errors.UniqueViolation:
             raise StoreError(f"version {version} already exists") from None
         local = self.root / VERSIONS_DIR / version
@@ -173,13 +174,21 @@ class PostgresStore(ModelStore):
     # --- change notification -------------------------------------------
 
     def wait_for_change(self, timeout: float) -> None:
-        """LISTEN for activations; with the database unreachable, this is a plain wait (polling)."""
+        """LISTEN for activations; with the database unreachable, this is a plain wait (polling).
+
+        A new version, stored anywhere, is fetched into the cache as soon as it is announced,
+        so that its activation, moments later, only has to load it.
+        """
         deadline = time.monotonic() + timeout
         try:
             if self._listener is None or self._listener.closed:
                 self._listener = self.db.connect()
                 self._listener.execute(f"LISTEN {ACTIVE_CHANNEL}")
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                self._listener.execute(f"LISTEN {VERSIONS_CHANNEL}")
+            for notice in self._listener.notifies(timeout=timeout, stop_after=1):
+                if notice.channel == VERSIONS_CHANNEL:
+                    with suppress(StoreError):  # a bad one is reported when it is used
+                        self.path(notice.payload)
                 return
         except (psycopg.Error, StoreError):
             self._close_listener()

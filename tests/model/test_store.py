@@ -246,6 +246,17 @@ def test_a_replica_hears_of_an_activation_at_once(
     assert waited < 5.0, f"the notification took {waited:.2f} s; polling alone would take 10"
 
 
+def test_a_new_version_is_fetched_ahead_of_its_activation(
+    two_pg_replicas: tuple[PostgresStore, PostgresStore], small_result: TrainResult, rows: list[Example]
+) -> None:
+    a, b = two_pg_replicas
+    b.wait_for_change(0.01)  # opens its LISTEN connection
+    version = _add(a, small_result, rows)
+    b.wait_for_change(10.0)  # the announcement of the new version
+    cached = b.root / "versions" / version / WEIGHTS_FILE
+    assert cached.read_bytes() == (a.path(version) / WEIGHTS_FILE).read_bytes()
+
+
 def test_a_damaged_cache_is_fetched_again(
     two_pg_replicas: tuple[PostgresStore, PostgresStore], small_result: TrainResult, rows: list[Example]
 ) -> None:
