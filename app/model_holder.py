@@ -40,6 +40,7 @@ class ModelHolder:
         self.error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._failed: str | None = None
+        self._checking = asyncio.Lock()
         self.on_swap: list[Callable[[str | None, str], None]] = []  # callbacks(old_version, new_version)
 
     def _load(self, path: Path) -> Predictor:
@@ -109,7 +110,15 @@ class ModelHolder:
         _settle_heap()
 
     async def check_store(self) -> None:
-        """Swap to the store's active version if it changed; a broken one is logged and skipped."""
+        """Swap to the store's active version if it changed; a broken one is logged and skipped.
+
+        One check at a time: the activate route and the watcher (woken by that same activation)
+        would otherwise load the version twice, or install an older one after a newer.
+        """
+        async with self._checking:
+            await self._check_store()
+
+    async def _check_store(self) -> None:
         assert self.store is not None
         try:
             active = await asyncio.to_thread(self.store.active)

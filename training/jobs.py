@@ -100,12 +100,14 @@ def run_job(store: ModelStore, job_id: str) -> None:
     queued = jobs.input(job_id)
     base_version = store.active()
     jobs.update(job_id, base_version=base_version, pid=os.getpid())
-    with _heartbeat(jobs, job_id):
+    with _heartbeat(jobs, job_id) as reaped:
         try:
             config = TrainConfig.from_options(queued.options)
             data = _job_data(store, queued, job["mode"], base_version, config)
 
             def progress(p: Progress) -> None:
+                if reaped.is_set():  # another replica may run the next job already: stop here
+                    raise _Reaped()
                 with suppress(StoreUnavailable):  # a database restart does not fail the job
                     jobs.update(job_id, epoch=p.epoch, epochs=p.epochs)
 
@@ -133,7 +135,7 @@ def run_job(store: ModelStore, job_id: str) -> None:
                 metrics=json.dumps({"validation": result.meta.metrics, **comparison}),
             )
         except _Reaped:
-            sys.stderr.write(f"job {job_id} was reaped meanwhile: its version is stored, not activated\n")
+            sys.stderr.write(f"job {job_id} was reaped (marked failed elsewhere): not activated\n")
         except Exception as exc:
             message = str(exc) if isinstance(exc, ValueError | StoreError) else f"{type(exc).__name__}: {exc}"
             jobs.update(job_id, only_if_running=True, state="failed", finished_at=now_text(), error=message)
@@ -145,23 +147,23 @@ class _Reaped(Exception):
 
 
 @contextmanager
-def _heartbeat(jobs: JobStore, job_id: str) -> Iterator[None]:
-    """Beat while the job runs: a job whose beats stop is reaped as failed."""
-    stop = threading.Event()
+def _heartbeat(jobs: JobStore, job_id: str) -> Iterator[threading.Event]:
+    """Beat while the job runs: a job whose beats stop is reaped as failed. The event yielded is
+    set once a beat finds the job no longer running (reaped meanwhile)."""
+    stop, reaped = threading.Event(), threading.Event()
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_SECONDS):
             try:
-                alive = jobs.beat(job_id)
+                if not jobs.beat(job_id):
+                    reaped.set()
+                    return
             except StoreUnavailable:  # the database restarts: the next beat may land, or the job is reaped
                 continue
-            if not alive:  # reaped by another replica, which may run the next job: stop at once
-                sys.stderr.write(f"job {job_id} was reaped (marked failed) by another process; stopping\n")
-                os._exit(3)
 
     threading.Thread(target=beat, daemon=True).start()
     try:
-        yield
+        yield reaped
     finally:
         stop.set()
 

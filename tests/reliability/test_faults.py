@@ -336,6 +336,7 @@ def test_disk_full_during_a_training_job_fails_the_job_cleanly(
     options = dict(SMALL, epochs=1, embed_dim=16, hidden_dim=16, ngram_buckets=1000, bag_buckets=1000)
     job = jobs.submit(JobRequest(tiny_examples(), mode="replace", activate="always", options=options))
     monkeypatch.setattr(artifact, "save_file", lambda *a, **k: (_ for _ in ()).throw(_enospc()))
+    assert jobs.claim_next() == job["id"]  # as a dispatcher does before it starts the job
     run_job(store, job["id"])
     record = jobs.get(job["id"])
     assert record["state"] == "failed" and "No space left on device" in record["error"]

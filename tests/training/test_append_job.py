@@ -41,6 +41,7 @@ def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out
     new = [Example(t, "order_food") for t in NEW_INTENT] + [Example(RELABELLED.capitalize(), "order_food")]
     jobs = open_job_store(store)
     job = jobs.submit(JobRequest(new, "append", "always", dict(SMALL)))
+    assert jobs.claim_next() == job["id"]  # as a dispatcher does before it starts the job
     run_job(store, job["id"])
     done = jobs.get(job["id"])
     assert done["state"] == "succeeded", done["error"]

@@ -127,6 +127,7 @@ def test_a_training_job_keeps_an_uploads_rules_and_an_append_keeps_the_active_on
     jobs = open_job_store(store)
     options = dict(SMALL, epochs=2, min_steps=0, unknown_detector=False)
     first = jobs.submit(JobRequest(data.examples, "replace", "always", options, rules=data.rules()))
+    assert jobs.claim_next() == first["id"]  # as a dispatcher does before it starts the job
     run_job(store, first["id"])
     assert jobs.get(first["id"])["state"] == "succeeded"
     meta = store.meta(store.active() or "")
@@ -134,6 +135,7 @@ def test_a_training_job_keeps_an_uploads_rules_and_an_append_keeps_the_active_on
     assert list(meta.responses) == ["utter_chitchat/ask_name"]
     more = [Example("hello there friend", "greet")]
     second = jobs.submit(JobRequest(more, "append", "always", options))
+    assert jobs.claim_next() == second["id"]
     run_job(store, second["id"])
     appended = store.meta(store.active() or "")
     assert appended.version != meta.version

@@ -142,7 +142,8 @@ def test_a_job_whose_process_exited_on_this_host_is_reaped_at_once(
 def test_a_job_reaped_while_it_runs_never_activates(open_replica: Replica, rows: list[Example]) -> None:
     store = open_replica("a")
     jobs = open_job_store(store)
-    job_id = jobs.submit(_request(rows))["id"]
+    # Long enough that a heartbeat (every 2 s) finds it reaped mid-training: it stops at the next epoch.
+    job_id = jobs.submit(_request(rows, options={**FAST, "epochs": 1000, "min_steps": 100_000}))["id"]
     assert jobs.claim_next() == job_id
     jobs.fail_if_running(job_id, "reaped by the test")  # as another replica does when beats stop
     job = subprocess.run(
@@ -153,7 +154,7 @@ def test_a_job_reaped_while_it_runs_never_activates(open_replica: Replica, rows:
         timeout=300,
     )
     assert "reaped" in job.stderr, job.stderr[-2000:]
-    assert store.active() is None
+    assert store.active() is None and store.list_ids() == []  # stopped before storing a version
     record = jobs.get(job_id)
     assert record["state"] == "failed" and record["error"] == "reaped by the test" and not record["activated"]
 
