@@ -39,10 +39,8 @@ import math
 import random
 import statistics
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -54,8 +52,8 @@ import httpx
 from bench import server_util as su
 from bench.common import table, write_results
 from model.directory_store import DirectoryStore
-from tests.support.loadgen import utterances
 from tests.support.postgres import PostgresServer
+from tests.support.traffic import Traffic
 from training.default_model import SEED_ENV
 
 PG, DIR = "postgresql", "directory"
@@ -302,66 +300,6 @@ def swap_times(pairs: dict[str, Pair], n: int, rng: random.Random) -> dict[str, 
 
 
 # --- 2. failures under load ----------------------------------------------------------------
-
-
-class Traffic:
-    """`threads` threads classifying on keep-alive connections, each turn to the next replica."""
-
-    def __init__(self, urls: list[str], threads: int):
-        self.urls = urls
-        self.texts = utterances()
-        self.ok = 0
-        self.failures: Counter[str] = Counter()
-        self.versions: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        self.seconds = 0.0
-
-    def _run(self, index: int) -> None:
-        with httpx.Client(timeout=10) as http:
-            i = index
-            while not self._stop.is_set():
-                i += 1
-                version, failure = None, None
-                try:
-                    text = self.texts[i % len(self.texts)]
-                    r = http.post(f"{self.urls[i % len(self.urls)]}/v1/classify", json={"text": text})
-                    if r.status_code == 200:
-                        version = str(r.json()["model_version"])
-                    else:
-                        failure = f"status {r.status_code}: {r.text[:200]}"
-                except httpx.HTTPError as exc:
-                    failure = f"{type(exc).__name__}: {exc}"
-                with self._lock:
-                    if version is not None:
-                        self.ok += 1
-                        self.versions[version] += 1
-                    else:
-                        self.failures[failure or "?"] += 1
-
-    def __enter__(self) -> Traffic:
-        self._started = time.monotonic()
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-        self.seconds = time.monotonic() - self._started
-
-    def result(self) -> dict[str, Any]:
-        total = self.ok + sum(self.failures.values())
-        return {
-            "requests": total,
-            "failures": sum(self.failures.values()),
-            "failure_kinds": dict(self.failures.most_common(10)),
-            "rps": total / self.seconds if self.seconds else 0.0,
-            "seconds": self.seconds,
-            "versions_served": dict(self.versions),
-        }
 
 
 def under_load(pair: Pair, n: int, seconds: float, threads: int, rng: random.Random) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import NEW_INTENT, SMALL, Server
 from tests.support.postgres import PostgresServer
+from tests.support.traffic import Traffic
 from training.default_model import SEED_ENV
 
 TOKEN = "replica-test-token"
@@ -48,48 +48,6 @@ def replicas(serve, database_url: str, small_store_template: Path, tmp_path: Pat
         return servers
 
     return start
-
-
-class Traffic:
-    """`threads` threads classifying against every replica in turn; each failure is kept."""
-
-    def __init__(self, servers: list[Server], threads: int = 8):
-        self.urls = [s.url for s in servers]
-        self.ok = 0
-        self.failures: Counter[str] = Counter()
-        self.versions: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def _run(self, index: int) -> None:
-        with httpx.Client(timeout=10) as http:
-            i = index
-            while not self._stop.is_set():
-                i += 1
-                try:
-                    r = http.post(
-                        f"{self.urls[i % len(self.urls)]}/v1/classify", json={"text": "what time is it"}
-                    )
-                    outcome = "ok" if r.status_code == 200 else f"status {r.status_code}: {r.text[:200]}"
-                except httpx.HTTPError as exc:
-                    outcome = f"{type(exc).__name__}: {exc}"
-                with self._lock:
-                    if outcome == "ok":
-                        self.ok += 1
-                        self.versions[r.json()["model_version"]] += 1
-                    else:
-                        self.failures[outcome] += 1
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
 
 
 def _served(server: Server) -> str:
@@ -125,7 +83,7 @@ def test_replicas_share_one_built_in_version_and_every_activation(replicas: Repl
     first = listed["active"]
     assert _served(a) == _served(b) == first
 
-    with Traffic([a, b]) as traffic:
+    with Traffic([a.url, b.url]) as traffic:
         job_id = _submit(a, FAST)
         _until(lambda: _job(b, job_id)["state"] in ("succeeded", "failed"), 300, "the job finished")
         job = _job(b, job_id)
@@ -172,7 +130,7 @@ def test_a_database_restart_costs_no_classify_request(
     replicas: Replicas, restartable_postgres: PostgresServer
 ) -> None:
     a, b = replicas("a", "b")
-    with Traffic([a, b]) as traffic:
+    with Traffic([a.url, b.url]) as traffic:
         time.sleep(0.5)
         with restartable_postgres.stopped():
             for server in (a, b):

@@ -26,6 +26,14 @@ def _add(store: ModelStore, result: TrainResult, rows: list[Example], valid: lis
     return store.add(result.net, meta, rows, valid, {"report.json": b"{}"})
 
 
+def _three_activated(store: ModelStore, result: TrainResult, rows: list[Example]) -> list[str]:
+    """Three new versions, activated in turn: the last is active, the others its history."""
+    versions = [_add(store, result, rows) for _ in range(3)]
+    for version in versions:
+        store.activate(version)
+    return versions
+
+
 @pytest.fixture
 def rows(assistant_intents: list[Example]) -> list[Example]:
     return assistant_intents[:40]
@@ -63,9 +71,7 @@ def test_activation_history_and_rollback(
     open_replica: Replica, small_result: TrainResult, rows: list[Example]
 ) -> None:
     store = open_replica("a")
-    first, second, third = (_add(store, small_result, rows) for _ in range(3))
-    for version in (first, second, third):
-        store.activate(version)
+    first, second, third = _three_activated(store, small_result, rows)
     assert store.active() == third and store.pointer().history == (second, first)
     store.activate(third)  # already active: nothing changes
     assert store.pointer().history == (second, first)
@@ -83,9 +89,7 @@ def test_rollback_skips_a_deleted_version(
     open_replica: Replica, small_result: TrainResult, rows: list[Example]
 ) -> None:
     store = open_replica("a")
-    first, second, third = (_add(store, small_result, rows) for _ in range(3))
-    for version in (first, second, third):
-        store.activate(version)
+    first, second, third = _three_activated(store, small_result, rows)
     store.delete(second)
     assert store.rollback() == first and store.list_ids() == sorted([first, third])
 
