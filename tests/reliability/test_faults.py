@@ -177,6 +177,9 @@ def test_a_corrupt_version_is_never_served(serve, tiny_store: Path) -> None:
     server: Server = serve(
         "--workers", "2", env={"INTENTLY_MODEL_STORE": str(tiny_store), "INTENTLY_ADMIN_TOKEN": TOKEN}
     )
+    # Both workers up first: one still starting would meet the broken pointer at its start, which
+    # is another test's case (a damaged active version at startup), and log it otherwise.
+    server.ask_every_worker(2)
     with BackgroundLoad(server.url, 8, 90.0) as load_:
         r = httpx.post(f"{server.url}/v1/models/{broken}/activate", headers=AUTH, timeout=30)
         assert r.status_code == 409 and "damaged" in r.json()["message"]
