@@ -242,9 +242,13 @@ class ModelStore(ABC):
     def activate(self, version: str) -> None:
         """Point the store at `version` after checking it loads; a corrupt one is refused."""
         check_version_id(version)
+        # Loaded before the pointer is locked: a load takes a second; under the lock only whether
+        # the version still exists (a delete may have come in between) is asked again.
+        self._check_loads(version)
 
         def change(current: Pointer) -> Pointer | None:
-            self._check_loads(version)
+            if not self.exists(version):
+                raise VersionNotFound(f"no version {version!r} in the store")
             return None if current.version == version else current.activated(version)
 
         self._change_pointer(change)
