@@ -28,8 +28,20 @@ WORDNET = Path("/usr/share/wordnet")
 _QUOTED = re.compile(r'"([^"]{8,200})"')
 _SPACE = re.compile(r"\s+")
 # Made-up names for the templates' name/area/floor slots (the packages leave them to the user's home).
-_NAMES = ["kitchen light", "desk lamp", "ceiling fan", "front door", "tv", "heater", "garage door",
-          "porch light", "coffee maker", "bedroom lamp", "living room speaker", "hallway light"]
+_NAMES = [
+    "kitchen light",
+    "desk lamp",
+    "ceiling fan",
+    "front door",
+    "tv",
+    "heater",
+    "garage door",
+    "porch light",
+    "coffee maker",
+    "bedroom lamp",
+    "living room speaker",
+    "hallway light",
+]
 _AREAS = ["kitchen", "living room", "bedroom", "office", "garage", "bathroom", "garden", "hallway"]
 _FLOORS = ["first floor", "ground floor", "upstairs", "downstairs", "basement"]
 
@@ -103,7 +115,9 @@ def benchmark_texts(root: Path) -> set[str]:
     return out
 
 
-def gather(sources: Iterable[tuple[str, Iterable[str]]], banned: set[str]) -> tuple[list[str], dict[str, int]]:
+def gather(
+    sources: Iterable[tuple[str, Iterable[str]]], banned: set[str]
+) -> tuple[list[str], dict[str, int]]:
     seen: set[str] = set()
     kept: list[str] = []
     counts: dict[str, int] = {"benchmark_matches_removed": 0}

@@ -44,7 +44,7 @@ NEW_INTENT = [
 
 # Pretrained vectors and the teacher are tested on their own (tests/training/test_pretrained.py);
 # elsewhere they would only add the encoder's load and augmented rows to every training.
-NO_PRETRAINED = {"vectors": "", "teacher": ""}
+NO_PRETRAINED = {"vectors": "", "encoder": "", "teacher": ""}
 # Small and quick, but a real network trained on real data.
 SMALL = dict(
     embed_dim=64,

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -18,12 +19,15 @@ from typing import Any, Literal, get_args, get_origin
 from model.artifact import ArtifactError, save
 from model.predictor import Predictor
 from model.store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_store
+from model.tokenizer import PAD, UNK
 from training.config import TrainConfig
+from training.corpus import corpus_checksum, embed_corpus, read_corpus
+from training.encoder import BuildSettings, EncoderShape, build, encoder_words, file_checksum
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
 from training.readers import DataError, read_data, read_file
 from training.train import train
-from training.vectors import build_table
+from training.vectors import build_table, encoder_table, for_vocabulary
 
 
 class CliError(Exception):
@@ -80,6 +84,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--words", help="file of words, one a line (default: the encoder's own whole words)")
     p.set_defaults(func=cmd_vectors)
 
+    p = sub.add_parser("encoder", help="pretrain the recurrent encoder every student starts from")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("corpus", help="a text file of unlabelled messages, one a line (your users' own are best)")
+    p.add_argument(
+        "--out", required=True, help="encoder file to write (.safetensors); its facts go beside it"
+    )
+    p.add_argument(
+        "--teacher", default=DEFAULT_ENCODER, help="sentence encoder to imitate (name or directory)"
+    )
+    p.add_argument("--words", type=int, default=20_000, help="vocabulary size")
+    p.add_argument("--epochs", type=int, default=BuildSettings.epochs, help="passes over the corpus")
+    p.add_argument("--limit", type=int, help="use only the first N distinct messages")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_encoder)
+
     p = sub.add_parser("predict", help="classify utterances, one JSON line each")
     p.add_argument("model", help="model directory")
     p.add_argument("texts", nargs="+", metavar="TEXT")
@@ -115,7 +134,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # Options whose empty value turns a part off; they get a `--no-NAME` flag too.
-_OFF_SWITCHES = ("vectors", "teacher")
+_OFF_SWITCHES = ("vectors", "encoder", "teacher")
 
 
 def parse_options(pairs: list[str], base: dict[str, Any]) -> TrainConfig:
@@ -269,6 +288,38 @@ def cmd_vectors(args: argparse.Namespace) -> int:
     path = table.save(args.out)
     print(f"{len(table.words)} words x {table.dim} from {table.source} ({table.checksum}) written to {path}")
     return 0
+
+
+def cmd_encoder(args: argparse.Namespace) -> int:
+    if args.words < 1 or args.epochs < 1 or (args.limit is not None and args.limit < 1):
+        raise CliError("--words, --epochs and --limit must be at least 1")
+    texts = read_corpus(args.corpus, args.limit)
+    teacher = load_encoder(args.teacher)
+    say = _stderr_line if sys.stderr.isatty() else _stderr_print
+    say(f"{len(texts)} messages; the teacher encodes them in chunks (cached, resumable)")
+    targets = embed_corpus(texts, teacher, progress=lambda d, n, t: say(f"encoded {d}/{n} in {t:.0f}s"))
+    shape = EncoderShape()
+    words = encoder_words(texts, TrainConfig().tokenizer_config(), encoder_table(teacher).words, args.words)
+    rows = for_vocabulary(args.teacher, [PAD, UNK, *words], Counter(), 0).matrix[2:]
+    facts = {
+        "teacher": {"source": teacher.source, "checksum": teacher.checksum},
+        "corpus": {"file": Path(args.corpus).name, "checksum": corpus_checksum(texts)},
+    }
+    settings = BuildSettings(epochs=args.epochs, seed=args.seed)
+    built = build(texts, targets, words, rows, shape, settings, facts, progress=say)
+    path = built.save(args.out)
+    summary = {**built.facts, "file": path.name, "sha256": file_checksum(path).removeprefix("sha256:")}
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"encoder of {len(words)} words written to {path} (final cosine {built.facts['final_cosine']})")
+    return 0
+
+
+def _stderr_line(text: str) -> None:
+    print(f"\r{text}\033[K", end="", file=sys.stderr, flush=True)
+
+
+def _stderr_print(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

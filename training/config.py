@@ -138,6 +138,12 @@ class TrainConfig(BaseModel):
         le=1.0,
         description="Below this share of training words known to the source, train without it.",
     )
+    encoder: str = Field(
+        "auto",
+        max_length=4096,
+        description="Start the network from a pretrained recurrent encoder (a file from `intently encoder"
+        " build`); auto: the one shipped with intently, where the network's shape matches it; empty: none.",
+    )
     teacher: str = Field(
         "auto",
         max_length=4096,
@@ -155,6 +161,16 @@ class TrainConfig(BaseModel):
     )
     distill_weight: float = Field(
         3.0, ge=0.0, le=100.0, description="Weight of the teacher's probabilities against the labels."
+    )
+
+    transfer: str = Field(
+        "",
+        max_length=4096,
+        description="A file of unlabelled messages, one a line, of which the teacher labels transfer_rows for"
+        " the student beside the augmented copies; empty: none.",
+    )
+    transfer_rows: int = Field(
+        2000, ge=0, le=1_000_000, description="Messages sampled from the transfer file."
     )
 
     @classmethod

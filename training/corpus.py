@@ -1,9 +1,9 @@
 """A corpus of unlabelled messages and its sentence embeddings by a teacher, cached in chunks.
 
 Encoding a quarter of a million messages takes about an hour on two cores, so the
-embeddings are written chunk by chunk under the cache directory, keyed by the corpus's
-and the encoder's checksums: an interrupted run resumes where it stopped, and a
-second build (or training's transfer set) reads them back.
+embeddings are written chunk by chunk under the cache directory, by the encoder's and
+each chunk's checksum: an interrupted run resumes where it stopped, and a second build
+reads them back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from training.pretrained import SentenceEncoder
 from training.vectors import cache_dir
 
-CHUNK = 4096
+CHUNK = 4096  # messages a cached file holds
 MAX_LINE = 1000
 
 
@@ -49,9 +49,8 @@ def corpus_checksum(texts: list[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def embeddings_dir(texts: list[str], encoder: SentenceEncoder) -> Path:
-    key = corpus_checksum(texts).removeprefix("sha256:")[:16] + "-" + encoder.checksum.removeprefix("sha256:")[:16]
-    return cache_dir().parent / "corpus" / key
+def embeddings_dir(encoder: SentenceEncoder) -> Path:
+    return cache_dir().parent / "corpus" / encoder.checksum.removeprefix("sha256:")[:24]
 
 
 def embed_corpus(
@@ -59,15 +58,20 @@ def embed_corpus(
     encoder: SentenceEncoder,
     folder: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    chunk: int = CHUNK,
 ) -> np.ndarray:
-    """The teacher's unit-length embeddings of `texts` [len(texts), dim] float16, cached chunk by chunk."""
-    out_dir = folder or embeddings_dir(texts, encoder)
+    """The teacher's unit-length embeddings of `texts` [len(texts), dim] float16, cached chunk by chunk.
+
+    A chunk's file is named by the checksum of its texts, so a corpus that shares a first
+    part with another (`--limit`, a corpus that grew) reuses what was encoded.
+    """
+    out_dir = folder or embeddings_dir(encoder)
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = []
     started = time.monotonic()
-    for start in range(0, len(texts), CHUNK):
-        path = out_dir / f"{start // CHUNK:05d}.npy"
-        part = texts[start : start + CHUNK]
+    for start in range(0, len(texts), chunk):
+        part = texts[start : start + chunk]
+        path = out_dir / f"{corpus_checksum(part).removeprefix('sha256:')[:32]}.npy"
         matrix = _load_chunk(path, len(part))
         if matrix is None:
             # The model, not SentenceEncoder.encode: its per-text cache would hold the whole corpus.
@@ -80,7 +84,7 @@ def embed_corpus(
             os.replace(tmp, path)
         chunks.append(matrix)
         if progress:
-            progress(min(start + CHUNK, len(texts)), len(texts), time.monotonic() - started)
+            progress(min(start + chunk, len(texts)), len(texts), time.monotonic() - started)
     return np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float16)
 
 

@@ -117,7 +117,7 @@ class JobRequest:
         except ValueError as exc:
             raise JobError(f"options: {exc}") from None
         # A job is an HTTP request: it must not name files on the server or models to download.
-        for name in ("vectors", "teacher"):
+        for name in ("vectors", "encoder", "teacher", "transfer"):
             if getattr(config, name) not in ("auto", ""):
                 raise JobError(f"options: {name} must be 'auto' or '' in a training job")
         return config

@@ -11,6 +11,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ from model.predictor import known_shares, run_network, verdicts
 from model.tokenizer import UNK_ID, Encoded, Tokenizer, token_spans, tokenize
 from training.calibration import choose_coverage_threshold, choose_threshold, fit_detector, fit_temperature
 from training.config import TrainConfig
+from training.corpus import read_corpus
 from training.distill import augmented_rows, fit_teacher, neighbours, teacher_text
+from training.encoder import SHIPPED, PretrainedEncoder, load_pretrained_encoder, start_from
 from training.metrics import summary as metric_summary
 from training.pretrained import DEFAULT_ENCODER, load_encoder, packages_installed
 from training.readers import OOS, DataSummary, Example, NluData, checksum, clean
@@ -208,15 +211,32 @@ def _build(
     sizes = Counter(e.intent for e in train_ex if e.intent != OOS)
     median = float(np.median(list(sizes.values()))) if sizes else 0.0
     vectors, teacher, pretrained = _pretrained(cfg, tokenizer.vocab, tokens, median)
-    if vectors is not None:
+    encoder = _encoder(cfg, len(label_index), pretrained)
+    if encoder is not None:
+        # The encoder's word table replaces the frozen vectors: its words join the vocabulary.
+        extra = [w for w in encoder.words if w not in tokenizer.index]
+        tokenizer = Tokenizer(tokenizer.vocab + extra, tokenizer_cfg, cfg.bag_buckets)
+    elif vectors is not None:
         tokenizer = Tokenizer(tokenizer.vocab + vectors.extra_words, tokenizer_cfg, cfg.bag_buckets)
-    dim = 0 if vectors is None else int(vectors.matrix.shape[1])
+    dim = 0 if vectors is None or encoder is not None else int(vectors.matrix.shape[1])
     model_cfg = cfg.network_config(len(tokenizer), len(label_index), dim, learned if dim else 0, len(kinds))
     # Fail now, not after an hour of training, if the result could never be loaded.
     check_bounds(model_cfg, tokenizer_cfg)
     net = IntentNet(model_cfg, sparse=True)
-    if vectors is not None and net.embed.vectors is not None:
+    near_matrix = None
+    if encoder is not None:
+        own = (
+            None
+            if vectors is None
+            else np.pad(vectors.matrix[:learned], ((0, len(tokenizer) - learned), (0, 0)))
+        )
+        start_from(net, tokenizer.vocab, encoder, own)
+        known = sum(w in encoder.index for w in tokenizer.vocab[2:learned])
+        pretrained["encoder"]["known_training_words"] = round(known / max(1, learned - 2), 4)
+        near_matrix = net.embed.words.weight.detach().numpy()
+    elif vectors is not None and net.embed.vectors is not None:
         net.embed.vectors.data.copy_(torch.from_numpy(vectors.matrix))
+        near_matrix = vectors.matrix
 
     labels = torch.tensor([label_index[e.intent] for e in train_ex])
     rows = _Rows(
@@ -227,7 +247,7 @@ def _build(
     )
     if teacher:
         augmented, rows.soft, pretrained["teacher"] = _distillation(
-            cfg, teacher, train_ex, tokens, labels, len(label_index), vectors, tokenizer.vocab
+            cfg, teacher, train_ex, tokens, labels, len(label_index), near_matrix, learned, tokenizer.vocab
         )
         rows.encoded += [tokenizer.encode_tokens(t) for t in augmented]
     return net, tokenizer, rows, pretrained
@@ -277,23 +297,59 @@ def _distillation(
     tokens: Sequence[Sequence[str]],
     labels: Tensor,
     num_labels: int,
-    vectors: VocabularyVectors | None,
+    word_matrix: np.ndarray | None,
+    learned: int,
     vocab: list[str],
 ) -> tuple[list[list[str]], Tensor, dict[str, Any]]:
-    """Augmented token lists, the teacher's probabilities for every row, and the teacher's facts."""
+    """Augmented token lists (and real sentences of a transfer corpus), the teacher's probabilities
+    for every row, and the teacher's facts."""
     encoder = load_encoder(source)
     teacher = fit_teacher(encoder, [e.text for e in train_ex], labels.tolist(), num_labels, cfg.teacher_c)
-    near = (
-        {}
-        if vectors is None
-        else neighbours(vocab, vectors.matrix, among=len(vocab) - len(vectors.extra_words))
-    )
+    near = {} if word_matrix is None else neighbours(vocab, word_matrix, among=learned)
     copies = min(cfg.augment_copies, cfg.augment_budget // max(1, len(train_ex)))
     aug = augmented_rows(tokens, near, copies, cfg.seed)
     texts = [e.text for e in train_ex] + [teacher_text(t, encoder.mask_token) for t in aug]
-    probs = torch.from_numpy(teacher.probabilities(texts))
-    facts = {"source": encoder.source, "checksum": encoder.checksum, "augmented": len(aug)}
+    real = _transfer_texts(cfg)
+    aug += [tokenize(t, cfg.tokenizer_config()) for t in real]
+    probs = torch.from_numpy(teacher.probabilities(texts + real))
+    facts = {"source": encoder.source, "checksum": encoder.checksum, "augmented": len(aug) - len(real)}
+    if real:
+        facts["transfer_sentences"] = len(real)
     return aug, probs, facts
+
+
+def _transfer_texts(cfg: TrainConfig) -> list[str]:
+    """A seeded sample of `transfer_rows` messages from the transfer corpus (none without one)."""
+    if not cfg.transfer or not cfg.transfer_rows:
+        return []
+    texts = read_corpus(cfg.transfer)
+    return random.Random(cfg.seed).sample(texts, min(cfg.transfer_rows, len(texts)))
+
+
+def _encoder(cfg: TrainConfig, num_labels: int, facts: dict[str, Any]) -> PretrainedEncoder | None:
+    """The pretrained encoder to start from, or None; what was chosen and why goes to `facts`."""
+    if not cfg.encoder:
+        facts["encoder"] = {"source": None, "reason": "turned off"}
+        return None
+    path = SHIPPED if cfg.encoder == "auto" else Path(cfg.encoder).expanduser()
+    if cfg.encoder == "auto" and not path.is_file():
+        facts["encoder"] = {"source": None, "reason": "no encoder shipped with this installation"}
+        return None
+    encoder = load_pretrained_encoder(path)
+    differ = encoder.shape.mismatch(cfg.network_config(2, num_labels), cfg.tokenizer_config())
+    if differ:
+        if cfg.encoder != "auto":
+            raise ValueError(f"the encoder {path} does not fit these options: {', '.join(differ)}")
+        facts["encoder"] = {
+            "source": None,
+            "reason": f"options differ from the encoder's: {', '.join(differ)}",
+        }
+        return None
+    facts["encoder"] = {
+        "source": path.name if cfg.encoder == "auto" else str(path),
+        "checksum": encoder.checksum,
+    }
+    return encoder
 
 
 def _entity_tags(
