@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from bench.common import (
@@ -150,7 +149,7 @@ def run_dataset(
         train_ex = subsample_per_intent(train_ex, per_intent, seed)
     if quick:
         train_ex = subsample_per_intent(train_ex, QUICK_PER_INTENT, seed)
-        cfg = replace(cfg, epochs=QUICK_EPOCHS)
+        cfg = cfg.model_copy(update={"epochs": QUICK_EPOCHS})
     texts = [e.text for e in test_ex]
     y = [e.intent for e in test_ex]
     noisy, typo_share = misspell(texts, seed)
@@ -160,7 +159,12 @@ def run_dataset(
     if ablation:
         systems.append(
             score_project(
-                "project: ngram_buckets=0", train_ex, texts, noisy, y, replace(cfg, ngram_buckets=0)
+                "project: ngram_buckets=0",
+                train_ex,
+                texts,
+                noisy,
+                y,
+                cfg.model_copy(update={"ngram_buckets": 0}),
             )
         )
     systems.append(score_baseline(train_ex, texts, noisy, y))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +151,10 @@ def main() -> None:
         return
     train_ex, test_ex = read_file(found["train"]), read_file(found["test"])
     valid_ex = read_file(found["valid"]) if found["valid"] is not None else None
-    cfg = replace(training_options(parser, args.set), seed=args.seed)
+    cfg = training_options(parser, args.set).model_copy(update={"seed": args.seed})
     if args.quick:
         train_ex = subsample_per_intent(train_ex, QUICK_PER_INTENT, args.seed)
-        cfg = replace(cfg, epochs=QUICK_EPOCHS)
+        cfg = cfg.model_copy(update={"epochs": QUICK_EPOCHS})
     texts, gold = [e.text for e in test_ex], spans(test_ex)
     truth = [e.intent for e in test_ex]
     held = f"{len(valid_ex)} valid" if valid_ex is not None else "valid split from train"
@@ -220,7 +220,7 @@ def main() -> None:
         "entities",
         {
             "run": run_facts(args),
-            "options": asdict(cfg),
+            "options": cfg.model_dump(),
             "systems": {
                 name: {"entity": m, "intent_accuracy": acc, "batch1_us": us, "train_seconds": s}
                 for name, m, acc, us, s in rows

@@ -15,7 +15,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
 from typing import Any
 
 from bench.common import (
@@ -105,7 +104,7 @@ def main() -> None:
             draws = []
             for seed in range(args.seed, args.seed + (args.draws if size else 1)):
                 subset = subsample_per_intent(train_ex, size, seed) if size else list(train_ex)
-                cfg = replace(base, seed=seed)
+                cfg = base.model_copy(update={"seed": seed})
                 draw = run_draw(subset, test_ex, cfg, not args.no_teacher)
                 print(f"[{name}] {size or 'full'} per intent, seed {seed}: {draw}", flush=True)
                 draws.append(draw)
@@ -127,7 +126,9 @@ def main() -> None:
     print(
         "mean ± half the range over the draws; intently with its out-of-scope threshold (a rejection: wrong)"
     )
-    path = write_results("few-shot", {"run": run_facts(args), "options": asdict(base), "datasets": results})
+    path = write_results(
+        "few-shot", {"run": run_facts(args), "options": base.model_dump(), "datasets": results}
+    )
     print(f"results: {path}")
 
 

@@ -194,7 +194,7 @@ def run_dataset(
     cfg = TrainConfig(seed=seed, max_oos_drop=max_oos_drop)
     if quick:
         known_train = subsample_per_intent(known_train, QUICK_PER_INTENT, seed)
-        cfg = replace(cfg, epochs=QUICK_EPOCHS)
+        cfg = cfg.model_copy(update={"epochs": QUICK_EPOCHS})
     texts = [e.text for e in test]
     y = [e.intent for e in test]
     n_oos = sum(t == OOS for t in y)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -118,7 +117,7 @@ def main() -> None:
     apply_threads(args.threads)
     base = training_options(parser, args.set)
     if args.quick:  # a smoke test of the whole run, not figures
-        base = replace(base, epochs=QUICK_EPOCHS, min_steps=0)
+        base = base.model_copy(update={"epochs": QUICK_EPOCHS, "min_steps": 0})
     loaded = load_datasets(args.datasets)
 
     results: dict[str, Any] = {}
@@ -135,7 +134,7 @@ def main() -> None:
             runs = []
             for seed in range(args.seed, args.seed + args.seeds):
                 known = choose_known(intents, ratio, seed)
-                run = run_split(train_rows, test_rows, known, replace(base, seed=seed))
+                run = run_split(train_rows, test_rows, known, base.model_copy(update={"seed": seed}))
                 print(f"[{name}] known {ratio:.0%}, seed {seed}: {run}", flush=True)
                 runs.append(run)
             results[name][str(ratio)] = runs
@@ -148,7 +147,7 @@ def main() -> None:
     print(table(["dataset", "known", "system", "K+1 acc", "K+1 macro-F1", "unknown F1", "known F1"], rows))
     print(f"mean ± standard deviation over {args.seeds} choices of known intents")
     path = write_results(
-        "open-intent", {"run": run_facts(args), "options": asdict(base), "datasets": results}
+        "open-intent", {"run": run_facts(args), "options": base.model_dump(), "datasets": results}
     )
     print(f"results: {path}")
 

@@ -310,7 +310,8 @@ def cmd_encoder(args: argparse.Namespace) -> int:
     path = built.save(args.out)
     summary = {**built.facts, "file": path.name, "sha256": file_checksum(path).removeprefix("sha256:")}
     path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"encoder of {len(words)} words written to {path} (final cosine {built.facts['final_cosine']})")
+    cosine = built.facts["held_out_cosine_by_epoch"][-1]
+    print(f"encoder of {len(words)} words written to {path} (held-out cosine {cosine})")
     return 0
 
 

@@ -33,7 +33,7 @@ from safetensors.numpy import save_file
 
 from model.config import ModelConfig, TokenizerConfig
 from model.network import Batch, IntentNet
-from model.tokenizer import PAD, UNK, Tokenizer, tokenize
+from model.tokenizer import PAD, UNK, Encoded, Tokenizer, tokenize
 
 FORMAT = "intently-encoder"
 FORMAT_VERSION = 1
@@ -77,6 +77,7 @@ class PretrainedEncoder:
     ngram_table: np.ndarray  # [ngram_buckets + 1, embed_dim]; row 0 unused
     rnn: dict[str, np.ndarray]  # torch's parameter names of the recurrent layer
     project: np.ndarray | None  # [embed_dim, vectors_dim]: a pretrained word vector into the table's space
+    head: np.ndarray | None = None  # [teacher_dim, pooled features + 1]: the regression onto the teacher
     facts: dict[str, Any] = field(default_factory=dict)  # teacher, corpus, training: for provenance
     checksum: str = ""
 
@@ -92,8 +93,9 @@ class PretrainedEncoder:
             tensors[f"{name}.q"], tensors[f"{name}.scale"] = q, scale
         for name, value in self.rnn.items():
             tensors[f"rnn.{name}"] = value.astype(np.float16)
-        if self.project is not None:
-            tensors["project"] = self.project.astype(np.float16)
+        for name, value in (("project", self.project), ("head", self.head)):
+            if value is not None:
+                tensors[name] = value.astype(np.float16)
         meta = {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -141,9 +143,9 @@ class PretrainedEncoder:
         ):
             raise EncoderError(f"{source}: the tables do not match the encoder's shape")
         rnn = {k[4:]: v.astype(np.float32) for k, v in arrays.items() if k.startswith("rnn.")}
-        project = arrays["project"].astype(np.float32) if "project" in arrays else None
+        project, head = (arrays[n].astype(np.float32) if n in arrays else None for n in ("project", "head"))
         return cls(
-            shape, words, tables["words"], tables["ngrams"], rnn, project, facts, file_checksum(source)
+            shape, words, tables["words"], tables["ngrams"], rnn, project, head, facts, file_checksum(source)
         )
 
 
@@ -252,34 +254,24 @@ def build(
         torch.nn.init.zeros_(net.embed.words.weight)  # the projection carries the word at first
     encoded = [tokenizer.encode(t) for t in texts]
     target = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    # A held-out share, to report how well the encoder reads messages it was not trained on.
+    order = list(range(len(encoded)))
+    random.Random(settings.seed).shuffle(order)
+    held_out, order = order[: min(2000, len(order) // 50)], order[min(2000, len(order) // 50) :]
     optimizers, dense = net.configure_optimizers(settings.lr, 0.0)
-    steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total = steps_per_epoch * settings.epochs
-    schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(
-            o, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / total))
-        )
-        for o in optimizers
-    ]
+    total = math.ceil(len(order) / settings.batch_size) * settings.epochs
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, _warmup_cosine(total)) for o in optimizers]
     rng = random.Random(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    order = list(range(len(encoded)))
     started = time.monotonic()
-    step = 0
+    step, running, scores = 0, 0.0, []
     for epoch in range(1, settings.epochs + 1):
         net.train()
         rng.shuffle(order)
-        running = 0.0
         for start in range(0, len(order), settings.batch_size):
             idx = order[start : start + settings.batch_size]
-            batch = Batch.from_encoded([encoded[i] for i in idx])
-            if settings.word_dropout > 0:
-                drop = (torch.rand(batch.words.shape, generator=gen) < settings.word_dropout) & (
-                    batch.words > 1
-                )
-                batch.words = batch.words.masked_fill(drop, 1)
-            predicted = net.path_logits(batch)[0]
-            loss = 1.0 - torch.nn.functional.cosine_similarity(predicted, target[idx], dim=-1).mean()
+            batch = _word_dropout(Batch.from_encoded([encoded[i] for i in idx]), settings.word_dropout, gen)
+            loss = 1.0 - _cosine(net, batch, target[idx])
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -291,9 +283,12 @@ def build(
             step += 1
             if progress and step % 200 == 0:
                 progress(
-                    f"epoch {epoch}/{settings.epochs} step {step}/{total} cosine {1 - running:.4f}"
+                    f"epoch {epoch}/{settings.epochs} step {step}/{total} training cosine {1 - running:.4f}"
                     f" {time.monotonic() - started:.0f}s"
                 )
+        scores.append(round(_held_out_cosine(net, [encoded[i] for i in held_out], target[held_out]), 4))
+        if progress:
+            progress(f"epoch {epoch}: held-out cosine {scores[-1]}")
     net.eval()
     net.embed.fold()
     table = net.embed.folded if net.embed.folded is not None else net.embed.words.weight
@@ -302,12 +297,15 @@ def build(
     facts = {
         **facts,
         "sentences": len(texts),
+        "held_out_sentences": len(held_out),
         "words": len(words),
         "settings": asdict(settings),
-        "final_cosine": round(1 - running, 4),
+        "training_cosine": round(1 - running, 4),
+        "held_out_cosine_by_epoch": scores,
         "seconds": round(time.monotonic() - started, 1),
         "torch": torch.__version__,
     }
+    head = torch.cat([net.head.weight, net.head.bias[:, None]], dim=1)
     return PretrainedEncoder(
         shape,
         list(words),
@@ -315,8 +313,40 @@ def build(
         ngrams.weight.detach().numpy().copy(),
         {k: v.detach().numpy().copy() for k, v in net.encoder.rnn.state_dict().items()},
         None if net.embed.project is None else net.embed.project.weight.detach().numpy().copy(),
+        head.detach().numpy().copy(),
         facts,
     )
+
+
+def _warmup_cosine(total: int) -> Callable[[int], float]:
+    warmup = min(200, total // 10 + 1)
+    return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total))))
+
+
+def _word_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batch:
+    if p > 0:
+        drop = (torch.rand(batch.words.shape, generator=generator) < p) & (batch.words > 1)
+        batch.words = batch.words.masked_fill(drop, 1)
+    return batch
+
+
+def _cosine(net: IntentNet, batch: Batch, target: torch.Tensor) -> torch.Tensor:
+    """The mean cosine of the encoder's reading of `batch` with the teacher's embeddings."""
+    return torch.nn.functional.cosine_similarity(net.path_logits(batch)[0], target, dim=-1).mean()
+
+
+def _held_out_cosine(net: IntentNet, encoded: Sequence[Encoded], target: torch.Tensor) -> float:
+    if not encoded:
+        return float("nan")
+    net.eval()
+    with torch.no_grad():
+        parts = [
+            _cosine(net, Batch.from_encoded(encoded[i : i + 512]), target[i : i + 512]).item()
+            * len(encoded[i : i + 512])
+            for i in range(0, len(encoded), 512)
+        ]
+    net.train()
+    return sum(parts) / len(encoded)
 
 
 # --- starting a student from one ---
