@@ -22,7 +22,14 @@ from model.store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_
 from model.tokenizer import PAD, UNK
 from training.config import TrainConfig
 from training.corpus import corpus_checksum, embed_corpus, read_corpus
-from training.encoder import BuildSettings, EncoderShape, build, encoder_words, file_checksum
+from training.encoder import (
+    BuildSettings,
+    EncoderShape,
+    PretrainedEncoder,
+    build,
+    encoder_words,
+    file_checksum,
+)
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
 from training.readers import DataError, read_data, read_file
@@ -97,6 +104,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--epochs", type=int, default=BuildSettings.epochs, help="passes over the corpus")
     p.add_argument("--limit", type=int, help="use only the first N distinct messages")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init", metavar="FILE", help="go on training this encoder (e.g. the shipped one) on the corpus"
+    )
     p.set_defaults(func=cmd_encoder)
 
     p = sub.add_parser("predict", help="classify utterances, one JSON line each")
@@ -298,15 +308,21 @@ def cmd_encoder(args: argparse.Namespace) -> int:
     say = _stderr_line if sys.stderr.isatty() else _stderr_print
     say(f"{len(texts)} messages; the teacher encodes them in chunks (cached, resumable)")
     targets = embed_corpus(texts, teacher, progress=lambda d, n, t: say(f"encoded {d}/{n} in {t:.0f}s"))
-    shape = EncoderShape()
-    words = encoder_words(texts, TrainConfig().tokenizer_config(), encoder_table(teacher).words, args.words)
-    rows = for_vocabulary(args.teacher, [PAD, UNK, *words], Counter(), 0).matrix[2:]
+    init = PretrainedEncoder.load(args.init) if args.init else None
+    shape = EncoderShape() if init is None else init.shape
+    if init is None:
+        words = encoder_words(
+            texts, TrainConfig().tokenizer_config(), encoder_table(teacher).words, args.words
+        )
+        rows = for_vocabulary(args.teacher, [PAD, UNK, *words], Counter(), 0).matrix[2:]
+    else:
+        words, rows = init.words, None
     facts = {
         "teacher": {"source": teacher.source, "checksum": teacher.checksum},
         "corpus": {"file": Path(args.corpus).name, "checksum": corpus_checksum(texts)},
     }
     settings = BuildSettings(epochs=args.epochs, seed=args.seed)
-    built = build(texts, targets, words, rows, shape, settings, facts, progress=say)
+    built = build(texts, targets, words, rows, shape, settings, facts, progress=say, init=init)
     path = built.save(args.out)
     summary = {**built.facts, "file": path.name, "sha256": file_checksum(path).removeprefix("sha256:")}
     path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

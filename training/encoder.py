@@ -215,14 +215,22 @@ def build(
     settings: BuildSettings,
     facts: dict[str, Any],
     progress: Callable[[str], None] | None = None,
+    init: PretrainedEncoder | None = None,
 ) -> PretrainedEncoder:
     """Train the encoder to map each text to its teacher embedding (`targets`, unit rows).
 
     `vectors`: a frozen pretrained row per word of `words` (the teacher's static word
-    vectors), or None to learn the word table from scratch.
+    vectors), or None to learn the word table from scratch. `init`: an encoder to go on
+    training (its words, shape and weights are kept; `words` and `vectors` are not used).
     """
     if len(texts) != len(targets):
         raise ValueError("one target embedding per text")
+    if init is not None:
+        if init.head is None or init.head.shape[0] != targets.shape[1]:
+            raise EncoderError(
+                "the encoder to go on from was built for another teacher (or before heads were kept)"
+            )
+        words, vectors, shape = init.words, None, init.shape
     tok_cfg = TokenizerConfig(
         lowercase=shape.lowercase,
         ngram_min=shape.ngram_min,
@@ -252,6 +260,15 @@ def build(
         rows[2:] = vectors
         net.embed.vectors.data.copy_(torch.from_numpy(rows))
         torch.nn.init.zeros_(net.embed.words.weight)  # the projection carries the word at first
+    if init is not None:
+        start_from(net, tokenizer.vocab, init)
+        with torch.no_grad():
+            net.head.weight.copy_(torch.from_numpy(init.head[:, :-1]))
+            net.head.bias.copy_(torch.from_numpy(init.head[:, -1]))
+        facts = {
+            **facts,
+            "continued_from": {"checksum": init.checksum, "sentences": init.facts.get("sentences")},
+        }
     encoded = [tokenizer.encode(t) for t in texts]
     target = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     # A held-out share, to report how well the encoder reads messages it was not trained on.
@@ -312,10 +329,18 @@ def build(
         table.detach()[2:].numpy().copy(),
         ngrams.weight.detach().numpy().copy(),
         {k: v.detach().numpy().copy() for k, v in net.encoder.rnn.state_dict().items()},
-        None if net.embed.project is None else net.embed.project.weight.detach().numpy().copy(),
+        init.project
+        if init is not None
+        else None
+        if net.embed.project is None
+        else _numpy(net.embed.project.weight),
         head.detach().numpy().copy(),
         facts,
     )
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().copy()
 
 
 def _warmup_cosine(total: int) -> Callable[[int], float]:
