@@ -208,17 +208,14 @@ def plot_reliability(bins: Sequence[dict[str, Any]], metrics: dict[str, Any], pa
     top.bar(
         lows, [b["accuracy"] for b in bins], width=width, align="edge", edgecolor="black", label="accuracy"
     )
-    top.bar(
-        lows,
-        [b["confidence"] - b["accuracy"] for b in bins],
-        bottom=[b["accuracy"] for b in bins],
-        width=width,
-        align="edge",
+    top.plot(
+        [b["low"] + width / 2 for b in bins],
+        [b["confidence"] for b in bins],
+        "o",
         color="tab:red",
-        alpha=0.35,
-        label="gap to the mean confidence",
+        label="mean confidence",
     )
-    top.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="calibrated")
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy of the top intent")
     sure = metrics.get("confident_accuracy")
