@@ -14,9 +14,13 @@ PORT ?= 8000
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
+	@echo "== creating $(VENV)/ with $$($(PYTHON) --version)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,bench,pretrained]"
+	@echo "== installing $(TORCH_SPEC), the largest download (minutes on a slow line; pip shows its progress)"
+	$(BIN)/python -m pip install --progress-bar on $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	@echo "== installing intently and its test, benchmark and pretrained-encoder extras (about a minute)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[test,bench,pretrained]"
+	@echo "== installed into $(VENV)/"
 	touch $@
 
 install: $(BIN)/.installed

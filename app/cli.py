@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 
+from app import logs
 from app.config import UVICORN_OPTIONS, Settings, settings_store
 from model.artifact import ArtifactError, load
 from model.store import StoreError
@@ -62,6 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    # Here too, not only in each worker: with several workers, this process binds the port and
+    # says where it listens.
+    logs.configure(settings.log_level, settings.log_format)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:create_app",

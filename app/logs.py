@@ -57,5 +57,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = [handler]
         logging.getLogger(name).propagate = False
+        # At our level: uvicorn says "Uvicorn running on http://HOST:PORT" once the app is ready.
+        logging.getLogger(name).setLevel(level.upper())
     # Our access line carries the request id; uvicorn's own would only repeat it.
     logging.getLogger("uvicorn.access").disabled = True

@@ -47,10 +47,20 @@ class ClassifyResponse(BaseModel):
     confidence: float = Field(
         ge=0,
         le=1,
-        description="Calibrated probability of the intent; when out of scope, of the out-of-scope verdict.",
+        description="Calibrated probability of the top-ranked intent, the ranking's first, in scope or not;"
+        " when out of scope the intent is null and this is the probability the closest intent had.",
         examples=[0.97],
     )
     out_of_scope: bool = Field(description="True when the utterance matches none of the model's intents.")
+    out_of_scope_score: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="The out-of-scope verdict's own score, at least 0.5 exactly when out_of_scope is true:"
+        " how far the request sits on the out-of-scope side of the nearest of the model's rules (0.5 is the"
+        " boundary). Not a probability.",
+        examples=[0.12],
+    )
     ranking: list[RankedIntentOut] = Field(description="The top_k intents, most probable first.")
     entities: list[EntityOut] = Field(
         default_factory=list, description="Entities found in the text; empty for a model trained without any."

@@ -38,11 +38,12 @@ class RankedIntent:
 class Prediction:
     text: str
     intent: str | None  # None when out of scope
-    confidence: float
+    confidence: float  # the top intent's calibrated probability: ranking[0].confidence, in scope or not
     out_of_scope: bool
     ranking: list[RankedIntent]
     model_version: str
     entities: list[FoundEntity] = field(default_factory=list)
+    out_of_scope_score: float = 0.0  # the verdict's own score: at least 0.5 exactly when out of scope
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies recursively and is slow on a hot path.
@@ -51,6 +52,7 @@ class Prediction:
             "intent": self.intent,
             "confidence": self.confidence,
             "out_of_scope": self.out_of_scope,
+            "out_of_scope_score": self.out_of_scope_score,
             "ranking": [{"intent": r.intent, "confidence": r.confidence} for r in self.ranking],
             "entities": [e.to_dict() for e in self.entities],
             "model_version": self.model_version,
@@ -85,6 +87,43 @@ def verdicts(
     if near is not None and detector is not None:
         rejected |= detector.score(top_prob, near) < detector.threshold
     return top, top_prob, rejected
+
+
+def out_of_scope_scores(
+    probs: Tensor,
+    top_prob: Tensor,
+    rejected: Tensor,
+    oos_index: int | None,
+    threshold: float,
+    shares: Tensor | None = None,
+    coverage_threshold: float = 0.0,
+    near: Tensor | None = None,
+    detector: DetectorParams | None = None,
+) -> Tensor:
+    """The verdict's score per row, in 0..1: at least 0.5 exactly where `verdicts` said out of scope.
+
+    Each rule of `verdicts` gives a margin, 0.5 at its threshold: a probability v under a
+    threshold t maps linearly to 0.5 v / t, above it to 0.5 + 0.5 (v - t) / (1 - t); the
+    `oos` class to top / (top + p_oos); the detector's standardised score s to sigmoid(s - its
+    threshold). The score is one minus the smallest margin: how far the row sits on the
+    out-of-scope side of the rule nearest to turning it away. Not a probability.
+    """
+
+    def margin(value: Tensor, t: float) -> Tensor:
+        if t <= 0:
+            return 0.5 + 0.5 * value
+        return torch.where(value < t, 0.5 * value / t, 0.5 + 0.5 * (value - t) / max(1.0 - t, 1e-9))
+
+    keep = margin(top_prob, threshold)
+    if oos_index is not None:
+        keep = torch.minimum(keep, top_prob / (top_prob + probs[:, oos_index]).clamp_min(1e-12))
+    if shares is not None and coverage_threshold > 0:
+        keep = torch.minimum(keep, margin(top_prob * shares, coverage_threshold))
+    if near is not None and detector is not None:
+        keep = torch.minimum(keep, torch.sigmoid(detector.score(top_prob, near) - detector.threshold))
+    score = (1.0 - keep).clamp(0.0, 1.0)
+    # Where a value sits within rounding of its threshold, the verdict decides the side.
+    return torch.where(rejected, score.clamp_min(0.5), score.clamp_max(0.499999))
 
 
 def known_shares(coverage: WordCoverage, token_lists: Sequence[Sequence[str]]) -> Tensor:
@@ -241,12 +280,15 @@ class Predictor:
         )
         k = max(1, min(top_k, len(self.intents)))
         ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).topk(k, dim=-1)
+        # One meaning for every number (docs/api.md): `confidence` is the top intent's calibrated
+        # probability, the ranking's first, out of scope or not; the verdict has a score of its own.
+        meta = self.meta
+        oos_score = out_of_scope_scores(
+            probs, top_prob, rejected, self.oos_index, meta.threshold, shares, meta.coverage_threshold, near,
+            meta.detector,
+        ).double().round(decimals=6)  # fmt: skip
         # Rounded to 6 places in float64 by torch, once for the whole batch: cheaper than round() on each.
-        # Out of scope, the confidence is that of the verdict itself (with the share of
-        # known words, of the top probability discounted by it).
-        top_prob = top_prob.double()
-        doubt = top_prob if shares is None else top_prob * shares.double()
-        confidence = torch.where(rejected, 1.0 - doubt, top_prob).round(decimals=6)
+        confidence = top_prob.double().round(decimals=6)
         ranked_p = ranked_p.double().round(decimals=6)
         labels, version = self.labels, self.version
         entities = None
@@ -262,8 +304,9 @@ class Predictor:
                 ranking=[RankedIntent(labels[i], p) for p, i in zip(ps, ids, strict=True)],
                 model_version=version,
                 entities=[] if entities is None else entities[n],
+                out_of_scope_score=score,
             )
-            for n, (text, t, c, out, ps, ids) in enumerate(
+            for n, (text, t, c, out, ps, ids, score) in enumerate(
                 zip(
                     texts,
                     top.tolist(),
@@ -271,6 +314,7 @@ class Predictor:
                     rejected.tolist(),
                     ranked_p.tolist(),
                     ranked_i.tolist(),
+                    oos_score.tolist(),
                     strict=True,
                 )
             )

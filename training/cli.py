@@ -182,6 +182,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(examples, config, valid_examples=valid, show_progress=not args.quiet, nlu=data)
     for line in result.summary.lines() + data.lines():
         print(line, file=sys.stderr)
+    types = result.meta.entity_types
+    print(
+        f"entity types learned ({len(types)}): {', '.join(types)}"
+        if types
+        else 'no entity annotations: the model finds no entities (docs/training.md, "Entities")',
+        file=sys.stderr,
+    )
     m = result.meta.metrics
     if m:
         print(

@@ -114,11 +114,20 @@ class TrainConfig(BaseModel):
     )
     unknown_detector: bool = Field(True, description="The detector of requests for intents nobody described.")
     reject_known: float = Field(
-        0.1,
+        0.0,
         ge=0.0,
         le=0.9,
-        description="Share of known-intent requests the detector turns away, for data without `oos` rows;"
-        " with them, or 0, it keeps to max_oos_drop as the thresholds do.",
+        description="Share of known-intent requests the detector turns away, for data without `oos` rows"
+        " (0.1: the open-intent operating point); with `oos` rows, or 0, it keeps to max_oos_drop as the"
+        " thresholds do.",
+    )
+    temperature_prior: float = Field(
+        1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Pseudo-rows of Laplace's rule in the temperature's fit: the validation rows' mean"
+        " confidence may not exceed (right + A) / (rows + 2A), so that a few rows, all right, cannot make"
+        " every answer certain; 0: the plain fit.",
     )
 
     # --- pretrained knowledge ---

@@ -11,7 +11,15 @@ from typing import Any, BinaryIO
 
 from model.predictor import Predictor
 from model.store import CONFUSION_FILE, REPORT_FILE
-from training.metrics import confused_pairs, confusion_matrix, entity_scores, per_label, summary
+from training.metrics import (
+    CONFIDENT,
+    calibration,
+    confused_pairs,
+    confusion_matrix,
+    entity_scores,
+    per_label,
+    summary,
+)
 from training.readers import OOS, Example
 from training.train import TrainResult
 
@@ -35,6 +43,14 @@ def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any
             [[(s.start, s.end, s.entity) for s in e.entities] for e in examples],
             [[(s.start, s.end, s.entity) for s in p.entities] for p in predictions],
         )
+    # The ranking's top intent and its probability (the answer's `confidence`), out of scope or not.
+    calibrated = calibration(
+        [p.ranking[0].confidence for p in predictions],
+        [p.ranking[0].intent == t for p, t in zip(predictions, y_true, strict=True)],
+        [not p.out_of_scope for p in predictions],
+    )
+    reliability = calibrated.pop("reliability")
+    metrics |= calibrated
     return {
         "model_version": predictor.version,
         "metrics": metrics,
@@ -43,6 +59,7 @@ def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any
         "labels": labels,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels),
         "unknown_intents": unknown,  # in the data, never predictable by this model
+        "reliability": reliability,  # per bin of confidence: rows, mean confidence, accuracy
     }
 
 
@@ -60,14 +77,25 @@ def format_report(report: dict[str, Any]) -> str:
         "entity_precision",
         "entity_recall",
         "entity_f1",
+        "ece",
+        "confident_answers",
     )
     for key in keys:
         if key in m:
             lines.append(f"  {key:<18} {m[key]:.4f}")
+    if m.get("confident_accuracy") is not None:
+        lines.append(
+            f"  {'confident_accuracy':<18} {m['confident_accuracy']:.4f}"
+            f"  (right among the answers given with confidence >= {CONFIDENT})"
+        )
     if report["unknown_intents"]:
         lines.append(f"  intents this model does not know: {', '.join(report['unknown_intents'])}")
     lines.append("")
-    lines += _score_table("intent", report["per_intent"])
+    scores = report["per_intent"]
+    if OOS not in _true_labels(report):
+        # No `oos` rows in the data: a row for it would only repeat the rejections, with no support.
+        scores = {k: v for k, v in scores.items() if k != OOS}
+    lines += _score_table("intent", scores)
     if m.get("entities"):
         lines += ["", *_score_table("entity", m["entities"])]
     if report["confused_pairs"]:
@@ -77,6 +105,11 @@ def format_report(report: dict[str, Any]) -> str:
             example = pair["examples"][0] if pair.get("examples") else ""
             lines.append(f"    {pair['count']:>4}  {pair['true']} -> {pair['predicted']}   e.g. {example!r}")
     return "\n".join(lines)
+
+
+def _true_labels(report: dict[str, Any]) -> set[str]:
+    """The labels the evaluated data has (support above 0)."""
+    return {k for k, v in report["per_intent"].items() if v["support"]}
 
 
 def _score_table(heading: str, scores: dict[str, dict[str, float]]) -> list[str]:
@@ -90,14 +123,17 @@ def _score_table(heading: str, scores: dict[str, dict[str, float]]) -> list[str]
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """`report.json` plus `confusion.png`, a confusion matrix a person can read."""
+    """`report.json`, `confusion.png` (a confusion matrix a person can read) and `reliability.png`
+    (a reliability diagram: accuracy against confidence)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
     json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     png_path = out / "confusion.png"
     plot_confusion(report["labels"], report["confusion_matrix"], png_path)
-    return [json_path, png_path]
+    reliability_path = out / "reliability.png"
+    plot_reliability(report["reliability"], report["metrics"], reliability_path)
+    return [json_path, png_path, reliability_path]
 
 
 def version_report_files(result: TrainResult) -> dict[str, bytes]:
@@ -151,6 +187,47 @@ def plot_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], path:
                     colour = "white" if rates[i, j] > 0.5 else "black"
                     ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_reliability(bins: Sequence[dict[str, Any]], metrics: dict[str, Any], path: Path | BinaryIO) -> None:
+    """Accuracy against confidence per bin (a calibrated model follows the diagonal), and how many rows
+    each bin holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    width = bins[0]["high"] - bins[0]["low"] if bins else 1 / 15
+    lows = [b["low"] for b in bins]
+    top.bar(
+        lows, [b["accuracy"] for b in bins], width=width, align="edge", edgecolor="black", label="accuracy"
+    )
+    top.plot(
+        [b["low"] + width / 2 for b in bins],
+        [b["confidence"] for b in bins],
+        "o",
+        color="tab:red",
+        label="mean confidence",
+    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="calibrated")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy of the top intent")
+    sure = metrics.get("confident_accuracy")
+    sure_text = "-" if sure is None else f"{sure:.1%}"
+    top.set_title(
+        f"Reliability: ECE {metrics.get('ece', 0.0):.3f}; right at confidence >= {CONFIDENT}: {sure_text}"
+    )
+    top.legend(loc="upper left")
+    bottom.bar(lows, [b["rows"] for b in bins], width=width, align="edge", edgecolor="black")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (the top intent's calibrated probability)")
+    bottom.set_ylabel("rows")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

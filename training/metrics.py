@@ -128,3 +128,53 @@ def confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str], labels: Seque
         if t in index and p in index:
             matrix[index[t]][index[p]] += 1
     return matrix
+
+
+CONFIDENT = 0.9  # "certain": the confidence at which an answer is usually acted on without asking
+ECE_BINS = 15
+
+
+def calibration(
+    confidences: Sequence[float], correct: Sequence[bool], answered: Sequence[bool], bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """Whether confidences mean what they say, on labelled rows.
+
+    `confidences`: each row's top intent probability (an answer's `confidence`); `correct`:
+    whether that intent is the row's true one (never, for an `oos` row); `answered`: whether
+    an intent was given (not out of scope).
+
+    - `ece`: expected calibration error, `bins` equal-width bins of confidence, each bin's
+      |accuracy - mean confidence| weighted by its share of the rows.
+    - `confident_answers`: the share of rows answered with confidence >= 0.9;
+      `confident_accuracy`: the share of those answers that are right (None when there are none).
+    - `reliability`: per non-empty bin, its bounds, rows, mean confidence and accuracy.
+    """
+    if not len(confidences) == len(correct) == len(answered):
+        raise ValueError("confidences, correct and answered differ in length")
+    n = len(confidences)
+    rows: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for c, ok in zip(confidences, correct, strict=True):
+        rows[min(int(c * bins), bins - 1)].append((c, ok))
+    ece, reliability = 0.0, []
+    for i, members in enumerate(rows):
+        if not members:
+            continue
+        mean_conf = sum(c for c, _ in members) / len(members)
+        acc = sum(ok for _, ok in members) / len(members)
+        ece += len(members) / n * abs(acc - mean_conf)
+        reliability.append(
+            {
+                "low": i / bins,
+                "high": (i + 1) / bins,
+                "rows": len(members),
+                "confidence": mean_conf,
+                "accuracy": acc,
+            }
+        )
+    sure = [ok for c, ok, a in zip(confidences, correct, answered, strict=True) if a and c >= CONFIDENT]
+    return {
+        "ece": ece,
+        "confident_answers": len(sure) / n if n else 0.0,
+        "confident_accuracy": sum(sure) / len(sure) if sure else None,
+        "reliability": reliability,
+    }

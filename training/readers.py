@@ -396,29 +396,36 @@ def _read_block(block: object, number: int, name: str, lines: Sequence[str], dat
     kind, label = kinds[0], block[kinds[0]]
     if not isinstance(label, str | int | float) or not str(label).strip():
         raise DataError(f"{where}: {kind} needs a name")
-    items = _block_examples(block.get("examples"), kind, str(label), where)
+    heading_line = int(where.rsplit(":", 1)[1])
+    items = _block_examples(block.get("examples"), kind, str(label), where, lines, heading_line)
     if kind == "intent":
-        data.examples.extend(_example(item, str(label), where, markup=True) for item in items)
+        data.examples.extend(_example(item, str(label), at, markup=True) for item, at in items)
     else:
-        _add_rule(data, kind, str(label).strip(), items, where)
+        texts, places = [item for item, _ in items], [at for _, at in items]
+        _add_rule(data, kind, str(label).strip(), texts, where, places)
 
 
-def _add_rule(data: NluData, kind: str, name: str, items: Sequence[str], where: str) -> None:
-    """A synonym (its examples all mean `name`), a regex or a lookup table, checked."""
-    items = [i for i in items if i]
+def _add_rule(
+    data: NluData, kind: str, name: str, items: Sequence[str], where: str, places: Sequence[str] = ()
+) -> None:
+    """A synonym (its examples all mean `name`), a regex or a lookup table, checked.
+
+    `places`: each item's file and line, where known (else `where`, the item's heading)."""
+    located = [(i, places[n] if n < len(places) else where) for n, i in enumerate(items) if i]
+    items = [i for i, _ in located]
     if not items:
         raise DataError(f"{where}: {kind} {name!r} has no examples")
     if kind == "synonym":
-        for item in items:
-            data.add_synonym(item, name, where)
+        for item, at in located:
+            data.add_synonym(item, name, at)
         return
     if kind == "regex":
-        for item in items:
+        for item, at in located:
             try:
                 re.compile(item)
             except re.error as exc:
                 raise DataError(
-                    f"{where}: regex {name!r}: {item[:60]!r} is not a valid pattern: {exc}"
+                    f"{at}: regex {name!r}: {item[:60]!r} is not a valid pattern: {exc}"
                 ) from None
     table = data.regexes if kind == "regex" else data.lookups
     table[name] = _distinct(table.get(name, []), items)
@@ -429,14 +436,31 @@ def _distinct(old: Sequence[str], new: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*old, *new]))
 
 
-def _block_examples(body: object, kind: str, label: str, where: str) -> list[str]:
-    """The example texts of an item: an `examples: |` block of "- " lines, or a list of
-    `{text, metadata}` items (Rasa's form for examples with metadata)."""
+def _block_examples(
+    body: object, kind: str, label: str, where: str, lines: Sequence[str] = (), after: int = 0
+) -> list[tuple[str, str]]:
+    """The example texts of an item, each with the file and line it is on: an `examples: |`
+    block of "- " lines, or a list of `{text, metadata}` items (Rasa's form for examples with
+    metadata). `after`: the item's heading line; an example is looked for from there on, and a
+    text not found (YAML may fold it) keeps `where`, the heading's."""
+    name = where.rsplit(":", 1)[0]
+    cursor = after
+
+    def located(text: str, exact: bool) -> str:
+        nonlocal cursor
+        # A few lines ahead at most: a text never found must not make a big block quadratic.
+        for i in range(cursor, min(len(lines), cursor + 200)):
+            line = lines[i].strip()
+            if (line == text) if exact else (text in line):
+                cursor = i + 1
+                return f"{name}:{i + 1}"
+        return where
+
     if isinstance(body, list):
         texts = [item.get("text") if isinstance(item, dict) else None for item in body]
         if not all(isinstance(t, str) for t in texts):
             raise DataError(f"{where}: {kind} {label!r}: each item of an examples list needs a 'text'")
-        return [t.strip() for t in texts if isinstance(t, str)]
+        return [(t.strip(), located(t.strip(), exact=False)) for t in texts if isinstance(t, str)]
     if not isinstance(body, str):
         raise DataError(f"{where}: {kind} {label!r} needs an 'examples: |' block")
     out = []
@@ -444,9 +468,10 @@ def _block_examples(body: object, kind: str, label: str, where: str) -> list[str
         item = item.strip()
         if not item:
             continue
+        at = located(item, exact=True)
         if not item.startswith("-"):
-            raise DataError(f"{where}: example lines must start with '- ', found {item[:40]!r}")
-        out.append(item[1:].strip())
+            raise DataError(f"{at}: example lines must start with '- ', found {item[:40]!r}")
+        out.append((item[1:].strip(), at))
     return out
 
 

@@ -85,8 +85,12 @@ async def _parse(text: str, ctx: ClassifyContextDep) -> ParseResponse:
     )
     ranking = [RasaIntent(name=name, confidence=round(c, 6)) for name, c in merged[:RANKING]]
     if p.out_of_scope:
-        # Rasa's FallbackClassifier gives nlu_fallback the threshold as its confidence.
-        top = RasaIntent(name=RASA_FALLBACK, confidence=predictor.meta.threshold or p.confidence)
+        # Rasa's FallbackClassifier gives nlu_fallback the threshold as its confidence, above the
+        # intents under it. Another rule (oos examples, unknown words, the detector) can turn a more
+        # probable intent away: nlu_fallback then takes that intent's confidence, so that
+        # `intent_ranking` stays in descending order and no number contradicts another.
+        best = ranking[0].confidence if ranking else 0.0
+        top = RasaIntent(name=RASA_FALLBACK, confidence=max(predictor.meta.threshold, best))
         ranking = [top, *ranking]
     else:
         top = ranking[0]

@@ -134,7 +134,7 @@ function renderClassification(answer) {
     verdict.className = "verdict oos";
     verdict.append(
       el("strong", { text: "Out of scope" }),
-      ` — none of the intents fits (${pct(answer.confidence)} sure). Closest intents below.`,
+      ` — none of the intents fits (out-of-scope score ${answer.out_of_scope_score.toFixed(2)}, 0.5 is the boundary). Closest intents below, with their probabilities.`,
     );
   } else {
     verdict.className = "verdict in-scope";

@@ -89,3 +89,26 @@ def test_the_share_threshold_is_chosen_among_the_rows_the_probability_keeps() ->
     # 0.75 of an order statistic, 3/4 of the way from chance (0.25) to 0.45: rows at 0.45 stay.
     assert t == pytest.approx(0.25 + 0.75 * 301 / 300 * 0.2, abs=1e-4)
     assert t < 0.45
+
+
+def test_a_handful_of_right_rows_cannot_choose_the_sharpest_temperature() -> None:
+    # Six validation rows, all right and already confident: the plain fit runs towards its floor
+    # (to where the loss is zero in double precision), and every answer would be certain.
+    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0]] * 6, dtype=torch.float64)
+    y = torch.zeros(6, dtype=torch.long)
+    sharp = fit_temperature(logits, y)
+    assert sharp < 0.15 and float(torch.softmax(logits[0] / sharp, dim=-1)[0]) > 0.999_999
+    for prior in (1.0, 2.0):
+        t = fit_temperature(logits, y, prior=prior)
+        mean_top = float(torch.softmax(logits / t, dim=-1).max(dim=-1).values.mean())
+        # Laplace's rule: 6 right of 6 vouch for (6 + a) / (6 + 2a).
+        assert mean_top == pytest.approx((6 + prior) / (6 + 2 * prior), abs=1e-6)
+
+
+def test_the_prior_barely_moves_a_fit_on_many_rows() -> None:
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 5) * 2
+    y = torch.distributions.Categorical(logits=true_logits).sample()
+    plain = fit_temperature(true_logits * 3, y)
+    # At most the bound's trim of a mean confidence a hair above the accuracy the rows show.
+    assert fit_temperature(true_logits * 3, y, prior=1.0) == pytest.approx(plain, rel=0.03)

@@ -62,6 +62,7 @@ def test_train_evaluate_predict_csv(tmp_path: Path) -> None:
     metrics = json.loads(proc.stdout)
     expected = {"accuracy", "macro_f1", "n", "in_scope_accuracy", "oos_recall", "oos_precision"}
     assert expected | {"oos_f1", "open_macro_f1"} <= set(metrics)
+    assert {"ece", "confident_answers", "confident_accuracy"} <= set(metrics) and 0 <= metrics["ece"] <= 1
     assert metrics["n"] == 280
     assert metrics["in_scope_accuracy"] > 0.7 and metrics["oos_recall"] > 0.5  # 30 intents: chance is 0.03
     assert 0 < metrics["macro_f1"] <= 1 and metrics["accuracy"] > 0.7
@@ -74,6 +75,7 @@ def test_train_evaluate_predict_csv(tmp_path: Path) -> None:
         "intent",
         "confidence",
         "out_of_scope",
+        "out_of_scope_score",
         "ranking",
         "entities",
         "model_version",
@@ -111,7 +113,10 @@ def test_jsonl_and_rasa_yaml_and_report(tmp_path: Path, rows: list[dict[str, str
     proc = intently("evaluate", str(tmp_path / "b"), str(jsonl), "--report", str(report))
     assert "accuracy" in proc.stdout and "precision" in proc.stdout
     assert (report / "confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((report / "report.json").read_text())["metrics"]["n"] == len(rows)
+    assert (report / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    written = json.loads((report / "report.json").read_text())
+    assert written["metrics"]["n"] == len(rows)
+    assert sum(b["rows"] for b in written["reliability"]) == len(rows)
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -129,6 +134,13 @@ def test_training_without_oos_rows_says_how_to_catch_more(tmp_path: Path, rows: 
     assert "retrained on all" not in proc.stderr  # 40 or more examples an intent
     assert "unknown-intent detector:" in proc.stderr
     assert "detector" in json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    # By default the detector keeps the known requests: at most 2% of their validation rows turned away.
+    meta = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    assert meta["training"]["options"]["reject_known"] == 0 and meta["metrics"]["detector_rejected"] <= 0.02
+    assert "entity types learned (" in proc.stderr  # the built-in rows carry markup
+    # No `oos` rows in the data: no `oos` row in evaluate's table, whatever was turned away.
+    table = intently("evaluate", str(tmp_path / "m"), str(data)).stdout
+    assert "  intent " in table and not any(line.split()[:1] == ["oos"] for line in table.splitlines())
     intently("train", str(data), "--out", str(tmp_path / "more"), "--reject-known", "0.2", *FAST)
     meta = json.loads((tmp_path / "more" / "model.json").read_text(encoding="utf-8"))
     assert meta["training"]["options"]["reject_known"] == 0.2

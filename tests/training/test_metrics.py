@@ -58,3 +58,20 @@ def test_summary_adds_open_figures_for_oos_or_unknown_rows() -> None:
     unknown = summary(["a", "b", "c"], ["a", "b", "oos"], known={"a", "b"})
     assert unknown["oos_f1"] == 1.0 and unknown["open_macro_f1"] == 1.0
     assert "oos_f1" not in summary(["a", "b"], ["a", "b"], known={"a", "b"})
+
+
+def test_calibration_figures_by_hand() -> None:
+    from training.metrics import calibration
+
+    # Two bins used of 15: four rows at 0.95 (three right), two at 0.5 (one right).
+    figures = calibration(
+        [0.95, 0.95, 0.95, 0.95, 0.5, 0.5],
+        [True, True, True, False, True, False],
+        [True, True, True, False, True, True],  # the fourth was turned away (out of scope)
+    )
+    assert figures["ece"] == pytest.approx(4 / 6 * abs(0.75 - 0.95) + 2 / 6 * abs(0.5 - 0.5))
+    # Answers given at >= 0.9: three, all right; the one turned away is no answer.
+    assert figures["confident_answers"] == pytest.approx(3 / 6)
+    assert figures["confident_accuracy"] == 1.0
+    assert [(b["rows"], b["accuracy"]) for b in figures["reliability"]] == [(2, 0.5), (4, 0.75)]
+    assert calibration([0.3], [False], [True])["confident_accuracy"] is None

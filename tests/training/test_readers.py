@@ -81,7 +81,7 @@ def test_rasa_yaml(tmp_path: Path) -> None:
         ("d.csv", b"\x89PNG\r\n\x1a\n\x00\x00", r"NUL bytes"),
         ("d.jsonl", '{"text": "hi", "intent": "greet"}\n{"text": "hi"\n', r"d.jsonl:2: not valid JSON"),
         ("d.jsonl", '["hi", "greet"]\n', r"d.jsonl:1: each line must be an object"),
-        ("d.yml", "nlu:\n- intent: greet\n  examples: |\n    hey\n", r"d.yml:2: example lines must start"),
+        ("d.yml", "nlu:\n- intent: greet\n  examples: |\n    hey\n", r"d.yml:4: example lines must start"),
         ("d.yml", "nlu: [unclosed\n", r"d.yml:\d+: not valid YAML"),
         ("d.yml", "a: &x [1]\nb: *x\n", r"d.yml:2: YAML anchors and aliases are not allowed"),
         ("d.yml", "stories: []\n", r"no examples found in .*d.yml: stories \(not NLU data\)"),
@@ -191,10 +191,10 @@ def test_synonyms_regexes_and_lookups_are_kept_and_counted() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("- regex: zip\n  examples: |\n    - '[0-9'\n", r"nlu.yml:5: regex 'zip': .* is not a valid pattern"),
+        ("- regex: zip\n  examples: |\n    - '[0-9'\n", r"nlu.yml:7: regex 'zip': .* is not a valid pattern"),
         (
             "- synonym: a\n  examples: |\n    - x\n- synonym: b\n  examples: |\n    - X\n",
-            r"nlu.yml:8: synonym 'X' maps to 'b' here and to 'a' at nlu.yml:5",
+            r"nlu.yml:10: synonym 'X' maps to 'b' here and to 'a' at nlu.yml:7",
         ),
         ("- lookup: city\n  examples: |\n", r"nlu.yml:5: lookup 'city' has no examples"),
     ],
@@ -287,3 +287,18 @@ def test_a_rasa_project_directory_reads_its_nlu_parts_and_names_the_rest(tmp_pat
     assert "config.yml: not training data" in "\n".join(whole.skipped)
     with pytest.raises(DataError, match=r"no examples found .*stories.yml: stories"):
         read_data([root / "data" / "stories.yml"])
+
+
+def test_a_bad_example_is_named_by_its_own_line_not_its_intent_block() -> None:
+    body = "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello [there](place\n- intent: weather\n"
+    body += "  examples: |\n    - rain?\n\n    - sun in [Rome](city)\n"
+    with pytest.raises(DataError, match=r"nlu.yml:5: unclosed or malformed entity markup"):
+        parse_bytes(body.encode(), "yaml", "nlu.yml")
+    good = body.replace("[there](place", "there")
+    examples = parse_bytes(good.encode(), "yaml", "nlu.yml")
+    assert [(e.text, e.source) for e in examples] == [
+        ("hi", "nlu.yml:4"),
+        ("hello there", "nlu.yml:5"),
+        ("rain?", "nlu.yml:8"),
+        ("sun in Rome", "nlu.yml:10"),
+    ]
