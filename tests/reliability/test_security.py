@@ -1,8 +1,9 @@
-"""Security: hostile model files, path traversal, the admin token, the admin API's default, CORS.
+"""Security: hostile model files, path traversal, the admin token, CORS.
 
 The in-process pickle test lives in tests/model/test_artifact.py; here the
 same attack goes through the real server (startup and activation), together
-with tensor files whose headers lie about their size.
+with tensor files whose headers lie about their size. That every admin route is off without a
+token, and guarded with one, is held in tests/app/test_admin_token.py (it walks every route).
 """
 
 from __future__ import annotations
@@ -267,31 +268,10 @@ def test_upload_file_names_never_become_paths(serve, tiny_store: Path, tmp_path:
 # --- the admin token and the admin API -------------------------------------------------------
 
 
-def _admin_routes(client: TestClient) -> list[tuple[str, str]]:
-    paths = client.get("/openapi.json").json()["paths"]
-    routes = []
-    for path, ops in paths.items():
-        for method, op in ops.items():
-            if any(tag.startswith("admin") for tag in op.get("tags", [])):
-                routes.append((method.upper(), path.replace("{version}", "v1").replace("{job_id}", "abc")))
-    return routes
-
-
 @pytest.fixture(scope="module")
 def admin_off(small_model_dir: Path) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(model_dir=small_model_dir))) as client:
         yield client
-
-
-def test_admin_api_is_off_by_default(admin_off: TestClient) -> None:
-    assert Settings.model_fields["admin_token"].default is None
-    routes = _admin_routes(admin_off)
-    assert len(routes) == 7
-    for method, path in routes:
-        for headers in ({}, AUTH, {"Authorization": "Bearer "}):
-            r = admin_off.request(method, path, headers=headers, json={})
-            assert r.status_code == 403, (method, path, r.text)
-            assert r.json()["error"] == "admin_disabled" and "INTENTLY_ADMIN_TOKEN" in r.json()["message"]
 
 
 def test_admin_token_is_compared_in_constant_time(tiny_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
