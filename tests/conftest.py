@@ -29,7 +29,6 @@ from training.train import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSISTANT = ROOT / "data" / "assistant"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 # Examples of an intent the built-in set lacks (`order_food`): what a team adds when retraining.
 NEW_INTENT = [
     "order me a pizza",
@@ -233,12 +232,22 @@ def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def private_copy(template: Path, where: Path) -> Path:
+    """A copy of a session's template store for one test, free to change."""
+    shutil.copytree(template, where)
+    return where
+
+
 @pytest.fixture
 def default_store(default_store_template: Path, tmp_path: Path) -> Path:
     """A private copy of the default store, free to change."""
-    root = tmp_path / "store"
-    shutil.copytree(default_store_template, root)
-    return root
+    return private_copy(default_store_template, tmp_path / "store")
+
+
+@pytest.fixture
+def small_store(small_store_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the small store, free to change."""
+    return private_copy(small_store_template, tmp_path / "store")
 
 
 def ready_client(settings: Any) -> Iterator[Any]:
@@ -356,13 +365,6 @@ def serve(tmp_path: Path) -> Iterator:
     yield start
     for s in servers:
         s.stop()
-
-
-def shared_data(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not (path / "train.csv").is_file():
-        pytest.skip(f"public data set {name} not found at {path} (only present beside the project)")
-    return path
 
 
 @pytest.fixture(scope="session")

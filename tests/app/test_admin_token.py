@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -40,29 +39,22 @@ PUBLIC = {
 }
 
 
-@pytest.fixture
-def store(small_store_template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "store"
-    shutil.copytree(small_store_template, root)
-    return root
-
-
 def _url(path: str, version: str) -> str:
     fill = {"version": version, "intent": "ask_time", "job_id": "0123456789abcdef", "name": "app.js"}
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: fill[m.group(1)], path)
 
 
 @pytest.mark.parametrize("token", [None, SecretStr("")], ids=["unset", "empty"])
-def test_without_a_token_every_admin_route_is_off(store: Path, token: SecretStr | None) -> None:
+def test_without_a_token_every_admin_route_is_off(small_store: Path, token: SecretStr | None) -> None:
     """No token, or an empty one (`INTENTLY_ADMIN_TOKEN=` from a template), turns off every route
     that wants the admin token: found by walking the app's routes, not by OpenAPI tag."""
     assert Settings.model_fields["admin_token"].default is None
-    app = create_app(Settings(model_store=store, admin_token=token))
+    app = create_app(Settings(model_store=small_store, admin_token=token))
     api = {key: r for key, r in app_routes(app).items() if getattr(r, "dependant", None) is not None}
     admin = {key for key, r in api.items() if wants(r.dependant, require_admin)}
     private_data = {key for key, r in api.items() if wants(r.dependant, utterance_access)}
     assert {path for _, path in admin} >= {"/v1/models", "/v1/models/{version}", "/v1/training-jobs"}
-    version = DirectoryStore(store).active() or ""
+    version = DirectoryStore(small_store).active() or ""
     with TestClient(app) as client:
         for method, path in sorted(admin | private_data):
             body = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
@@ -72,11 +64,11 @@ def test_without_a_token_every_admin_route_is_off(store: Path, token: SecretStr 
                 r = client.request(method, _url(path, version), headers=headers, **body)
                 assert r.status_code == 403, (method, path, headers, r.text)
                 assert r.json()["error"] == "admin_disabled" and "INTENTLY_ADMIN_TOKEN" in r.json()["message"]
-    assert DirectoryStore(store).active() == version
+    assert DirectoryStore(small_store).active() == version
 
 
-def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
-    app = create_app(Settings(model_store=store, admin_token=SecretStr(TOKEN)))
+def test_every_route_is_public_or_wants_the_admin_token(small_store: Path) -> None:
+    app = create_app(Settings(model_store=small_store, admin_token=SecretStr(TOKEN)))
     routes = app_routes(app)
     api = {key: r for key, r in routes.items() if getattr(r, "dependant", None) is not None}
     admin = {key for key, r in api.items() if wants(r.dependant, require_admin)}
@@ -89,7 +81,7 @@ def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
     assert {path for _, path in admin} >= {"/v1/models", "/v1/models/{version}", "/v1/training-jobs"}
     assert len(admin) >= 7
 
-    version = DirectoryStore(store).active() or ""
+    version = DirectoryStore(small_store).active() or ""
     with TestClient(app) as client:
         for method, path in sorted(admin | private_data):
             url = _url(path, version)
@@ -102,4 +94,4 @@ def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
                 assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
         # And the token opens them: a list of versions, not a refusal.
         assert client.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-        assert DirectoryStore(store).active() == version  # no refused request changed anything
+        assert DirectoryStore(small_store).active() == version  # no refused request changed anything

@@ -40,8 +40,12 @@ def _passes(batcher: Batcher) -> list[tuple[int, str]]:
     return passes
 
 
-def test_a_lone_request_runs_at_once(small_predictor: Predictor) -> None:
-    """Nothing running, nothing queued: the request skips the queue and never waits for company."""
+def _lone_request(
+    predictor: Predictor, text: str, behind_a_pass: bool
+) -> tuple[list[tuple[int, str]], float]:
+    """Classify `text` alone, with max_wait far longer than a pass: either with nothing running,
+    or queued behind a running pass (the batcher's lock held, then let go). Returns the passes and
+    how long the request took from the moment it could run."""
     wait = 5.0
 
     async def run() -> tuple[list[tuple[int, str]], float]:
@@ -49,40 +53,35 @@ def test_a_lone_request_runs_at_once(small_predictor: Predictor) -> None:
         passes = _passes(batcher)
         batcher.start()
         try:
-            started = time.monotonic()
-            (p,) = await batcher.classify(small_predictor, ["What time is it?"], 3)
-            assert p.intent == "ask_time"
+            if behind_a_pass:
+                async with batcher._lock:  # a forward pass is running
+                    request = asyncio.create_task(batcher.classify(predictor, [text], 2))
+                    await asyncio.sleep(0.05)
+                    assert not request.done()
+                    started = time.monotonic()
+            else:
+                started = time.monotonic()
+                request = asyncio.create_task(batcher.classify(predictor, [text], 2))
+            (p,) = await request
+            assert p.intent == predictor.predict(text).intent
             return passes, time.monotonic() - started
         finally:
             await batcher.stop()
 
     passes, took = asyncio.run(run())
+    assert took < wait / 2, f"a lone request waited {took:.2f} s for company"
+    return passes, took
+
+
+def test_a_lone_request_runs_at_once(small_predictor: Predictor) -> None:
+    """Nothing running, nothing queued: the request skips the queue and never waits for company."""
+    passes, _ = _lone_request(small_predictor, "What time is it?", behind_a_pass=False)
     assert len(passes) == 1 and passes[0][0] == 1
     assert passes[0][1] != "intently-batcher", "a lone request went through the queue"
-    assert took < wait / 2, took
 
 
 def test_a_lone_queued_request_does_not_wait_for_company(small_predictor: Predictor) -> None:
     """A request queued behind a running pass goes in the next pass as soon as that one ends: alone
     in the queue, it has no company to wait for."""
-    wait = 5.0
-
-    async def run() -> tuple[list[tuple[int, str]], float]:
-        batcher = Batcher(max_size=16, max_wait_ms=wait * 1000)
-        passes = _passes(batcher)
-        batcher.start()
-        try:
-            async with batcher._lock:  # a forward pass is running
-                queued = asyncio.create_task(batcher.classify(small_predictor, ["play some jazz"], 2))
-                await asyncio.sleep(0.05)
-                assert not queued.done()
-                started = time.monotonic()
-            (p,) = await queued
-            assert p.intent == small_predictor.predict("play some jazz").intent
-            return passes, time.monotonic() - started
-        finally:
-            await batcher.stop()
-
-    passes, took = asyncio.run(run())
+    passes, _ = _lone_request(small_predictor, "play some jazz", behind_a_pass=True)
     assert passes == [(1, "intently-batcher")]
-    assert took < wait / 2, took

@@ -221,4 +221,3 @@ def test_the_app_under_a_root_path(small_model_dir: Path) -> None:
         assert parse.json()["intent"]["name"] == "ask_time"
         assert client.get("/intently/openapi.json").json()["servers"] == [{"url": "/intently"}]
         assert client.get("/intently/nowhere").json()["error"] == "not_found"
-

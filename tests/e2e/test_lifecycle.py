@@ -18,6 +18,19 @@ from tests.conftest import ASSISTANT, NEW_INTENT, NO_PRETRAINED, Server
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST = {"epochs": 20, "min_steps": 0, **NO_PRETRAINED}
+# Requests for `order_food` that share no sentence with NEW_INTENT, what the model trains on.
+NEW_INTENT_UNSEEN = [
+    "could you order me a pizza tonight",
+    "please get some sushi delivered",
+    "i would like a burger delivered",
+    "order some takeout for lunch",
+    "can i get food delivered to my house",
+    "order me some thai food",
+    "get me dinner delivered",
+    "i want to order pizza",
+    "deliver some noodles to my place",
+    "order chinese food please",
+]
 
 
 def _env(store: Path) -> dict[str, str]:
@@ -52,13 +65,18 @@ def test_append_a_new_intent_reaches_every_worker(serve, default_store: Path) ->
         job = _wait_job(http, r.json()["id"])
     assert job["state"] == "succeeded", job["error"]
     assert job["activated"] and job["version"] != before and job["progress"]["epoch"] >= 1
-    assert job["metrics"]["validation"]["accuracy"] > 0.5
+    # Validated on the rows the active version held out (and a share of the new ones): what it
+    # knew, it still knows, within a few of its 168 held-out rows.
+    base_accuracy = DirectoryStore(default_store).meta(before).metrics["accuracy"]
+    assert job["metrics"]["validation"]["accuracy"] >= base_accuracy - 0.03, (job["metrics"], base_accuracy)
     # Every worker takes the new version (within a reload interval when the machine is idle; the
     # timing is not this test's to judge): ask until each of the two has answered with it.
     server.ask_every_worker(2, until=lambda answer: answer["model_version"] == job["version"])
-    answers = [httpx.post(f"{server.url}/v1/classify", json={"text": t}).json() for t in NEW_INTENT * 2]
+    # Requests for the new intent in words of their own, none of them a training sentence.
+    answers = [httpx.post(f"{server.url}/v1/classify", json={"text": t}).json() for t in NEW_INTENT_UNSEEN]
     assert {answer["model_version"] for answer in answers} == {job["version"]}
-    assert [answer["intent"] for answer in answers].count("order_food") >= 0.75 * len(answers)
+    intents = [answer["intent"] for answer in answers]
+    assert intents.count("order_food") >= 0.8 * len(answers), intents
     assert httpx.get(f"{server.url}/v1/intents").json()["model_version"] == job["version"]
 
 

@@ -35,6 +35,13 @@ def _three_activated(store: ModelStore, result: TrainResult, rows: list[Example]
     return versions
 
 
+def _active_and_other(store: ModelStore, result: TrainResult, rows: list[Example]) -> tuple[str, str]:
+    """Two new versions, the first activated."""
+    active, other = _add(store, result, rows), _add(store, result, rows)
+    store.activate(active)
+    return active, other
+
+
 @pytest.fixture
 def rows(assistant_intents: list[Example]) -> list[Example]:
     return assistant_intents[:40]
@@ -99,8 +106,7 @@ def test_the_active_version_cannot_be_deleted(
     open_replica: Replica, small_result: TrainResult, rows: list[Example]
 ) -> None:
     store = open_replica("a")
-    active, other = _add(store, small_result, rows), _add(store, small_result, rows)
-    store.activate(active)
+    active, other = _active_and_other(store, small_result, rows)
     with pytest.raises(StoreError, match="active"):
         store.delete(active)
     store.delete(other)
@@ -116,8 +122,7 @@ def test_a_damaged_version_is_refused_and_the_pointer_stays(
     open_replica: Replica, small_result: TrainResult, rows: list[Example]
 ) -> None:
     store = open_replica("a")
-    good, bad = _add(store, small_result, rows), _add(store, small_result, rows)
-    store.activate(good)
+    good, bad = _active_and_other(store, small_result, rows)
     _damage(store, bad)
     with pytest.raises(StoreError, match=r"damaged|checksum"):
         store.activate(bad)
