@@ -103,7 +103,9 @@ def benchmark_texts(root: Path) -> set[str]:
     return out
 
 
-def gather(sources: Iterable[tuple[str, Iterable[str]]], banned: set[str]) -> tuple[list[str], dict[str, int]]:
+def gather(
+    sources: Iterable[tuple[str, Iterable[str]]], banned: set[str]
+) -> tuple[list[str], dict[str, int]]:
     seen: set[str] = set()
     kept: list[str] = []
     counts: dict[str, int] = {"benchmark_matches_removed": 0}

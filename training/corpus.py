@@ -50,7 +50,8 @@ def corpus_checksum(texts: list[str]) -> str:
 
 
 def embeddings_dir(texts: list[str], encoder: SentenceEncoder) -> Path:
-    key = corpus_checksum(texts).removeprefix("sha256:")[:16] + "-" + encoder.checksum.removeprefix("sha256:")[:16]
+    corpus, weights = corpus_checksum(texts), encoder.checksum
+    key = corpus.removeprefix("sha256:")[:16] + "-" + weights.removeprefix("sha256:")[:16]
     return cache_dir().parent / "corpus" / key
 
 
