@@ -200,6 +200,7 @@ print(json.dumps(outcomes))
 """
 
 
+@pytest.mark.process
 def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_model(
     small_model_dir: Path, tmp_path: Path
 ) -> None:

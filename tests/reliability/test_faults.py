@@ -28,7 +28,7 @@ from app.main import create_app
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
 from model.directory_store import DirectoryStore
-from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, free_port
+from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, clone_version, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
 from tests.support.loadgen import LoadResult, run_load
 from tests.support.processes import worker_pids
@@ -93,6 +93,7 @@ def _listening(port: int) -> bool:
 IN_SUBPROCESS = ("missing", "truncated-weights", "corrupted-header", "foreign-hf")
 
 
+@pytest.mark.process
 def test_serve_refuses_a_damaged_model_directory_with_one_line(
     small_model_dir: Path,
     tiny_store: Path,
@@ -132,16 +133,6 @@ def test_serve_refuses_a_damaged_model_directory_with_one_line(
 # --- activation of a corrupt version ----------------------------------------------------------
 
 
-def _clone_version(store: DirectoryStore, source: str) -> str:
-    """A copy of `source` under a new version id (and that id in its model.json)."""
-    version = new_version_id()
-    dst = Path(shutil.copytree(store.path(source), store.path(version)))
-    meta = json.loads((dst / META_FILE).read_text())
-    meta["version"] = version
-    (dst / META_FILE).write_text(json.dumps(meta))
-    return version
-
-
 class BackgroundLoad:
     """run_load in a thread, its figures readable while it runs."""
 
@@ -175,7 +166,7 @@ def test_a_corrupt_version_is_never_served(serve, tiny_store: Path) -> None:
     store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
-    broken = _clone_version(store, good)
+    broken = clone_version(store, good)
     weights = store.path(broken) / WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:100])
     server: Server = serve(
@@ -222,7 +213,7 @@ def test_a_damaged_active_version_at_startup_is_not_ready_until_replaced(serve, 
     store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
-    broken = _clone_version(store, good)
+    broken = clone_version(store, good)
     store.activate(broken)  # loads fine now ...
     (store.path(broken) / WEIGHTS_FILE).write_bytes(b"\x00" * 64)  # ... and is damaged afterwards
     # No earlier version to fall back on (a worker would serve a loadable previous one).
@@ -421,7 +412,7 @@ store.add(net, meta, tiny_examples())
 """
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_a_writer_killed_mid_save_leaves_nothing_once_the_server_starts(tiny_store: Path) -> None:
     """SIGKILL runs no clean-up: a writer killed mid-save leaves its dot-named temporary, never a
     visible version; the next server start (its job dispatcher, `remove_partial`) deletes what is

@@ -31,6 +31,7 @@ def _words(examples: list[Example]) -> set[str]:
     return {w for e in examples for w in tokenize(e.text) if w.isalpha()}
 
 
+@pytest.mark.own_training
 def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out(
     small_result: TrainResult, assistant_intents: list[Example], assistant_test: list[Example], tmp_path: Path
 ) -> None:
