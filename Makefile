@@ -1,5 +1,6 @@
 # Quick start:  make serve   (installs, then serves the built-in model on :8000)
-#               make test    (installs, then lints and runs the test suite)
+#               make check   (the quick tier: ruff, then every test not marked slow; about a minute)
+#               make test    (installs, then lints and runs the whole test suite, as CI does)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ TORCH_INDEX ?=
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 8000
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve check test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -31,6 +32,12 @@ serve: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The quick tier: no server process, PostgreSQL, browser, load or real-size training
+# (-m "not slow"; the markers are in pyproject.toml); its small models train once per run.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow" --durations=10
 
 test: lint
 	$(BIN)/pytest

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from model.config import ModelConfig, TokenizerConfig, tokenizer_config_from_dict
@@ -152,7 +152,7 @@ def save(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        _save_tensors(tensors, tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), ensure_ascii=False), encoding="utf-8")
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
@@ -164,6 +164,19 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' writer, its I/O failures raised as the OSError they are (a full disk is ENOSPC),
+    so that every caller that handles a failed write handles this one too."""
+    try:
+        save_file(tensors, str(path), metadata={"format": FORMAT})
+    except SafetensorError as exc:
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def _fsync(path: Path) -> None:

@@ -4,6 +4,7 @@ PostgreSQL server with a fresh database per test (tests/support/postgres.py)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -29,7 +30,6 @@ from training.train import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSISTANT = ROOT / "data" / "assistant"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 # Examples of an intent the built-in set lacks (`order_food`): what a team adds when retraining.
 NEW_INTENT = [
     "order me a pizza",
@@ -56,6 +56,60 @@ SMALL = dict(
     seed=0,
     **NO_PRETRAINED,
 )
+
+
+# --- the two tiers ---------------------------------------------------------------------------
+# `make check` runs `-m "not slow"`; `make test` and CI run everything. A test is slow when it
+# needs a real part: each kind has a marker of its own (pyproject.toml), and any of them makes
+# the test `slow`. The fixtures below mark a test by what it uses, so a new test that starts a
+# server or uses PostgreSQL lands in the right tier without saying so.
+SLOW_KINDS = ("server", "process", "postgres", "browser", "load", "full_training", "own_training")
+SLOW_FIXTURES = {
+    "serve": "server",  # `intently serve` as a real process
+    "postgres": "postgres",  # a real PostgreSQL server
+    "default_store_template": "full_training",  # the built-in model, trained at its real size
+    "browser": "browser",  # Chromium
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        kinds = {kind for fixture, kind in SLOW_FIXTURES.items() if fixture in fixtures}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("open_replica") == "postgres":
+            kinds.add("postgres")  # the store's own fixture opens the database by name
+        for kind in kinds:
+            item.add_marker(kind)
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker("slow")
+        if item.get_closest_marker("slow"):
+            _SLOW_IDS.add(item.nodeid)
+
+
+_SLOW_IDS: set[str] = set()
+_TIER_SECONDS: dict[str, float] = {}
+_TIER_TESTS: dict[str, set[str]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tier = "slow" if report.nodeid in _SLOW_IDS else "quick"
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    _TIER_TESTS.setdefault(tier, set()).add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Each tier's time in this run (its tests' setup, call and teardown), so that CI's output
+    shows the quick tier's share beside the total: `make check` runs only that share."""
+    if not _TIER_SECONDS:
+        return
+    selects = {"quick": '-m "not slow"', "slow": "-m slow"}
+    parts = [
+        f"{tier} ({selects[tier]}): {len(_TIER_TESTS[tier])} tests, {_TIER_SECONDS[tier]:.1f} s"
+        for tier in ("quick", "slow")
+        if tier in _TIER_SECONDS
+    ]
+    terminalreporter.write_sep("=", "tiers: " + "; ".join(parts))
 
 
 def small_config(**overrides: object) -> TrainConfig:
@@ -233,12 +287,35 @@ def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def clone_version(store: DirectoryStore, source: str) -> str:
+    """A copy of `source` under a new version id (and that id in its model.json): a second
+    version to switch to, without training one."""
+    from model.artifact import META_FILE, new_version_id
+
+    version = new_version_id()
+    dst = Path(shutil.copytree(store.path(source), store.path(version)))
+    meta = json.loads((dst / META_FILE).read_text())
+    meta["version"] = version
+    (dst / META_FILE).write_text(json.dumps(meta))
+    return version
+
+
+def private_copy(template: Path, where: Path) -> Path:
+    """A copy of a session's template store for one test, free to change."""
+    shutil.copytree(template, where)
+    return where
+
+
 @pytest.fixture
 def default_store(default_store_template: Path, tmp_path: Path) -> Path:
     """A private copy of the default store, free to change."""
-    root = tmp_path / "store"
-    shutil.copytree(default_store_template, root)
-    return root
+    return private_copy(default_store_template, tmp_path / "store")
+
+
+@pytest.fixture
+def small_store(small_store_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the small store, free to change."""
+    return private_copy(small_store_template, tmp_path / "store")
 
 
 def ready_client(settings: Any) -> Iterator[Any]:
@@ -356,13 +433,6 @@ def serve(tmp_path: Path) -> Iterator:
     yield start
     for s in servers:
         s.stop()
-
-
-def shared_data(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not (path / "train.csv").is_file():
-        pytest.skip(f"public data set {name} not found at {path} (only present beside the project)")
-    return path
 
 
 @pytest.fixture(scope="session")

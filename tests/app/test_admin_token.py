@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -18,6 +13,7 @@ from app.admin import require_admin, utterance_access
 from app.config import Settings
 from app.main import create_app
 from model.directory_store import DirectoryStore
+from tests.support.routes import app_routes, wants
 
 TOKEN = "s3cret"
 # The routes anyone may call: every other route of the app must want the admin token, so a
@@ -43,52 +39,40 @@ PUBLIC = {
 }
 
 
-@pytest.fixture
-def store(small_store_template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "store"
-    shutil.copytree(small_store_template, root)
-    return root
-
-
-def _wants(dependant: Dependant, call: Any) -> bool:
-    return any(d.call is call or _wants(d, call) for d in dependant.dependencies)
-
-
-def _routes(app: FastAPI) -> dict[tuple[str, str], Any]:
-    """Every (method, path) the app answers, with what FastAPI knows of its route."""
-    try:  # FastAPI 0.165 and later include routers lazily: their routes are not in app.routes
-        from fastapi.routing import iter_route_contexts
-
-        routes: Iterable[Any] = iter_route_contexts(app.routes)
-    except ImportError:
-        routes = app.routes
-    found = {}
-    for route in routes:
-        for method in (getattr(route, "methods", None) or set()) - {"HEAD"}:
-            found[(method, route.path)] = route
-    return found
-
-
 def _url(path: str, version: str) -> str:
     fill = {"version": version, "intent": "ask_time", "job_id": "0123456789abcdef", "name": "app.js"}
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: fill[m.group(1)], path)
 
 
-def test_empty_admin_token_means_admin_off(store: Path) -> None:
-    settings = Settings(model_store=store, admin_token=SecretStr(""))
-    with TestClient(create_app(settings)) as client:
-        for headers in ({}, {"Authorization": "Bearer "}):
-            response = client.get("/v1/models", headers=headers)
-            assert response.status_code == 403, response.text
-            assert response.json()["error"] == "admin_disabled"
+@pytest.mark.parametrize("token", [None, SecretStr("")], ids=["unset", "empty"])
+def test_without_a_token_every_admin_route_is_off(small_store: Path, token: SecretStr | None) -> None:
+    """No token, or an empty one (`INTENTLY_ADMIN_TOKEN=` from a template), turns off every route
+    that wants the admin token: found by walking the app's routes, not by OpenAPI tag."""
+    assert Settings.model_fields["admin_token"].default is None
+    app = create_app(Settings(model_store=small_store, admin_token=token))
+    api = {key: r for key, r in app_routes(app).items() if getattr(r, "dependant", None) is not None}
+    admin = {key for key, r in api.items() if wants(r.dependant, require_admin)}
+    private_data = {key for key, r in api.items() if wants(r.dependant, utterance_access)}
+    assert {path for _, path in admin} >= {"/v1/models", "/v1/models/{version}", "/v1/training-jobs"}
+    version = DirectoryStore(small_store).active() or ""
+    with TestClient(app) as client:
+        for method, path in sorted(admin | private_data):
+            body = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
+            for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer "}):
+                if (method, path) in private_data and headers.get("Authorization") != f"Bearer {TOKEN}":
+                    continue  # no token sent: anonymous, which the route may answer without utterances
+                r = client.request(method, _url(path, version), headers=headers, **body)
+                assert r.status_code == 403, (method, path, headers, r.text)
+                assert r.json()["error"] == "admin_disabled" and "INTENTLY_ADMIN_TOKEN" in r.json()["message"]
+    assert DirectoryStore(small_store).active() == version
 
 
-def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
-    app = create_app(Settings(model_store=store, admin_token=SecretStr(TOKEN)))
-    routes = _routes(app)
+def test_every_route_is_public_or_wants_the_admin_token(small_store: Path) -> None:
+    app = create_app(Settings(model_store=small_store, admin_token=SecretStr(TOKEN)))
+    routes = app_routes(app)
     api = {key: r for key, r in routes.items() if getattr(r, "dependant", None) is not None}
-    admin = {key for key, r in api.items() if _wants(r.dependant, require_admin)}
-    private_data = {key for key, r in api.items() if _wants(r.dependant, utterance_access)}
+    admin = {key for key, r in api.items() if wants(r.dependant, require_admin)}
+    private_data = {key for key, r in api.items() if wants(r.dependant, utterance_access)}
     assert set(routes) >= PUBLIC, sorted(PUBLIC - set(routes))  # no stale entry in the list
     assert not admin & PUBLIC
     unguarded = set(routes) - PUBLIC - admin - private_data
@@ -97,7 +81,7 @@ def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
     assert {path for _, path in admin} >= {"/v1/models", "/v1/models/{version}", "/v1/training-jobs"}
     assert len(admin) >= 7
 
-    version = DirectoryStore(store).active() or ""
+    version = DirectoryStore(small_store).active() or ""
     with TestClient(app) as client:
         for method, path in sorted(admin | private_data):
             url = _url(path, version)
@@ -110,4 +94,4 @@ def test_every_route_is_public_or_wants_the_admin_token(store: Path) -> None:
                 assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
         # And the token opens them: a list of versions, not a refusal.
         assert client.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-        assert DirectoryStore(store).active() == version  # no refused request changed anything
+        assert DirectoryStore(small_store).active() == version  # no refused request changed anything

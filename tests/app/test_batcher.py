@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from app.batcher import Batcher
 from model.predictor import Predictor
@@ -27,18 +28,60 @@ def test_concurrent_requests_share_passes_and_get_their_own_answers(small_predic
     assert sum(sizes) == len(TEXTS) and max(sizes) > 1 and max(sizes) <= 16
 
 
-def test_a_lone_request_runs_at_once(small_predictor: Predictor) -> None:
-    sizes: list[int] = []
+def _passes(batcher: Batcher) -> list[tuple[int, str]]:
+    """Each forward pass: its size, and the task that ran it ("intently-batcher" for the queue's)."""
+    passes: list[tuple[int, str]] = []
 
-    async def run() -> None:
-        batcher = Batcher(max_size=16, max_wait_ms=50)
-        batcher.on_batch.append(sizes.append)
+    def record(size: int) -> None:
+        task = asyncio.current_task()
+        passes.append((size, task.get_name() if task else ""))
+
+    batcher.on_batch.append(record)
+    return passes
+
+
+def _lone_request(
+    predictor: Predictor, text: str, behind_a_pass: bool
+) -> tuple[list[tuple[int, str]], float]:
+    """Classify `text` alone, with max_wait far longer than a pass: either with nothing running,
+    or queued behind a running pass (the batcher's lock held, then let go). Returns the passes and
+    how long the request took from the moment it could run."""
+    wait = 5.0
+
+    async def run() -> tuple[list[tuple[int, str]], float]:
+        batcher = Batcher(max_size=16, max_wait_ms=wait * 1000)
+        passes = _passes(batcher)
         batcher.start()
         try:
-            (p,) = await batcher.classify(small_predictor, ["What time is it?"], 3)
-            assert p.intent == "ask_time"
+            if behind_a_pass:
+                async with batcher._lock:  # a forward pass is running
+                    request = asyncio.create_task(batcher.classify(predictor, [text], 2))
+                    await asyncio.sleep(0.05)
+                    assert not request.done()
+                    started = time.monotonic()
+            else:
+                started = time.monotonic()
+                request = asyncio.create_task(batcher.classify(predictor, [text], 2))
+            (p,) = await request
+            assert p.intent == predictor.predict(text).intent
+            return passes, time.monotonic() - started
         finally:
             await batcher.stop()
 
-    asyncio.run(run())
-    assert sizes == [1]
+    passes, took = asyncio.run(run())
+    assert took < wait / 2, f"a lone request waited {took:.2f} s for company"
+    return passes, took
+
+
+def test_a_lone_request_runs_at_once(small_predictor: Predictor) -> None:
+    """Nothing running, nothing queued: the request skips the queue and never waits for company."""
+    passes, _ = _lone_request(small_predictor, "What time is it?", behind_a_pass=False)
+    assert len(passes) == 1 and passes[0][0] == 1
+    assert passes[0][1] != "intently-batcher", "a lone request went through the queue"
+
+
+def test_a_lone_queued_request_does_not_wait_for_company(small_predictor: Predictor) -> None:
+    """A request queued behind a running pass goes in the next pass as soon as that one ends: alone
+    in the queue, it has no company to wait for."""
+    passes, _ = _lone_request(small_predictor, "play some jazz", behind_a_pass=True)
+    assert passes == [(1, "intently-batcher")]

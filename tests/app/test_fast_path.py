@@ -31,8 +31,9 @@ def client(small_model_dir: Path) -> Iterator[TestClient]:
     yield from ready_client(Settings(model_dir=small_model_dir, max_text_chars=200, max_body_bytes=4096))
 
 
-def _answered_by_fast_path(client: TestClient) -> float:
-    found = re.search(r"^intently_classify_fast_path_total ([0-9.e+]+)$", client.get("/metrics").text, re.M)
+def _answered_by_fast_path(client: TestClient, root: str = "") -> float:
+    text = client.get(f"{root}/metrics").text
+    found = re.search(r"^intently_classify_fast_path_total ([0-9.e+]+)$", text, re.M)
     assert found, "the fast-path counter is missing from /metrics"
     return float(found.group(1))
 
@@ -196,3 +197,27 @@ def test_it_steps_aside_in_an_app_it_was_not_checked_against(small_model_dir: Pa
         r = client.post("/v1/classify", json={"text": "What time is it?"})
         assert r.status_code == 200 and r.json()["intent"] == "ask_time"
         assert _answered_by_fast_path(client) == before  # the route answered it
+
+
+def test_the_app_under_a_root_path(small_model_dir: Path) -> None:
+    """Behind a proxy that mounts the app at /intently (uvicorn's --root-path): every route answers
+    under the prefix, the fast path still takes classify (it matches the path without the prefix),
+    and its answer and its errors are the route's."""
+    app = create_app(Settings(model_dir=small_model_dir))
+    with TestClient(app, root_path="/intently") as client:
+        assert client.get("/intently/readyz").json()["ready"] is True
+        before = _answered_by_fast_path(client, "/intently")
+        fast = client.post("/intently/v1/classify", json={"text": "What time is it?"})
+        assert _answered_by_fast_path(client, "/intently") == before + 1
+        route = client.post("/intently/v1/classify", json={"text": "What time is it?"}, headers=ROUTE_ONLY)
+        assert fast.status_code == route.status_code == 200 and fast.content == route.content
+        assert fast.json()["intent"] == "ask_time"
+        blank = client.post("/intently/v1/classify", json={"text": " "})
+        assert blank.status_code == 422 and blank.json()["error"] == "invalid_request"
+        assert _answered_by_fast_path(client, "/intently") == before + 1
+        batch = client.post("/intently/v1/classify/batch", json={"texts": ["What time is it?"]})
+        assert batch.status_code == 200 and batch.json()["results"][0]["intent"] == "ask_time"
+        parse = client.post("/intently/model/parse", json={"text": "What time is it?"})
+        assert parse.json()["intent"]["name"] == "ask_time"
+        assert client.get("/intently/openapi.json").json()["servers"] == [{"url": "/intently"}]
+        assert client.get("/intently/nowhere").json()["error"] == "not_found"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +20,9 @@ AUTH = {"Authorization": "Bearer delete-test-token"}
 
 
 @pytest.fixture
-def two_versions(small_store_template: Path, tmp_path: Path) -> tuple[Path, str, str]:
+def two_versions(small_store: Path) -> tuple[Path, str, str]:
     """A store whose active version has an older sibling (the same weights, another id)."""
-    root = tmp_path / "store"
-    shutil.copytree(small_store_template, root)
+    root = small_store
     store = DirectoryStore(root)
     active = store.active() or ""
     net, meta, _ = load(store.path(active))

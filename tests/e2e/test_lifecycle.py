@@ -13,11 +13,24 @@ import httpx
 import pytest
 
 from model.directory_store import DirectoryStore
-from tests.conftest import ASSISTANT, NEW_INTENT, NO_PRETRAINED, Server
+from tests.conftest import ASSISTANT, NEW_INTENT, NO_PRETRAINED, Server, clone_version
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST = {"epochs": 20, "min_steps": 0, **NO_PRETRAINED}
+# Requests for `order_food` that share no sentence with NEW_INTENT, what the model trains on.
+NEW_INTENT_UNSEEN = [
+    "could you order me a pizza tonight",
+    "please get some sushi delivered",
+    "i would like a burger delivered",
+    "order some takeout for lunch",
+    "can i get food delivered to my house",
+    "order me some thai food",
+    "get me dinner delivered",
+    "i want to order pizza",
+    "deliver some noodles to my place",
+    "order chinese food please",
+]
 
 
 def _env(store: Path) -> dict[str, str]:
@@ -52,36 +65,28 @@ def test_append_a_new_intent_reaches_every_worker(serve, default_store: Path) ->
         job = _wait_job(http, r.json()["id"])
     assert job["state"] == "succeeded", job["error"]
     assert job["activated"] and job["version"] != before and job["progress"]["epoch"] >= 1
-    assert job["metrics"]["validation"]["accuracy"] > 0.5
+    # Validated on the rows the active version held out (and a share of the new ones): what it
+    # knew, it still knows, within a few of its 168 held-out rows.
+    base_accuracy = DirectoryStore(default_store).meta(before).metrics["accuracy"]
+    assert job["metrics"]["validation"]["accuracy"] >= base_accuracy - 0.03, (job["metrics"], base_accuracy)
     # Every worker takes the new version (within a reload interval when the machine is idle; the
     # timing is not this test's to judge): ask until each of the two has answered with it.
     server.ask_every_worker(2, until=lambda answer: answer["model_version"] == job["version"])
-    answers = [httpx.post(f"{server.url}/v1/classify", json={"text": t}).json() for t in NEW_INTENT * 2]
+    # Requests for the new intent in words of their own, none of them a training sentence.
+    answers = [httpx.post(f"{server.url}/v1/classify", json={"text": t}).json() for t in NEW_INTENT_UNSEEN]
     assert {answer["model_version"] for answer in answers} == {job["version"]}
-    assert [answer["intent"] for answer in answers].count("order_food") >= 0.75 * len(answers)
+    intents = [answer["intent"] for answer in answers]
+    assert intents.count("order_food") >= 0.8 * len(answers), intents
     assert httpx.get(f"{server.url}/v1/intents").json()["model_version"] == job["version"]
 
 
 def test_no_request_fails_through_activation_and_rollback(serve, default_store: Path) -> None:
     store = DirectoryStore(default_store)
     first = store.active()
+    # A second version to switch to: the same model under a new id is enough here (a job that
+    # succeeds without activating, policy `never`, is tested in tests/training/test_job_store.py).
+    second = clone_version(store, first or "")
     server: Server = serve("--workers", "2", env=_env(default_store))
-    # A second version to switch to: the same model under a new id is enough here.
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        job = _wait_job(
-            http,
-            http.post(
-                "/v1/training-jobs",
-                headers=AUTH,
-                json={
-                    "examples": [{"text": t, "intent": "order_food"} for t in NEW_INTENT],
-                    "activate": "never",
-                    "options": FAST,
-                },
-            ).json()["id"],
-        )
-    assert job["state"] == "succeeded" and not job["activated"]
-    second = job["version"]
 
     errors: list[str] = []
     served: list[int] = [0]
@@ -169,7 +174,13 @@ def test_if_better_refuses_a_model_trained_on_mislabelled_data(serve, default_st
         r = http.post(
             "/v1/training-jobs",
             headers=AUTH,
-            json={"examples": wrong, "mode": "replace", "activate": "if_better", "options": FAST},
+            # A few epochs are enough to learn wrong labels; more would only cost time.
+            json={
+                "examples": wrong,
+                "mode": "replace",
+                "activate": "if_better",
+                "options": {**FAST, "epochs": 3},
+            },
         )
         job = _wait_job(http, r.json()["id"])
         assert job["state"] == "succeeded" and job["activated"] is False

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from model.artifact import new_version_id
 from model.directory_store import DirectoryStore
@@ -131,6 +132,7 @@ def _serve_exit(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.server
 def test_missing_or_corrupt_model_stops_startup_with_one_line(tmp_path: Path) -> None:
     proc = _serve_exit("--model", str(tmp_path / "absent"))
     assert proc.returncode == 2 and "model directory not found" in proc.stderr

@@ -6,8 +6,10 @@ import pickle
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -77,30 +79,33 @@ def test_corrupt_artifact_is_refused_clearly(small_model_dir: Path, tmp_path: Pa
         load(broken)
 
 
-def test_future_format_version_is_refused(small_model_dir: Path, tmp_path: Path) -> None:
-    d = _copy(small_model_dir, tmp_path / "future")
+def _with_meta(src: Path, dst: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the model directory whose model.json `change` edited."""
+    d = _copy(src, dst)
     meta = json.loads((d / META_FILE).read_text())
-    meta["format_version"] = 99
+    change(meta)
     (d / META_FILE).write_text(json.dumps(meta))
+    return d
+
+
+def test_future_format_version_is_refused(small_model_dir: Path, tmp_path: Path) -> None:
+    d = _with_meta(small_model_dir, tmp_path / "future", lambda meta: meta.update(format_version=99))
     with pytest.raises(ArtifactError, match="format version 99"):
         read_meta(d)
 
 
 def test_absurd_sizes_in_metadata_are_refused(small_model_dir: Path, tmp_path: Path) -> None:
-    d = _copy(small_model_dir, tmp_path / "huge")
-    meta = json.loads((d / META_FILE).read_text())
-    meta["model"]["embed_dim"] = 10**9
-    (d / META_FILE).write_text(json.dumps(meta))
+    d = _with_meta(small_model_dir, tmp_path / "huge", lambda meta: meta["model"].update(embed_dim=10**9))
     with pytest.raises(ArtifactError, match="embed_dim"):
         load(d)
 
 
 def test_a_flag_that_is_not_a_boolean_is_refused(small_model_dir: Path, tmp_path: Path) -> None:
-    d = _copy(small_model_dir, tmp_path / "flag")
-    meta = json.loads((d / META_FILE).read_text())
-    assert meta["model"]["bag_char_ngrams"] is True  # today's default: the wide path reads n-grams
-    meta["model"]["bag_char_ngrams"] = "false"  # truthy: would build a table the weights lack
-    (d / META_FILE).write_text(json.dumps(meta))
+    def flag_as_text(meta: dict[str, Any]) -> None:
+        assert meta["model"]["bag_char_ngrams"] is True  # today's default: the wide path reads n-grams
+        meta["model"]["bag_char_ngrams"] = "false"  # truthy: would build a table the weights lack
+
+    d = _with_meta(small_model_dir, tmp_path / "flag", flag_as_text)
     with pytest.raises(ArtifactError, match="bag_char_ngrams must be true or false"):
         load(d)
 
@@ -159,8 +164,10 @@ def test_coverage_threshold_is_checked_and_absent_means_off(small_model_dir: Pat
 # parent reads what is at the target. Audit hooks see every call save makes from Python.
 KILL_MID_SAVE = """
 import json, os, signal, sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from model.artifact import load, save
 
 CALLS = {"open", "os.mkdir", "os.rename", "os.chmod", "os.remove", "os.rmdir", "shutil.rmtree",
@@ -193,6 +200,7 @@ print(json.dumps(outcomes))
 """
 
 
+@pytest.mark.process
 def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_model(
     small_model_dir: Path, tmp_path: Path
 ) -> None:

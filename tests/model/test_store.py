@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,13 @@ def _three_activated(store: ModelStore, result: TrainResult, rows: list[Example]
     for version in versions:
         store.activate(version)
     return versions
+
+
+def _active_and_other(store: ModelStore, result: TrainResult, rows: list[Example]) -> tuple[str, str]:
+    """Two new versions, the first activated."""
+    active, other = _add(store, result, rows), _add(store, result, rows)
+    store.activate(active)
+    return active, other
 
 
 @pytest.fixture
@@ -98,8 +106,7 @@ def test_the_active_version_cannot_be_deleted(
     open_replica: Replica, small_result: TrainResult, rows: list[Example]
 ) -> None:
     store = open_replica("a")
-    active, other = _add(store, small_result, rows), _add(store, small_result, rows)
-    store.activate(active)
+    active, other = _active_and_other(store, small_result, rows)
     with pytest.raises(StoreError, match="active"):
         store.delete(active)
     store.delete(other)
@@ -115,8 +122,7 @@ def test_a_damaged_version_is_refused_and_the_pointer_stays(
     open_replica: Replica, small_result: TrainResult, rows: list[Example]
 ) -> None:
     store = open_replica("a")
-    good, bad = _add(store, small_result, rows), _add(store, small_result, rows)
-    store.activate(good)
+    good, bad = _active_and_other(store, small_result, rows)
     _damage(store, bad)
     with pytest.raises(StoreError, match=r"damaged|checksum"):
         store.activate(bad)
@@ -307,3 +313,34 @@ def test_a_newer_schema_is_refused(database_url: str, tmp_path: Path) -> None:
         newer.close()
     finally:
         store.close()
+
+
+def test_remove_partial_deletes_only_abandoned_temporaries(
+    open_replica: Replica, small_result: TrainResult, rows: list[Example]
+) -> None:
+    """What a killed writer leaves (dot-named staging and temporary directories) goes once older
+    than the grace period; a write still in progress (a fresh temporary) and every version stay."""
+    store = open_replica("a")
+    version = _add(store, small_result, rows)
+    versions = store.root / "versions"
+    old_staging, old_tmp, fresh = (
+        versions / ".staging-abc123",
+        versions / f".{version}.tmp-x1",
+        versions / ".staging-new",
+    )
+    for folder in (old_staging, old_tmp, fresh):
+        folder.mkdir()
+        (folder / WEIGHTS_FILE).write_bytes(b"half a model")
+    hour_ago = time.time() - 3600
+    for path in (old_staging / WEIGHTS_FILE, old_staging, old_tmp / WEIGHTS_FILE, old_tmp):
+        os.utime(path, (hour_ago, hour_ago))
+    assert sorted(store.remove_partial(older_than=600)) == sorted([old_staging.name, old_tmp.name])
+    assert sorted(p.name for p in versions.iterdir()) == sorted([version, fresh.name])
+    assert store.list_ids() == [version] and store.exists(version)
+    assert store.remove_partial(older_than=600) == []  # nothing more to do
+    assert store.remove_partial(older_than=0) == [fresh.name]
+    assert [p.name for p in versions.iterdir()] == [version]
+
+
+def test_remove_partial_on_a_store_never_written(tmp_path: Path) -> None:
+    assert open_store(tmp_path / "nothing-here").remove_partial(older_than=0) == []

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from model.directory_store import DirectoryStore
-from tests.conftest import small_config
+from tests.conftest import private_copy, small_config
 from training.readers import Example
 from training.train import train
 
@@ -69,6 +68,4 @@ def tiny_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_store(tiny_store_template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "tiny-store"
-    shutil.copytree(tiny_store_template, root)
-    return root
+    return private_copy(tiny_store_template, tmp_path / "tiny-store")

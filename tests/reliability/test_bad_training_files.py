@@ -68,6 +68,7 @@ def test_cli_train_refuses_with_one_line(
     assert not (tmp_path / "model").exists() and not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.process
 def test_cli_train_on_a_100_mb_single_line(tmp_path: Path) -> None:
     """The real console command on a 100 MB line: one clear line, exit 2, no model."""
     path = tmp_path / "huge.jsonl"

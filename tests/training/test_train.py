@@ -196,6 +196,7 @@ def test_one_intent_is_not_enough() -> None:
         train(data, small_config(**TINY))
 
 
+@pytest.mark.own_training
 def test_word_coverage_adds_a_share_threshold_and_leaves_the_rest(
     assistant_intents: list[Example], small_result: TrainResult
 ) -> None:
