@@ -37,7 +37,7 @@ def _env(store: Path) -> dict[str, str]:
     return {"INTENTLY_MODEL_STORE": str(store), "INTENTLY_ADMIN_TOKEN": TOKEN}
 
 
-def _wait_job(http: httpx.Client, job_id: str, timeout: float = 240) -> dict:
+def _wait_job(http: httpx.Client, job_id: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = http.get(f"/v1/training-jobs/{job_id}", headers=AUTH).json()
@@ -107,7 +107,7 @@ def test_no_request_fails_through_activation_and_rollback(serve, default_store: 
     for t in threads:
         t.start()
     try:
-        with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as admin:
+        with httpx.Client(base_url=server.url, timeout=120, headers=AUTH) as admin:
             for _ in range(3):
                 time.sleep(0.7)
                 assert admin.post(f"/v1/models/{second}/activate").json() == {"active": second}

@@ -101,6 +101,8 @@ def test_the_compact_serving_form_halves_the_tables_and_answers_as_fp32(
     assert net.embed.ngrams is not None and net.embed.ngrams.weight.dtype == torch.float16
     assert net.bag is not None and net.bag.weight.dtype == torch.float16
     texts = [e.text for e in assistant_test]
+    int8 = [type(m).__name__ for m in net.modules() if "quantized.dynamic" in type(m).__module__]
+    assert int8, "no layer was quantized to int8"
     assert not torch.equal(fp32.logits(texts), compact.logits(texts))  # quantized for real
     a, b = fp32.predict_batch(texts), compact.predict_batch(texts)
     same = sum(x.intent == y.intent for x, y in zip(a, b, strict=True)) / len(texts)
