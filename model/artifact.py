@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 from model.config import ModelConfig, TokenizerConfig, tokenizer_config_from_dict
 from model.detector import DetectorParams
 from model.entities import Kind
-from model.network import IntentNet
+from model.runtime import HasWeights, expected_shapes
 from model.tokenizer import Tokenizer
 
 FORMAT = "intently-model"
@@ -135,7 +135,7 @@ def new_version_id() -> str:
 
 
 def save(
-    net: IntentNet,
+    net: HasWeights,
     meta: ModelMeta,
     out_dir: str | Path,
     extra_files: dict[str, bytes] | None = None,
@@ -151,8 +151,7 @@ def save(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        save_file(net.weights(), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), ensure_ascii=False), encoding="utf-8")
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
@@ -384,31 +383,30 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         raise ValueError("model is implausibly large")
 
 
-def load(model_dir: str | Path) -> tuple[IntentNet, ModelMeta, Tokenizer]:
-    """Rebuild the network from a directory; raises ArtifactError with a clear message."""
+def load(model_dir: str | Path) -> tuple[dict[str, np.ndarray], ModelMeta, Tokenizer]:
+    """The weights of a model directory as numpy arrays, checked against its `model.json`, its
+    metadata and tokenizer; raises ArtifactError with a clear message. Torch-free: serving runs
+    them in model/runtime.py; training/network.py's `load_net` rebuilds the torch network."""
     path = Path(model_dir)
     meta = read_meta(path)
-    net = IntentNet(meta.model)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    expected = expected_shapes(meta.model)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"not an Intently model: {WEIGHTS_FILE} missing in {path}")
     try:
-        with safe_open(str(weights), framework="pt") as f:
+        with safe_open(str(weights), framework="np") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
             if found != expected:
                 raise ArtifactError(_shape_mismatch(weights, expected, found))
-            state = {k: f.get_tensor(k) for k in expected}
+            state: dict[str, np.ndarray] = {k: f.get_tensor(k) for k in expected}
     except ArtifactError:
         raise
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise ArtifactError(f"{weights} is not a readable safetensors file: {exc}") from None
     for k, v in state.items():
-        if not v.is_floating_point() or not torch.isfinite(v).all():
+        if not np.issubdtype(v.dtype, np.floating) or not np.isfinite(v).all():
             raise ArtifactError(f"{weights}: tensor {k} is not finite floating point")
-    net.load_state_dict(state)
-    net.eval()
-    return net, meta, Tokenizer(meta.vocab, meta.tokenizer, meta.model.bag_buckets)
+    return state, meta, Tokenizer(meta.vocab, meta.tokenizer, meta.model.bag_buckets)
 
 
 def _shape_mismatch(

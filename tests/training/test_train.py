@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+
 from model.artifact import load, save
-from model.network import Batch
 from model.predictor import Predictor, verdicts
 from tests.conftest import small_config
 from training.evaluate import evaluate
