@@ -200,7 +200,7 @@ class Predictor:
         labels, version = self.labels, self.version
         entities = None
         if tag_scores or self.patterns:
-            scores: Sequence[np.ndarray | None] = tag_scores or [None] * len(texts)
+            scores: list[np.ndarray | None] = list(tag_scores) if tag_scores else [None] * len(texts)
             entities = [self._entities(t, s) for t, s in zip(texts, scores, strict=True)]
         return [
             Prediction(

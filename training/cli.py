@@ -22,7 +22,6 @@ from training.config import TrainConfig
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
 from training.readers import DataError, read_data, read_file
-from training.train import train
 from training.vectors import build_table
 
 
@@ -150,6 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = read_data(args.data)
     examples = data.examples
     valid = read_file(args.valid) if args.valid else None
+    from training.train import train  # torch: imported by the commands that train, not by `serve`
+
     result = train(examples, config, valid_examples=valid, show_progress=not args.quiet, nlu=data)
     for line in result.summary.lines() + data.lines():
         print(line, file=sys.stderr)

@@ -7,13 +7,15 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from model.predictor import Predictor
 from model.store import CONFUSION_FILE, REPORT_FILE
 from training.metrics import confused_pairs, confusion_matrix, entity_scores, per_label, summary
 from training.readers import OOS, Example
-from training.train import TrainResult
+
+if TYPE_CHECKING:  # training.train imports torch; reading a report does not need it
+    from training.train import TrainResult
 
 log = logging.getLogger("intently.evaluate")
 

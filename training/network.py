@@ -418,8 +418,6 @@ def crf_loss(
     return (torch.logsumexp(alpha + end, dim=1) - gold).mean()
 
 
-
-
 def quantize_dynamic(net: IntentNet, inplace: bool = False) -> IntentNet:
     """int8 weights for LSTM/GRU and linear layers, activations quantized on the fly: torch's serving
     form before model/runtime.py, kept as the benchmarks' baseline. A plain tanh RNN has no quantized
