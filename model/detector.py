@@ -24,7 +24,7 @@ def nearest(bank: np.ndarray, bounds: list[int], features: np.ndarray, predicted
     `bounds[k]..bounds[k+1]` (training/network.py's `KnownRows` keeps them in the artifact).
     """
     features = features.astype(np.float32, copy=False)
-    norms = np.maximum(np.linalg.norm(features, axis=-1), 1e-12)
+    norms = np.maximum(np.sqrt((features * features).sum(axis=-1)), 1e-12)
     near = np.full(len(features), -1.0, dtype=np.float32)
     if len(features) == 1:  # the common case of one request: one product
         k = int(predicted[0])

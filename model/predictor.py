@@ -75,7 +75,7 @@ def verdicts(
     """
     masked = np.where(in_scope, probs, np.float32(-1.0))
     top = masked.argmax(axis=-1)
-    top_prob = np.take_along_axis(masked, top[:, None], axis=-1)[:, 0]
+    top_prob = masked[np.arange(len(masked)), top]
     rejected = top_prob < threshold
     if oos_index is not None:
         rejected |= probs[:, oos_index] > top_prob
@@ -190,7 +190,7 @@ class Predictor:
         masked = np.where(self.in_scope, probs, np.float32(-1.0))
         # Stable sort of the negated scores: ties keep label order, as torch's topk does.
         ranked_i = np.argsort(-masked, axis=-1, kind="stable")[:, :k]
-        ranked_p = np.take_along_axis(masked, ranked_i, axis=-1).astype(np.float64).round(6)
+        ranked_p = masked[np.arange(len(masked))[:, None], ranked_i].astype(np.float64).round(6)
         # Rounded to 6 places in float64, once for the whole batch: cheaper than round() on each.
         # Out of scope, the confidence is that of the verdict itself (with the share of
         # known words, of the top probability discounted by it).

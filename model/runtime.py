@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -111,18 +111,48 @@ class Weights:
         return self.arrays
 
 
-def _segment_sums(rows: Array, counts: Array) -> Array:
-    """Sums of consecutive runs of `rows` ([sum(counts), D]) of the given lengths; an empty run sums to 0.
+# Rows gathered at once when summing runs: a bound on the temporary [runs, longest run, width] array.
+_CHUNK_ROWS = 8192
 
-    `np.add.reduceat` mishandles empty runs, so it reads only the others: with the empty
-    ones taking no rows, each non-empty run still ends where the next one starts.
-    """
-    out = np.zeros((len(counts), rows.shape[1]), dtype=np.float32)
-    filled = counts > 0
-    if len(rows):
-        starts = (np.cumsum(counts) - counts)[filled]
-        out[filled] = np.add.reduceat(rows, starts, axis=0, dtype=np.float32)
+
+def _with_padding_row(table: Array, dtype: type[np.floating[Any]]) -> Array:
+    """The table in `dtype` with a row of zeros after its last: what padded lookups read."""
+    out = np.zeros((len(table) + 1, table.shape[1]), dtype=dtype)
+    out[:-1] = table
     return out
+
+
+def _run_sums(table: Array, ids: Array, counts: Array) -> Array:
+    """[len(counts), width] fp32: the sums of `table`'s rows at consecutive runs of `ids` of the given
+    lengths (an empty run sums to 0). `table` ends in a row of zeros.
+
+    The runs are laid out padded ([runs, longest run], padding reading the zero row) and summed
+    over the run axis: numpy's `add.reduceat` along rows walks each column apart, several times
+    slower than the gather itself. Batches are sorted by length, so padding is little.
+    """
+    if len(counts) == 1:
+        single: Array = table[ids].astype(np.float32, copy=False).sum(axis=0, keepdims=True)
+        return single
+    width = max(int(counts.max()), 1)
+    padded = np.full((len(counts), width), len(table) - 1, dtype=np.int64)
+    padded[np.arange(width) < counts[:, None]] = ids
+    out = np.empty((len(counts), table.shape[1]), dtype=np.float32)
+    step = max(1, _CHUNK_ROWS // width)
+    for start in range(0, len(counts), step):
+        # fp32 before summing: numpy sums half-precision rows through a slow casting loop.
+        rows = table[padded[start : start + step]].astype(np.float32, copy=False)
+        out[start : start + step] = rows.sum(axis=1)
+    return out
+
+
+def _per_text(rows: Array, lengths: Array, fill: float) -> Array:
+    """Flat token rows [sum(lengths), C] as [texts, longest, C], `fill` after each text's end."""
+    if len(lengths) == 1:
+        return rows[None]
+    longest = int(lengths.max())
+    padded = np.full((len(lengths), longest, rows.shape[1]), fill, dtype=np.float32)
+    padded[np.arange(longest) < lengths[:, None]] = rows
+    return padded
 
 
 @dataclass
@@ -155,9 +185,13 @@ class Runtime:
             folded[: cfg.learned_rows] += words
             words = folded
         self.words = words.astype(table_type, copy=False)
-        self.ngrams = w["embed.ngrams.weight"].astype(table_type) if cfg.ngram_buckets else None
-        self.bag = w["bag.weight"].astype(table_type) if cfg.bag_buckets else None
-        self.char_bag = w["char_bag.weight"].astype(table_type) if cfg.uses_char_bag else None
+        self.dim = cfg.embed_dim
+        # The n-gram vectors and the wide path's n-gram weights side by side: one lookup serves both.
+        self.subwords: Array | None = None
+        if cfg.ngram_buckets:
+            parts = [w["embed.ngrams.weight"]] + ([w["char_bag.weight"]] if cfg.uses_char_bag else [])
+            self.subwords = _with_padding_row(np.concatenate(parts, axis=1), table_type)
+        self.bag = _with_padding_row(w["bag.weight"], table_type) if cfg.bag_buckets else None
         self.layers = [self._layer(w, n) for n in range(cfg.num_layers)]
         self.head_w = np.ascontiguousarray(w["head.weight"].astype(np.float32).T)
         self.head_b = w["head.bias"].astype(np.float32)
@@ -270,20 +304,22 @@ class Runtime:
             bag_counts.append(len(e.bag))
         lengths = np.array([len(e.words) for e in items], dtype=np.int64)
         x = self.words[np.array(words, dtype=np.int64)].astype(np.float32, copy=False)
-        counts = np.array(ngram_counts, dtype=np.int64)
-        ngram_ids = np.array(ngrams, dtype=np.int64)
-        if self.ngrams is not None:
-            x += _segment_sums(self.ngrams[ngram_ids], counts) / np.maximum(counts, 1)[:, None]
+        chars = None
+        if self.subwords is not None:
+            counts = np.array(ngram_counts, dtype=np.int64)
+            sums = _run_sums(self.subwords, np.array(ngrams, dtype=np.int64), counts)
+            x += sums[:, : self.dim] / np.maximum(counts, 1)[:, None]
+            if sums.shape[1] > self.dim:
+                chars = sums[:, self.dim :]  # each token's share of the wide path's logits
         for layer in self.layers:
             x = self._recurrent(layer, x, lengths)
         starts = np.cumsum(lengths) - lengths
         feats = self._pool(x, starts, lengths)
         logits = feats @ self.head_w + self.head_b
         if self.bag is not None:
-            logits += _segment_sums(self.bag[np.array(bag, dtype=np.int64)], np.array(bag_counts))
-        if self.char_bag is not None:
-            per_text = np.add.reduceat(counts, starts) if len(counts) else np.zeros(len(items), np.int64)
-            logits += _segment_sums(self.char_bag[ngram_ids], per_text)
+            logits += _run_sums(self.bag, np.array(bag, dtype=np.int64), np.array(bag_counts, dtype=np.int64))
+        if chars is not None:
+            logits += _per_text(chars, lengths, 0.0).sum(axis=1)
         return logits, feats, x if steps_too else None, lengths
 
     def _pool(self, steps: Array, starts: Array, lengths: Array) -> Array:
@@ -294,10 +330,13 @@ class Runtime:
             if self.directions == 1:
                 return last
             return np.concatenate([last, steps[starts, self.hidden :]], axis=1)
-        mean = np.add.reduceat(steps, starts, axis=0) / lengths[:, None].astype(np.float32)
+        padded = _per_text(steps, lengths, 0.0)
+        mean: Array = padded.sum(axis=1) / lengths[:, None].astype(np.float32)
         if pooling == "mean":
             return mean
-        peak = np.maximum.reduceat(steps, starts, axis=0)
+        if lengths.min() != lengths.max():
+            padded = _per_text(steps, lengths, -np.inf)
+        peak = padded.max(axis=1)
         return peak if pooling == "max" else np.concatenate([peak, mean], axis=1)
 
     def _recurrent(self, layer: _Layer, x: Array, lengths: Array) -> Array:
@@ -309,29 +348,35 @@ class Runtime:
         """
         h, dirs = self.hidden, self.directions
         gates = layer.w_rec.shape[2]
-        projected = x @ layer.w_in + layer.b_in  # [N, dirs * gates]
+        # Every token's input projection, both directions, in one product: [N, dirs, gates].
+        projected = (x @ layer.w_in + layer.b_in).reshape(len(x), dirs, gates)
         order = np.argsort(-lengths, kind="stable")
         sorted_lengths = lengths[order]
-        longest, batch = int(sorted_lengths[0]), len(lengths)
+        longest = int(sorted_lengths[0])
         starts = (np.cumsum(lengths) - lengths)[order]
         steps = np.arange(longest)[:, None]
-        running = steps < sorted_lengths[None, :]  # [T, B]
-        active = running.sum(axis=1).tolist()
-        forward_at = np.where(running, starts + steps, 0)
-        backward_at = np.where(running, starts + sorted_lengths - 1 - steps, 0)
-        inputs = np.empty((longest, dirs, batch, gates), dtype=np.float32)
-        inputs[:, 0] = projected[forward_at, :gates]
-        if dirs == 2:
-            inputs[:, 1] = projected[backward_at, gates:]
-        state = np.zeros((dirs, batch, h), dtype=np.float32)
-        cell = np.zeros((dirs, batch, h), dtype=np.float32) if self.cfg.arch == "lstm" else None
-        out = np.empty((longest, dirs, batch, h), dtype=np.float32)
+        active = (steps < sorted_lengths[None, :]).sum(axis=1).tolist()
+        # The token each running row reads at step t, per direction: [T, dirs, B]. Only the running
+        # prefix of each step is read, so the rest may point anywhere.
+        at = np.stack([starts + steps, starts + sorted_lengths - 1 - steps][:dirs], axis=1)
+        direction = np.arange(dirs)[:, None]
+        state = np.zeros((dirs, len(lengths), h), dtype=np.float32)
+        cell = np.zeros_like(state) if self.cfg.arch == "lstm" else None
+        flat = np.empty((len(x), dirs, h), dtype=np.float32)
+        # All of one length (always so for one utterance): every step's inputs in one gather and
+        # the states out in one scatter; else a gather and a scatter a step, of the running rows only.
+        uniform = sorted_lengths[0] == sorted_lengths[-1]
+        inputs = projected[at, direction] if uniform else None  # [T, dirs, B, gates]
+        out = np.empty((longest, dirs, len(lengths), h), dtype=np.float32) if uniform else None
         arch, w_rec, b_rec = self.cfg.arch, layer.w_rec, layer.b_rec
         for t in range(longest):
             n = active[t]
+            rows = at[t, :, :n]
             prev = state[:, :n]
+            # [dirs, n, gates], worked on in place: each step's inputs are read once.
+            g = inputs[t] if inputs is not None else projected[rows, direction]
             if arch == "lstm" and cell is not None:
-                g = inputs[t, :, :n] + prev @ w_rec
+                g += prev @ w_rec
                 np.tanh(g, out=g)
                 sig = g[..., : 3 * h]
                 sig *= 0.5
@@ -342,17 +387,20 @@ class Runtime:
                 state[:, :n] = sig[..., 2 * h : 3 * h] * np.tanh(c)
             elif arch == "gru" and b_rec is not None:
                 rec = prev @ w_rec + b_rec
-                gx = inputs[t, :, :n]
-                rz = np.tanh(gx[..., : 2 * h] + rec[..., : 2 * h])
+                rz = g[..., : 2 * h]
+                rz += rec[..., : 2 * h]
+                np.tanh(rz, out=rz)
                 rz *= 0.5
                 rz += 0.5
-                cand = np.tanh(gx[..., 2 * h :] + rz[..., :h] * rec[..., 2 * h :])
+                cand = np.tanh(g[..., 2 * h :] + rz[..., :h] * rec[..., 2 * h :])
                 state[:, :n] = cand + rz[..., h:] * (prev - cand)
             else:
-                state[:, :n] = np.tanh(inputs[t, :, :n] + prev @ w_rec)
-            out[t, :, :n] = state[:, :n]
-        flat = np.empty((len(x), dirs, h), dtype=np.float32)
-        flat[forward_at[running], 0] = out[:, 0][running]
-        if dirs == 2:
-            flat[backward_at[running], 1] = out[:, 1][running]
+                g += prev @ w_rec
+                state[:, :n] = np.tanh(g)
+            if out is not None:
+                out[t] = state
+            else:
+                flat[rows, direction] = state[:, :n]
+        if out is not None:
+            flat[at, direction] = out
         return flat.reshape(len(x), dirs * h)

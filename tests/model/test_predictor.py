@@ -91,7 +91,7 @@ def test_the_compact_serving_form_halves_the_tables_and_answers_as_fp32(
     compact = Predictor.load(small_model_dir, quantize=True)
     runtime = compact.scorer
     assert isinstance(runtime, Runtime)
-    assert runtime.ngrams is not None and runtime.ngrams.dtype == np.float16
+    assert runtime.subwords is not None and runtime.subwords.dtype == np.float16
     assert runtime.bag is not None and runtime.bag.dtype == np.float16
     assert runtime.words.dtype == np.float16
     texts = [e.text for e in assistant_test]
