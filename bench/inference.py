@@ -45,14 +45,16 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(classify: Callable[[Sequence[str]], object], texts: Sequence[str]) -> tuple[float, float]:
+def measure(
+    classify: Callable[[Sequence[str]], object], texts: Sequence[str], repeats: int = 2000
+) -> tuple[float, float]:
     """(median microseconds at batch 1, utterances per second at batch 256)."""
     for t in texts[:100]:
         classify([t])
     singles = iter(texts * 10)
-    b1 = median_seconds(lambda: classify([next(singles)]), 2000)
+    b1 = median_seconds(lambda: classify([next(singles)]), repeats)
     batch = list(texts[:256])
-    b256 = median_seconds(lambda: classify(batch), 30)
+    b256 = median_seconds(lambda: classify(batch), max(5, repeats // 60))
     return b1 * 1e6, len(batch) / b256
 
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=int, help="fewer epochs, a quicker run (speed is the same)")
     parser.add_argument("--no-pretrained", action="store_true", help="no vectors nor teacher: quicker")
+    parser.add_argument("--repeats", type=int, default=2000, help="batch-1 calls timed per system")
     args = parser.parse_args()
     folder = ROOT.parent / "shared" / "data" / args.dataset
     if not (folder / "train.csv").is_file():
@@ -79,6 +82,7 @@ def main() -> None:
         options |= {"epochs": args.epochs, "min_steps": 0}
     result = train(train_ex, TrainConfig(**options))  # type: ignore[arg-type]
     train_seconds = time.perf_counter() - started
+    print(f"trained in {train_seconds:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         # The runtime as serving loads it: from the saved artifact (INTENTLY_QUANTIZE=1 is the default).
         save(result.net, result.meta, Path(tmp) / "m")
@@ -120,7 +124,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         for name, fn in systems.items():
             with threadpool_limits(threads):  # numpy's BLAS, as torch's threads for torch
-                b1, b256 = measure(fn, texts)
+                b1, b256 = measure(fn, texts, args.repeats)
+            print(f"  {name}, {threads} thread(s): {b1:.0f} µs, {b256:.0f} utt/s", flush=True)
             rows.append(
                 {
                     "system": name,

@@ -169,6 +169,8 @@ def main() -> None:
             tmp = Path(t)
             print(f"  in process: runtime and torch, {args.distinct} distinct utterances ...", flush=True)
             local = in_process(model, args.distinct, tmp)
+            for r in local:
+                print(f"  {r}", flush=True)
             for kind in ("real", "bare"):
                 server = su.start_real(model, 1, tmp, env) if kind == "real" else su.start_bare(1, tmp)
                 try:
