@@ -13,7 +13,6 @@ from app.config import UVICORN_OPTIONS, Settings, settings_store
 from model.artifact import ArtifactError, load
 from model.store import StoreError
 from training import cli as training_cli
-from training.default_model import SEED_ENV, ensure_default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +52,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store = settings_store(settings)
         try:
             if store.active() is None:
+                # Imported here: it trains, with torch, which serving a stored model never loads.
+                from training.default_model import SEED_ENV, ensure_default
+
                 how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
                 print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
                 ensure_default(store, show_progress=True)

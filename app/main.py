@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -19,7 +18,6 @@ from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
 from app.routes import classify, evaluation, health, model_info, playground, rasa, training_jobs, versions
-from training.default_model import ensure_default
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,11 +32,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One thread per worker by default: two threads wake each other on small batches (docs/RESEARCH.md).
-        torch.set_num_threads(settings.torch_threads or 1)
         if store is not None and store.active() is None:
             # `intently serve` fills an empty store before starting; this covers
-            # a bare `uvicorn app.main:create_app --factory`.
+            # a bare `uvicorn app.main:create_app --factory`. Imported here: it trains, with torch,
+            # which a worker serving a stored model never loads.
+            import torch
+
+            from training.default_model import ensure_default
+
+            # One thread by default: two threads wake each other on small batches (docs/RESEARCH.md).
+            torch.set_num_threads(settings.torch_threads or 1)
             await asyncio.to_thread(ensure_default, store)
         batcher.start()
         await holder.start()

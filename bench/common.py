@@ -150,8 +150,8 @@ def project_labels(predictor: Predictor, texts: Sequence[str]) -> tuple[list[str
     classifier from the threshold.
     """
     with_threshold = [p.intent or OOS for p in predictor.predict_batch(texts, top_k=1)]
-    probs = predictor.probabilities(texts).masked_fill(~predictor.in_scope, -1.0)
-    argmax = [predictor.labels[i] for i in probs.argmax(dim=-1).tolist()]
+    probs = np.where(predictor.in_scope, predictor.probabilities(texts), -1.0)
+    argmax = [predictor.labels[i] for i in probs.argmax(axis=-1).tolist()]
     return with_threshold, argmax
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bench.common import apply_threads, base_parser, load_datasets, subsample_per_intent, table, write_results
-from model.network import Batch, IntentNet
+from training.network import Batch, IntentNet
 from model.tokenizer import PAD, UNK, Tokenizer
 from training.config import TrainConfig
 from training.encoder import PretrainedEncoder, start_from

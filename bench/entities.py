@@ -38,7 +38,7 @@ from bench.common import (
     write_results,
 )
 from model.entities import tags_of
-from model.predictor import Predictor, quantize_dynamic
+from model.predictor import Predictor
 from model.tokenizer import token_spans
 from training.metrics import entity_scores
 from training.readers import FORMATS, OOS, Example, read_file
@@ -163,7 +163,7 @@ def main() -> None:
     started = time.perf_counter()
     result = train(train_ex, cfg, valid_examples=valid_ex)
     seconds = time.perf_counter() - started
-    predictor = Predictor(quantize_dynamic(result.net), result.meta, result.tokenizer)  # what serving runs
+    predictor = Predictor(result.net, result.meta, result.tokenizer)  # the runtime, as serving runs it
     predictions = predictor.predict_batch(texts)
     ours = entity_scores(gold, [[(s.start, s.end, s.entity) for s in p.entities] for p in predictions])
     # The top intent; with `oos` rows in the data (a label of its own), the verdict, as the
@@ -174,7 +174,7 @@ def main() -> None:
     # Lookup tables as matches (model/patterns.py): every value of each type in the training
     # spans, matched where the tagger found nothing; the same network, so only that differs.
     tables = _lookup_tables(train_ex)
-    matched = Predictor(predictor.net, replace(result.meta, entity_lookups=tables), result.tokenizer)
+    matched = Predictor(predictor.scorer, replace(result.meta, entity_lookups=tables), result.tokenizer)
     with_lookups = entity_scores(
         gold, [[(s.start, s.end, s.entity) for s in p.entities] for p in matched.predict_batch(texts)]
     )

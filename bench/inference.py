@@ -1,26 +1,35 @@
-"""In-process inference speed: the Predictor (fp32 and int8) against TF-IDF + logistic regression.
+"""In-process inference speed: the numpy runtime (what serving runs) beside the torch network
+(fp32, and int8 as served before the runtime) and TF-IDF + logistic regression.
 
-    .venv/bin/python -m bench.inference [--dataset banking77] [--threads 1 2]
+    .venv/bin/python -m bench.inference [--dataset banking77] [--threads 1 2] [--epochs N] [--no-pretrained]
 
 Trains each model once on the data set's train split, then measures, in the
 same run, the median time of one utterance (batch 1, warm) and the
-throughput at batch 256, for every thread count given. Accuracy of the top intent
+throughput at batch 256, for every thread count given. Every Intently row is the
+same `Predictor` (tokens, calibration, out-of-scope rules, detector) over a different
+scorer, so the rows differ only in the network's arithmetic. Accuracy of the top intent
 on the test split is printed too, so a faster variant that loses accuracy shows it,
-beside the share of test utterances the model refuses as out of scope.
+beside the share of test utterances the model refuses as out of scope, and how many
+verdicts differ from the torch network's at fp32.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from bench.common import fit_baseline, write_results
-from model.predictor import Predictor, quantize_dynamic
+from model.artifact import save
+from model.predictor import Predictor
+from training.network import TorchScorer, quantize_dynamic
 from training.readers import read_file
 from training.train import TrainConfig, train
 
@@ -36,14 +45,16 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(classify: Callable[[Sequence[str]], object], texts: Sequence[str]) -> tuple[float, float]:
+def measure(
+    classify: Callable[[Sequence[str]], object], texts: Sequence[str], repeats: int = 2000
+) -> tuple[float, float]:
     """(median microseconds at batch 1, utterances per second at batch 256)."""
     for t in texts[:100]:
         classify([t])
     singles = iter(texts * 10)
-    b1 = median_seconds(lambda: classify([next(singles)]), 2000)
+    b1 = median_seconds(lambda: classify([next(singles)]), repeats)
     batch = list(texts[:256])
-    b256 = median_seconds(lambda: classify(batch), 30)
+    b256 = median_seconds(lambda: classify(batch), max(5, repeats // 60))
     return b1 * 1e6, len(batch) / b256
 
 
@@ -53,6 +64,9 @@ def main() -> None:
     )
     parser.add_argument("--dataset", default="banking77")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs", type=int, help="fewer epochs, a quicker run (speed is the same)")
+    parser.add_argument("--no-pretrained", action="store_true", help="no vectors nor teacher: quicker")
+    parser.add_argument("--repeats", type=int, default=2000, help="batch-1 calls timed per system")
     args = parser.parse_args()
     folder = ROOT.parent / "shared" / "data" / args.dataset
     if not (folder / "train.csv").is_file():
@@ -63,31 +77,55 @@ def main() -> None:
     truth = [e.intent for e in test_ex]
 
     started = time.perf_counter()
-    result = train(train_ex, TrainConfig())
+    options: dict[str, object] = {"vectors": "", "teacher": ""} if args.no_pretrained else {}
+    if args.epochs:
+        options |= {"epochs": args.epochs, "min_steps": 0}
+    result = train(train_ex, TrainConfig(**options))  # type: ignore[arg-type]
     train_seconds = time.perf_counter() - started
-    fp32 = Predictor(result.net, result.meta, result.tokenizer)
-    int8 = Predictor(quantize_dynamic(result.net), result.meta, result.tokenizer)
+    print(f"trained in {train_seconds:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The runtime as serving loads it: from the saved artifact (INTENTLY_QUANTIZE=1 is the default).
+        save(result.net, result.meta, Path(tmp) / "m")
+        runtime = Predictor.load(Path(tmp) / "m", quantize=True)
+        runtime_fp32 = Predictor.load(Path(tmp) / "m")
+    torch_fp32 = Predictor(TorchScorer(result.net), result.meta, result.tokenizer)
+    # torch's serving form before the runtime: int8 recurrent and linear layers, half-precision tables.
+    served = quantize_dynamic(copy.deepcopy(result.net))
+    served.half_tables()
+    torch_int8 = Predictor(TorchScorer(served), result.meta, result.tokenizer)
     baseline, baseline_seconds = fit_baseline(train_ex)
 
     def accuracy(predicted: Sequence[str | None]) -> float:
         return sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
 
-    systems: dict[str, Callable[[Sequence[str]], object]] = {
-        "intently fp32": lambda b: fp32.predict_batch(b),
-        "intently int8": lambda b: int8.predict_batch(b),
-        "tf-idf + logreg": lambda b: baseline.predict_proba(list(b)),
+    predictors = {
+        "runtime (served)": runtime,
+        "runtime fp32": runtime_fp32,
+        "torch fp32": torch_fp32,
+        "torch int8": torch_int8,
     }
+    systems: dict[str, Callable[[Sequence[str]], object]] = {
+        name: p.predict_batch for name, p in predictors.items()
+    }
+    systems["tf-idf + logreg"] = lambda b: baseline.predict_proba(list(b))
     # Closed-set accuracy of the top intent, as the baseline has no refusals; and the share the
     # model refuses (its out-of-scope verdicts, the unknown-intent detector's included).
-    answers = {"intently fp32": fp32.predict_batch(texts), "intently int8": int8.predict_batch(texts)}
+    answers = {name: p.predict_batch(texts) for name, p in predictors.items()}
     acc = {name: accuracy([p.ranking[0].intent for p in got]) for name, got in answers.items()}
+    reference = [(p.ranking[0].intent, p.out_of_scope) for p in answers["torch fp32"]]
+    differ = {
+        name: sum((p.ranking[0].intent, p.out_of_scope) != r for p, r in zip(got, reference, strict=True))
+        for name, got in answers.items()
+    }
     acc["tf-idf + logreg"] = accuracy(list(baseline.predict(texts)))
     refused = {name: sum(p.out_of_scope for p in got) / len(got) for name, got in answers.items()}
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name, fn in systems.items():
-            b1, b256 = measure(fn, texts)
+            with threadpool_limits(threads):  # numpy's BLAS, as torch's threads for torch
+                b1, b256 = measure(fn, texts, args.repeats)
+            print(f"  {name}, {threads} thread(s): {b1:.0f} µs, {b256:.0f} utt/s", flush=True)
             rows.append(
                 {
                     "system": name,
@@ -96,6 +134,7 @@ def main() -> None:
                     "batch256_utt_s": round(b256),
                     "accuracy": round(acc[name], 4),
                     "refused": round(refused.get(name, 0.0), 4),
+                    "verdicts_differing_from_torch_fp32": differ.get(name),
                 }
             )
     print(f"\n{args.dataset}: {len(train_ex)} train, {len(test_ex)} test utterances")
@@ -105,17 +144,23 @@ def main() -> None:
     )
     print(
         f"{'system':<18}{'threads':>8}{'batch-1 median µs':>20}{'batch-256 utt/s':>18}"
-        f"{'top-intent accuracy':>21}{'refused':>9}"
+        f"{'top-intent accuracy':>21}{'refused':>9}{'differ':>8}"
     )
     for r in rows:
         print(
             f"{r['system']:<18}{r['threads']:>8}{r['batch1_us']:>20.0f}{r['batch256_utt_s']:>18}"
-            f"{r['accuracy']:>21.4f}{r['refused']:>9.4f}"
+            f"{r['accuracy']:>21.4f}{r['refused']:>9.4f}{r['verdicts_differing_from_torch_fp32']!s:>8}"
         )
+    torch_b1 = {r["threads"]: r["batch1_us"] for r in rows if r["system"] == "torch int8"}
+    for r in rows:
+        if r["system"] == "runtime (served)":
+            ratio = r["batch1_us"] / torch_b1[r["threads"]]
+            print(f"runtime (served) / torch int8 at batch 1, {r['threads']} thread(s): {ratio:.2f}")
     write_results(
         "inference",
         {
             "dataset": args.dataset,
+            "args": vars(args),
             "train_seconds": round(train_seconds, 1),
             "baseline_train_seconds": round(baseline_seconds, 2),
             "rows": rows,

@@ -1,6 +1,12 @@
-"""Resident memory of a serving worker after warm-up and after sustained traffic, against the bare app.
+"""Resident memory of a serving worker after warm-up and after sustained traffic, against the bare app;
+and, in the same run, the numpy runtime beside the torch network in a process of their own.
 
     .venv/bin/python -m bench.memory [--requests 100000] [--model DIR] [--env INTENTLY_QUANTIZE=1]
+
+In process: a fresh interpreter per path loads the model (the runtime as `Predictor.load`
+serves it; torch's int8 form as served before the runtime) and classifies --distinct
+different utterances one at a time; its RSS after the import, after loading, and after the
+traffic.
 
 One real server (1 worker), 1,000 warm-up requests, the RSS of the process
 that serves (found through the listening socket), then --requests more from
@@ -13,6 +19,11 @@ Targets: <= 400 MB after warm-up, growth < 5%. Results: bench/results/memory.jso
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=100_000, help="requests after warm-up (default 100000)")
     p.add_argument("--concurrency", type=int, default=32, help="connections (default 32)")
     p.add_argument("--model", help="serve this model directory (default: train one now, ~20 s)")
+    p.add_argument("--distinct", type=int, default=3000, help="distinct utterances in process (default 3000)")
     p.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the real server"
     )
@@ -60,6 +72,59 @@ def send(url: str, requests: int, concurrency: int, pid: int) -> dict[str, Any]:
         rate = max(figures["requests"] / figures["seconds"], 1.0)
         seconds = min(SLICE_SECONDS, max(1.0, (requests - sent) / rate))
     return {"sent": sent, "ok": ok, "errors": errors, "rps": ok / busy, "samples": samples}
+
+
+# Run in a fresh interpreter: argv[1] the path ("runtime" or "torch"), argv[2] the model, argv[3] the texts.
+IN_PROCESS = """
+import json, sys
+import psutil
+def rss():
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+path, model, texts = sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read())
+from model.predictor import Predictor
+if path == "torch":
+    from training.network import TorchScorer, load_net, quantize_dynamic
+imported = rss()
+if path == "torch":
+    net, meta, tokenizer = load_net(model)
+    net = quantize_dynamic(net, inplace=True)
+    net.half_tables()
+    predictor = Predictor(TorchScorer(net), meta, tokenizer)
+else:
+    predictor = Predictor.load(model, quantize=True)
+for t in texts[:100]:
+    predictor.predict(t)
+loaded = rss()
+for t in texts:
+    predictor.predict(t)
+print(json.dumps({"path": path, "imported_mb": imported, "warm_mb": loaded, "after_traffic_mb": rss(),
+                  "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def distinct_texts(count: int) -> list[str]:
+    """`count` different utterances: the built-in test rows, then variants of them."""
+    with open(su.ROOT / "data" / "assistant" / "test.csv", newline="", encoding="utf-8") as f:
+        rows = [row["text"] for row in csv.DictReader(f)]
+    return [f"{rows[i % len(rows)]} {i // len(rows) or ''}".strip() for i in range(count)]
+
+
+def in_process(model: Path, count: int, tmp: Path) -> list[dict[str, Any]]:
+    texts = tmp / "texts.json"
+    texts.write_text(json.dumps(distinct_texts(count)))
+    out = []
+    for path in ("runtime", "torch"):
+        proc = subprocess.run(
+            [sys.executable, "-c", IN_PROCESS, path, str(model), str(texts)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=su.ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=600,
+        )
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def measure_server(server: su.Server, requests: int, concurrency: int) -> dict[str, Any]:
@@ -102,6 +167,10 @@ def main() -> None:
             tempfile.TemporaryDirectory(prefix="intently-bench-mem-") as t,
         ):
             tmp = Path(t)
+            print(f"  in process: runtime and torch, {args.distinct} distinct utterances ...", flush=True)
+            local = in_process(model, args.distinct, tmp)
+            for r in local:
+                print(f"  {r}", flush=True)
             for kind in ("real", "bare"):
                 server = su.start_real(model, 1, tmp, env) if kind == "real" else su.start_bare(1, tmp)
                 try:
@@ -132,6 +201,16 @@ def main() -> None:
             rows,
         )
     )
+    print()
+    print(
+        table(
+            ["in process", "after import MB", "warm MB", f"after {args.distinct} MB", "torch imported"],
+            [
+                [r["path"], r["imported_mb"], r["warm_mb"], r["after_traffic_mb"], r["torch_imported"]]
+                for r in local
+            ],
+        )
+    )
     real = results[0]
     checks = [
         (
@@ -148,6 +227,7 @@ def main() -> None:
     payload = {
         "facts": {**facts, "args": vars(args), "warmup_requests": WARMUP, "seconds": round(elapsed, 1)},
         "results": results,
+        "in_process": local,
         "targets": {text: ok for text, ok in checks},
     }
     path = write_results("memory", payload)

@@ -60,8 +60,7 @@ from bench.common import (
     train_project,
     write_results,
 )
-from model.predictor import verdicts
-from training.calibration import choose_threshold, fit_temperature
+from training.calibration import choose_threshold, fit_temperature, verdicts
 from training.metrics import summary
 from training.readers import OOS, Example, clean
 from training.train import TrainConfig, stratified_split
@@ -207,14 +206,14 @@ def run_dataset(
 
     predictor, result, seconds = train_project(known_train, cfg)
     with_thr, argmax = project_labels(predictor, texts)
-    top_in_scope = predictor.probabilities(texts).masked_fill(~predictor.in_scope, -1.0).max(dim=-1).values
+    top_in_scope = np.where(predictor.in_scope, predictor.probabilities(texts), -1.0).max(axis=-1)
     foreign_out = [p.out_of_scope for p in predictor.predict_batch(foreign, top_k=1)]
     project = row(
         "project: bilstm (default)",
         y,
         with_thr,
         argmax,
-        top_in_scope.numpy(),
+        top_in_scope,
         out_of_domain_recall=float(np.mean(foreign_out)) if foreign else None,
         threshold=result.meta.threshold,
         temperature=result.meta.temperature,

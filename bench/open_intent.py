@@ -84,8 +84,8 @@ def run_split(
     valid_verdicts = [p.intent for p in predictor.predict_batch(valid_texts, top_k=1)]
     share = sum(v is None for v in valid_verdicts) / max(1, len(valid_verdicts))
 
-    project_probs = predictor.probabilities(texts).numpy()
-    valid_probs = predictor.probabilities(valid_texts).numpy()
+    project_probs = predictor.probabilities(texts)
+    valid_probs = predictor.probabilities(valid_texts)
     msp_labels = [predictor.labels[i] for i in project_probs.argmax(1)]
     msp_verdicts = with_threshold(
         msp_labels, project_probs.max(1), threshold_rejecting(valid_probs.max(1), share)

@@ -24,7 +24,8 @@ from typing import Any
 from tests.support.processes import worker_pids
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = ROOT / ".venv" / "bin"
+# The project's venv, else the one running this (a git worktree shares another checkout's venv).
+VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(sys.executable).parent
 HOST = "127.0.0.1"
 
 _live: list[subprocess.Popen[bytes]] = []

@@ -1,23 +1,23 @@
-"""Intently's model: the recurrent network and everything needed to run it.
+"""Intently's model: everything needed to run a trained network, without torch.
 
-Imports neither `training` nor `app`; a user imports this to classify in-process.
+Imports neither `training` nor `app`, nor torch; a user imports this to classify in-process.
+The torch network itself belongs to training (training/network.py).
 """
 
 from model.artifact import ArtifactError, ModelMeta, load, read_meta, save
 from model.config import ModelConfig, TokenizerConfig
-from model.network import Batch, IntentNet
 from model.predictor import Prediction, Predictor, RankedIntent
+from model.runtime import Runtime
 from model.tokenizer import Tokenizer, tokenize
 
 __all__ = [
     "ArtifactError",
-    "Batch",
-    "IntentNet",
     "ModelConfig",
     "ModelMeta",
     "Prediction",
     "Predictor",
     "RankedIntent",
+    "Runtime",
     "Tokenizer",
     "TokenizerConfig",
     "load",

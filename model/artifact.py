@@ -17,19 +17,21 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import torch
+import numpy as np
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 from model.config import ModelConfig, TokenizerConfig, tokenizer_config_from_dict
 from model.detector import DetectorParams
 from model.entities import Kind
-from model.network import IntentNet
+from model.runtime import HasWeights, expected_shapes
 from model.tokenizer import Tokenizer
 
 FORMAT = "intently-model"
@@ -52,20 +54,38 @@ class ArtifactError(ValueError):
     """The directory is not a loadable Intently model; the message says why."""
 
 
-@dataclass
+# Keys model.json must have (the rest have defaults: artifacts from before them load).
+_REQUIRED = ("model", "tokenizer", "vocab", "labels", "threshold", "temperature", "version")
+# Written only when set, so that a model without them still loads in releases from before them.
+_WHEN_SET = (
+    "coverage_threshold",
+    "detector",
+    "entity_types",
+    "entity_synonyms",
+    "entity_roles",
+    "entity_regexes",
+    "entity_lookups",
+    "responses",
+)
+
+
+@dataclass(config=ConfigDict(arbitrary_types_allowed=True))
 class ModelMeta:
-    """Everything in `model.json` besides the weights."""
+    """Everything in `model.json` besides the weights: the one schema the file is read and written by.
+
+    Reading validates every field (`parse_meta`): a model directory is untrusted input.
+    """
 
     model: ModelConfig
     tokenizer: TokenizerConfig
     vocab: list[str]
     labels: list[str]
     oos_label: str | None = "oos"
-    threshold: float = 0.0
-    temperature: float = 1.0
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    temperature: Annotated[float, Field(ge=0.01, le=100.0)] = 1.0
     # Out of scope also when the top probability times the share of known words
     # (model/coverage.py) is under this. 0 (off) for artifacts from before it existed.
-    coverage_threshold: float = 0.0
+    coverage_threshold: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = 0.0
     # The unknown-intent detector's standardisation and threshold (model/detector.py);
     # None for models without one, the ones from before it existed included.
     detector: DetectorParams | None = None
@@ -89,6 +109,80 @@ class ModelMeta:
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics
     training: dict[str, Any] = field(default_factory=dict)  # options, seed, time taken
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value: Any) -> ModelConfig:
+        if isinstance(value, ModelConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("'model' must be an object")
+        return ModelConfig.from_dict(value)
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer(cls, value: Any) -> TokenizerConfig:
+        if isinstance(value, TokenizerConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("'tokenizer' must be an object")
+        return tokenizer_config_from_dict(value)
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector(cls, value: Any) -> DetectorParams | None:
+        if value is None or isinstance(value, DetectorParams):
+            return value
+        return DetectorParams.from_dict(value)
+
+    @field_validator("data", "metrics", "training", mode="before")
+    @classmethod
+    def _facts(cls, value: Any) -> Any:
+        return value or {}
+
+    @field_validator("entity_regexes")
+    @classmethod
+    def _patterns(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pattern in (p for items in value.values() for p in items):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problem = f"{pattern[:60]!r} is not a valid pattern ({exc})"
+                raise ValueError(f"'entity_regexes': {problem}") from None
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> str:
+        version = str(value)
+        if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
+            raise ValueError("'version' must be a short safe name")
+        return version
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _created_at(cls, value: Any) -> str:
+        return str(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelMeta:
+        cfg = self.model
+        check_bounds(cfg, self.tokenizer)
+        if len(self.vocab) != cfg.vocab_size:
+            raise ValueError("'vocab' must be a list of vocab_size strings")
+        if len(self.labels) != cfg.num_labels or len(set(self.labels)) != len(self.labels):
+            raise ValueError("'labels' must be num_labels distinct strings")
+        if (self.detector is None) != (cfg.detector_rows == 0):
+            raise ValueError("'detector' and model.detector_rows must be given together")
+        roles = self.entity_roles
+        if roles and (len(roles) != len(self.entity_types) or any(len(r) != 2 for r in roles)):
+            raise ValueError("'entity_roles' must give [role, group] (strings or null) for each entity type")
+        kinds = self.entity_kinds
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("'entity_types' (with their roles) must be distinct")
+        if (1 + 2 * len(self.entity_types) if self.entity_types else 0) != cfg.entity_tags:
+            raise ValueError("'entity_types' and model.entity_tags must agree (1 + 2 tags a type)")
+        return self
+
     @property
     def entity_kinds(self) -> list[Kind]:
         """The tagger's tag types as (entity, role, group), in tag order."""
@@ -101,32 +195,18 @@ class ModelMeta:
         return self.vocab[: self.model.learned_rows]
 
     def to_dict(self, with_vocab: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "version": self.version,
-            "created_at": self.created_at,
-            "model": self.model.to_dict(),
-            "tokenizer": {k: getattr(self.tokenizer, k) for k in self.tokenizer.__dataclass_fields__},
-            "labels": self.labels,
-            "oos_label": self.oos_label,
-            "threshold": self.threshold,
-            "temperature": self.temperature,
-            **({"coverage_threshold": self.coverage_threshold} if self.coverage_threshold else {}),
-            **({"detector": self.detector.to_dict()} if self.detector else {}),
-            **({"entity_types": self.entity_types} if self.entity_types else {}),
-            **({"entity_synonyms": self.entity_synonyms} if self.entity_synonyms else {}),
-            **({"entity_roles": self.entity_roles} if self.entity_roles else {}),
-            **({"entity_regexes": self.entity_regexes} if self.entity_regexes else {}),
-            **({"entity_lookups": self.entity_lookups} if self.entity_lookups else {}),
-            **({"responses": self.responses} if self.responses else {}),
-            "data": self.data,
-            "metrics": self.metrics,
-            "training": self.training,
-        }
-        if with_vocab:
-            out["vocab"] = self.vocab
+        fields = _ADAPTER.dump_python(self, mode="json")
+        out: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+        out |= {k: v for k, v in fields.items() if v or k not in _WHEN_SET}
+        out["model"] = self.model.to_dict()
+        if self.detector is not None:
+            out["detector"] = self.detector.to_dict()
+        if not with_vocab:
+            del out["vocab"]
         return out
+
+
+_ADAPTER: TypeAdapter[ModelMeta] = TypeAdapter(ModelMeta)
 
 
 def new_version_id() -> str:
@@ -135,7 +215,7 @@ def new_version_id() -> str:
 
 
 def save(
-    net: IntentNet,
+    net: HasWeights,
     meta: ModelMeta,
     out_dir: str | Path,
     extra_files: dict[str, bytes] | None = None,
@@ -151,8 +231,7 @@ def save(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-        _save_tensors(tensors, tmp / WEIGHTS_FILE)
+        _save_tensors(net.weights(), tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), ensure_ascii=False), encoding="utf-8")
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
@@ -166,7 +245,7 @@ def save(
     return out
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
     """safetensors' writer, its I/O failures raised as the OSError they are (a full disk is ENOSPC),
     so that every caller that handles a failed write handles this one too."""
     try:
@@ -271,102 +350,23 @@ def parse_meta(content: bytes, source: str) -> ModelMeta:
             f"{source}: format version {raw.get('format_version')!r} is not supported "
             f"(this Intently reads version {FORMAT_VERSION})"
         )
+    missing = [key for key in _REQUIRED if key not in raw]
+    if missing:
+        raise ArtifactError(f"{source} is invalid: {missing[0]!r} missing")
     try:
-        return _meta_from_dict(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{source} is invalid: {_first_error(exc)}") from None
+    except (TypeError, ValueError) as exc:  # raised by the configs' own checks
         raise ArtifactError(f"{source} is invalid: {exc}") from None
 
 
-def _meta_from_dict(raw: dict[str, Any]) -> ModelMeta:
-    model = raw["model"]
-    tok = raw["tokenizer"]
-    if not isinstance(model, dict) or not isinstance(tok, dict):
-        raise TypeError("'model' and 'tokenizer' must be objects")
-    cfg = ModelConfig.from_dict(model)
-    tcfg = tokenizer_config_from_dict(tok)
-    check_bounds(cfg, tcfg)
-    vocab, labels = raw["vocab"], raw["labels"]
-    if not _str_list(vocab) or len(vocab) != cfg.vocab_size:
-        raise ValueError("'vocab' must be a list of vocab_size strings")
-    if not _str_list(labels) or len(labels) != cfg.num_labels or len(set(labels)) != len(labels):
-        raise ValueError("'labels' must be num_labels distinct strings")
-    oos = raw.get("oos_label")
-    if oos is not None and not isinstance(oos, str):
-        raise ValueError("'oos_label' must be a string or null")
-    threshold, temperature = float(raw["threshold"]), float(raw["temperature"])
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError("'threshold' must be within [0, 1]")
-    if not 0.01 <= temperature <= 100.0:
-        raise ValueError("'temperature' must be within [0.01, 100]")
-    coverage_threshold = raw.get("coverage_threshold", 0.0)
-    if isinstance(coverage_threshold, bool) or not isinstance(coverage_threshold, int | float):
-        raise ValueError("'coverage_threshold' must be a number")
-    if not 0.0 <= coverage_threshold <= 1.0:
-        raise ValueError("'coverage_threshold' must be within [0, 1]")
-    detector = None if raw.get("detector") is None else DetectorParams.from_dict(raw["detector"])
-    if (detector is None) != (cfg.detector_rows == 0):
-        raise ValueError("'detector' and model.detector_rows must be given together")
-    entity_types = raw.get("entity_types", [])
-    roles = raw.get("entity_roles", [])
-    if not _str_list(entity_types):
-        raise ValueError("'entity_types' must be a list of strings")
-    if roles and (
-        not isinstance(roles, list) or len(roles) != len(entity_types) or not all(map(_role_pair, roles))
-    ):
-        raise ValueError("'entity_roles' must give [role, group] (strings or null) for each entity type")
-    kinds = list(zip(entity_types, map(tuple, roles or [[None, None]] * len(entity_types)), strict=True))
-    if len(set(kinds)) != len(kinds):
-        raise ValueError("'entity_types' (with their roles) must be distinct")
-    if (1 + 2 * len(entity_types) if entity_types else 0) != cfg.entity_tags:
-        raise ValueError("'entity_types' and model.entity_tags must agree (1 + 2 tags a type)")
-    synonyms = raw.get("entity_synonyms", {})
-    if not isinstance(synonyms, dict) or not all(isinstance(v, str) for v in synonyms.values()):
-        raise ValueError("'entity_synonyms' must map strings to strings")
-    patterns = {key: raw.get(key, {}) for key in ("entity_regexes", "entity_lookups")}
-    for key, table in patterns.items():
-        if not isinstance(table, dict) or not all(_str_list(v) for v in table.values()):
-            raise ValueError(f"'{key}' must map entity types to lists of strings")
-    for pattern in (p for items in patterns["entity_regexes"].values() for p in items):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"'entity_regexes': {pattern[:60]!r} is not a valid pattern ({exc})") from None
-    responses = raw.get("responses", {})
-    if not isinstance(responses, dict) or not all(isinstance(v, list) for v in responses.values()):
-        raise ValueError("'responses' must map response names to lists")
-    version = str(raw["version"])
-    if not version or len(version) > 128 or not all(c.isalnum() or c in "-_." for c in version):
-        raise ValueError("'version' must be a short safe name")
-    return ModelMeta(
-        model=cfg,
-        tokenizer=tcfg,
-        vocab=vocab,
-        labels=labels,
-        oos_label=oos,
-        threshold=threshold,
-        temperature=temperature,
-        coverage_threshold=coverage_threshold,
-        detector=detector,
-        entity_types=entity_types,
-        entity_synonyms=synonyms,
-        entity_roles=[list(r) for r in roles],
-        entity_regexes=patterns["entity_regexes"],
-        entity_lookups=patterns["entity_lookups"],
-        responses=responses,
-        version=version,
-        created_at=str(raw.get("created_at", "")),
-        data=dict(raw.get("data") or {}),
-        metrics=dict(raw.get("metrics") or {}),
-        training=dict(raw.get("training") or {}),
-    )
-
-
-def _role_pair(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(x is None or isinstance(x, str) for x in value)
-
-
-def _str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+def _first_error(exc: ValidationError) -> str:
+    """The first problem pydantic found, as one line naming the field."""
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return message if not where or where in message else f"'{where}': {message}"
 
 
 def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
@@ -397,31 +397,30 @@ def check_bounds(cfg: ModelConfig, tcfg: TokenizerConfig) -> None:
         raise ValueError("model is implausibly large")
 
 
-def load(model_dir: str | Path) -> tuple[IntentNet, ModelMeta, Tokenizer]:
-    """Rebuild the network from a directory; raises ArtifactError with a clear message."""
+def load(model_dir: str | Path) -> tuple[dict[str, np.ndarray], ModelMeta, Tokenizer]:
+    """The weights of a model directory as numpy arrays, checked against its `model.json`, its
+    metadata and tokenizer; raises ArtifactError with a clear message. Torch-free: serving runs
+    them in model/runtime.py; training/network.py's `load_net` rebuilds the torch network."""
     path = Path(model_dir)
     meta = read_meta(path)
-    net = IntentNet(meta.model)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    expected = expected_shapes(meta.model)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"not an Intently model: {WEIGHTS_FILE} missing in {path}")
     try:
-        with safe_open(str(weights), framework="pt") as f:
+        with safe_open(str(weights), framework="np") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
             if found != expected:
                 raise ArtifactError(_shape_mismatch(weights, expected, found))
-            state = {k: f.get_tensor(k) for k in expected}
+            state: dict[str, np.ndarray] = {k: f.get_tensor(k) for k in expected}
     except ArtifactError:
         raise
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise ArtifactError(f"{weights} is not a readable safetensors file: {exc}") from None
     for k, v in state.items():
-        if not v.is_floating_point() or not torch.isfinite(v).all():
+        if not np.issubdtype(v.dtype, np.floating) or not np.isfinite(v).all():
             raise ArtifactError(f"{weights}: tensor {k} is not finite floating point")
-    net.load_state_dict(state)
-    net.eval()
-    return net, meta, Tokenizer(meta.vocab, meta.tokenizer, meta.model.bag_buckets)
+    return state, meta, Tokenizer(meta.vocab, meta.tokenizer, meta.model.bag_buckets)
 
 
 def _shape_mismatch(

@@ -14,58 +14,37 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+import numpy as np
 
 
-class KnownRows(nn.Module):
-    """Unit feature vectors of training rows, grouped by intent, in half precision.
+def nearest(bank: np.ndarray, bounds: list[int], features: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """[B]: cosine of each row's features to the nearest training row of its predicted intent (-1: none).
 
-    `starts[k]..starts[k+1]` are intent k's rows. Stored as buffers, so they travel
-    in `weights.safetensors` with the rest of the network.
+    `bank`: unit feature vectors of training rows grouped by intent, intent k's rows
+    `bounds[k]..bounds[k+1]` (training/network.py's `KnownRows` keeps them in the artifact).
     """
-
-    def __init__(self, rows: int, dim: int, num_labels: int):
-        super().__init__()
-        self.register_buffer("bank", torch.zeros(rows, dim, dtype=torch.float16))
-        # Float: the artifact loader accepts floating-point tensors only. Exact below 2**24.
-        self.register_buffer("starts", torch.zeros(num_labels + 1))
-        self._fp32: Tensor | None = None  # the bank in fp32 and the bounds as ints, made on first use
-        self._bounds: list[int] = []
-
-    def fill(self, features: Tensor, labels: Tensor, num_labels: int) -> None:
-        order = torch.argsort(labels, stable=True)
-        counts = torch.bincount(labels, minlength=num_labels)
-        self.bank = nn.functional.normalize(features[order].float(), dim=-1).half()
-        self.starts = torch.cat([torch.zeros(1), counts.cumsum(0).float()])
-        self._fp32 = None
-
-    def similarity(self, features: Tensor, predicted: Tensor) -> Tensor:
-        """[B]: cosine to the nearest training row of each row's predicted intent (-1: none)."""
-        if self._fp32 is None:  # fp32 matmuls are much faster than fp16 ones on a CPU
-            self._fp32 = self.bank.float()
-            self._bounds = self.starts.long().tolist()
-        bank, bounds = self._fp32, self._bounds
-        features = features.float()
-        norms = features.norm(dim=-1).clamp_min(1e-12)
-        if len(features) == 1:  # the common case of one request: three tensor operations
-            k = int(predicted[0])
-            rows = bank[bounds[k] : bounds[k + 1]]
-            return (rows @ features[0]).amax().reshape(1) / norms if len(rows) else torch.full((1,), -1.0)
-        # Rows sorted by intent, so that each intent's rows are one contiguous slice.
-        order = torch.argsort(predicted)
-        grouped, grouped_norms = features[order], norms[order]
-        near = torch.full((len(features),), -1.0)
-        start = 0
-        for k, count in enumerate(torch.bincount(predicted, minlength=len(bounds) - 1).tolist()):
-            if count and bounds[k + 1] > bounds[k]:
-                end = start + count
-                dots = grouped[start:end] @ bank[bounds[k] : bounds[k + 1]].T
-                near[start:end] = dots.amax(dim=1) / grouped_norms[start:end]
-            start += count
-        out = torch.empty_like(near)
-        out[order] = near
-        return out
+    features = features.astype(np.float32, copy=False)
+    norms = np.maximum(np.sqrt((features * features).sum(axis=-1)), 1e-12)
+    near = np.full(len(features), -1.0, dtype=np.float32)
+    if len(features) == 1:  # the common case of one request: one product
+        k = int(predicted[0])
+        rows = bank[bounds[k] : bounds[k + 1]]
+        if len(rows):
+            near[0] = (rows @ features[0]).max() / norms[0]
+        return near
+    # Rows sorted by intent, so that each intent's rows are one contiguous slice.
+    order = np.argsort(predicted, kind="stable")
+    grouped, grouped_norms = features[order], norms[order]
+    out = np.full(len(features), -1.0, dtype=np.float32)
+    start = 0
+    for k, count in enumerate(np.bincount(predicted, minlength=len(bounds) - 1).tolist()):
+        if count and bounds[k + 1] > bounds[k]:
+            end = start + count
+            dots = grouped[start:end] @ bank[bounds[k] : bounds[k + 1]].T
+            out[start:end] = dots.max(axis=1) / grouped_norms[start:end]
+        start += count
+    near[order] = out
+    return near
 
 
 @dataclass(frozen=True)
@@ -78,7 +57,7 @@ class DetectorParams:
     near_std: float
     threshold: float  # on the sum of the two standardised signals
 
-    def score(self, top_prob: Tensor, near: Tensor) -> Tensor:
+    def score(self, top_prob: np.ndarray, near: np.ndarray) -> np.ndarray:
         """Higher is more like a known intent."""
         return (top_prob - self.prob_mean) / self.prob_std + (near - self.near_mean) / self.near_std
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
-from torch import Tensor
 
 OUTSIDE = "O"
 
@@ -110,40 +108,12 @@ def allowed(num_types: int) -> tuple[np.ndarray, np.ndarray]:
     return ~inside, after
 
 
-def crf_loss(
-    emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor
-) -> Tensor:
-    """Mean negative log-likelihood of the gold `tags` [B, L] under the CRF; `mask` [B, L] marks tokens.
-
-    `start`, `transitions` [from, to] and `end` are the scores with the forbidden moves
-    already set to FORBIDDEN (see `constrained`).
-    """
-    lengths = mask.sum(1)
-    weight = mask.to(emissions.dtype)
-    gold = (emissions.gather(2, tags[:, :, None])[:, :, 0] * weight).sum(1) + start[tags[:, 0]]
-    gold = gold + (transitions[tags[:, :-1], tags[:, 1:]] * weight[:, 1:]).sum(1)
-    gold = gold + end[tags.gather(1, (lengths - 1)[:, None])[:, 0]]
-    # The forward algorithm, its log-sum-exp over the previous tag as a matrix product:
-    # exp(alpha - max) @ exp(transitions) is [B, T] x [T, T] instead of a [B, T, T] tensor.
-    moves = transitions.exp()
-    alpha = start + emissions[:, 0]  # [B, tags]: log-sum of the scores of paths ending in each tag
-    for t in range(1, emissions.size(1)):
-        peak = alpha.max(dim=1, keepdim=True).values
-        step = ((alpha - peak).exp() @ moves).clamp_min(1e-30).log() + peak + emissions[:, t]
-        alpha = torch.where(mask[:, t, None], step, alpha)
-    return (torch.logsumexp(alpha + end, dim=1) - gold).mean()
-
-
 def constrained(
-    start: Tensor, transitions: Tensor, end: Tensor, num_types: int
-) -> tuple[Tensor, Tensor, Tensor]:
+    start: np.ndarray, transitions: np.ndarray, end: np.ndarray, num_types: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The learned CRF scores with every move the BIO rule forbids set to FORBIDDEN."""
-    first, after = (torch.from_numpy(a) for a in allowed(num_types))
-    return (
-        torch.where(first, start, FORBIDDEN),
-        torch.where(after, transitions, FORBIDDEN),
-        end,
-    )
+    first, after = allowed(num_types)
+    return np.where(first, start, FORBIDDEN), np.where(after, transitions, FORBIDDEN), end
 
 
 # A tag whose token score is this far under the token's best is left out of the lattice
@@ -156,7 +126,7 @@ CANDIDATES = 8
 class Crf:
     """A trained CRF's scores, the BIO rule's forbidden moves set, ready for decoding."""
 
-    def __init__(self, start: Tensor, transitions: Tensor, end: Tensor):
+    def __init__(self, start: np.ndarray, transitions: np.ndarray, end: np.ndarray):
         self.start = start.tolist()
         self.transitions = transitions.tolist()  # [from][to]: read a cell at a time
         self.end = end.tolist()

@@ -9,22 +9,19 @@ classifying inside a user's own process:
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+import numpy as np
 
 from model.artifact import ModelMeta, load
 from model.coverage import WordCoverage
 from model.detector import DetectorParams
-from model.entities import Crf, FoundEntity, spans_of
-from model.network import Batch, IntentNet
+from model.entities import FoundEntity, spans_of
 from model.patterns import EntityPatterns
+from model.runtime import HasWeights, Runtime, Scorer, Scores
 from model.tokenizer import Encoded, Tokenizer, token_spans, tokenize
 
 
@@ -60,16 +57,16 @@ class Prediction:
 
 
 def verdicts(
-    probs: Tensor,
-    in_scope: Tensor,
+    probs: np.ndarray,
+    in_scope: np.ndarray,
     oos_index: int | None,
     threshold: float,
-    shares: Tensor | None = None,
+    shares: np.ndarray | None = None,
     coverage_threshold: float = 0.0,
-    near: Tensor | None = None,
+    near: np.ndarray | None = None,
     detector: DetectorParams | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(top in-scope label, its probability, out of scope?) per row, as tensors.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(top in-scope label, its probability, out of scope?) per row.
 
     Out of scope when the `oos` class wins or no in-scope intent reaches the
     threshold, or (with known-word `shares`) when the top probability times the
@@ -78,7 +75,9 @@ def verdicts(
     under its threshold. Shared with training, which picks the thresholds with
     this same rule.
     """
-    top_prob, top = probs.masked_fill(~in_scope, -1.0).max(dim=-1)
+    masked = np.where(in_scope, probs, np.float32(-1.0))
+    top = masked.argmax(axis=-1)
+    top_prob = masked[np.arange(len(masked)), top]
     rejected = top_prob < threshold
     if oos_index is not None:
         rejected |= probs[:, oos_index] > top_prob
@@ -90,16 +89,16 @@ def verdicts(
 
 
 def out_of_scope_scores(
-    probs: Tensor,
-    top_prob: Tensor,
-    rejected: Tensor,
+    probs: np.ndarray,
+    top_prob: np.ndarray,
+    rejected: np.ndarray,
     oos_index: int | None,
     threshold: float,
-    shares: Tensor | None = None,
+    shares: np.ndarray | None = None,
     coverage_threshold: float = 0.0,
-    near: Tensor | None = None,
+    near: np.ndarray | None = None,
     detector: DetectorParams | None = None,
-) -> Tensor:
+) -> np.ndarray:
     """The verdict's score per row, in 0..1: at least 0.5 exactly where `verdicts` said out of scope.
 
     Each rule of `verdicts` gives a margin, 0.5 at its threshold: a probability v under a
@@ -109,134 +108,84 @@ def out_of_scope_scores(
     out-of-scope side of the rule nearest to turning it away. Not a probability.
     """
 
-    def margin(value: Tensor, t: float) -> Tensor:
+    def margin(value: np.ndarray, t: float) -> np.ndarray:
         if t <= 0:
             return 0.5 + 0.5 * value
-        return torch.where(value < t, 0.5 * value / t, 0.5 + 0.5 * (value - t) / max(1.0 - t, 1e-9))
+        return np.where(value < t, 0.5 * value / t, 0.5 + 0.5 * (value - t) / max(1.0 - t, 1e-9))
 
-    keep = margin(top_prob, threshold)
+    top = top_prob.astype(np.float64)
+    keep = margin(top, threshold)
     if oos_index is not None:
-        keep = torch.minimum(keep, top_prob / (top_prob + probs[:, oos_index]).clamp_min(1e-12))
+        keep = np.minimum(keep, top / np.maximum(top + probs[:, oos_index], 1e-12))
     if shares is not None and coverage_threshold > 0:
-        keep = torch.minimum(keep, margin(top_prob * shares, coverage_threshold))
+        keep = np.minimum(keep, margin(top * shares, coverage_threshold))
     if near is not None and detector is not None:
-        keep = torch.minimum(keep, torch.sigmoid(detector.score(top_prob, near) - detector.threshold))
-    score = (1.0 - keep).clamp(0.0, 1.0)
+        z = np.asarray(detector.score(top_prob, near), dtype=np.float64) - detector.threshold
+        keep = np.minimum(keep, 1.0 / (1.0 + np.exp(-z)))
+    score = np.clip(1.0 - keep, 0.0, 1.0)
     # Where a value sits within rounding of its threshold, the verdict decides the side.
-    return torch.where(rejected, score.clamp_min(0.5), score.clamp_max(0.499999))
+    return np.where(rejected, np.maximum(score, 0.5), np.minimum(score, 0.499999))
 
 
-def known_shares(coverage: WordCoverage, token_lists: Sequence[Sequence[str]]) -> Tensor:
+def known_shares(coverage: WordCoverage, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
     """Per tokenised text, the share of its words seen in training; shared with training."""
-    return torch.tensor([coverage.share(tokens) for tokens in token_lists])
+    return np.array([coverage.share(tokens) for tokens in token_lists], dtype=np.float32)
 
 
-def quantize_dynamic(net: IntentNet, inplace: bool = False) -> IntentNet:
-    """int8 weights for LSTM/GRU and linear layers, activations quantized on the fly.
-
-    About twice as fast on a CPU (docs/BENCHMARKS.md). A plain tanh RNN has no
-    quantized kernel, so only its linear layer is converted.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        from torch.ao.quantization import quantize_dynamic as _quantize
-
-        layers = {nn.LSTM, nn.GRU, nn.Linear}
-        # In place: no second copy of the embedding tables while quantizing.
-        quantized: IntentNet = _quantize(net, layers, dtype=torch.qint8, inplace=inplace)
-        return quantized
-
-
-@dataclass
-class NetworkScores:
-    logits: Tensor  # [rows, labels]
-    near: Tensor | None  # each row's similarity to its top intent's training rows (with a detector)
-    tags: list[Tensor]  # each row's tag logits [tokens, tags] (when asked, with a tagger)
-    features: Tensor | None  # the pooled features (when asked)
-
-
-def run_network(
-    net: IntentNet,
-    encoded: Sequence[Encoded],
-    in_scope: Tensor | None = None,
-    batch_size: int = 256,
-    tags: bool = False,
-    features: bool = False,
-) -> NetworkScores:
-    """The network on encoded utterances in evaluation mode, in batches of similar length (less padding);
-    results in input order. Serving and training (validation, calibration) both score through here."""
-    net.eval()
-    n = len(encoded)
-    logits = torch.empty(n, net.cfg.num_labels)
-    # The detector's similarity needs the top in-scope intent, hence `in_scope`.
-    near = torch.empty(n) if net.detector is not None and in_scope is not None else None
-    kept = torch.empty(n, net.encoder.out_dim) if features else None
-    tag_rows: list[Tensor] = [torch.empty(0)] * n if tags and net.tagger is not None else []
-    order = sorted(range(n), key=lambda i: len(encoded[i].words))
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            batch = Batch.from_encoded([encoded[i] for i in idx])
-            lo, fe, tag_logits = net.analyse(batch, tags=bool(tag_rows))
-            logits[idx] = lo
-            if kept is not None:
-                kept[idx] = fe
-            if near is not None and net.detector is not None and in_scope is not None:
-                top = lo.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
-                near[idx] = net.detector.similarity(fe, top)
-            if tag_logits is not None:
-                for i, piece in zip(idx, tag_logits.split(batch.lengths.tolist()), strict=True):
-                    tag_rows[i] = piece
-    return NetworkScores(logits, near, tag_rows, kept)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature-scaled softmax over the last axis, in float32."""
+    z = logits / np.float32(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
 
 
 class Predictor:
-    def __init__(self, net: IntentNet, meta: ModelMeta, tokenizer: Tokenizer):
-        self.net = net.eval()
-        self.net.embed.fold()
+    """A model's answers. `model` is what scores: a `Runtime` (numpy, what serving runs), a network
+    that hands over its weights (training's IntentNet, run here by a `Runtime` made of them), or
+    another `Scorer` (training's torch network, which the equality test and benchmarks compare with)."""
+
+    def __init__(self, model: Scorer | HasWeights, meta: ModelMeta, tokenizer: Tokenizer):
+        self.scorer: Scorer = Runtime(meta.model, model.weights()) if isinstance(model, HasWeights) else model
         self.meta = meta
         self.tokenizer = tokenizer
         self.labels = meta.labels
         self.oos_index = meta.labels.index(meta.oos_label) if meta.oos_label in meta.labels else None
-        self.in_scope = torch.tensor([i != self.oos_index for i in range(len(self.labels))])
+        self.in_scope = np.array([i != self.oos_index for i in range(len(self.labels))])
         self.intents = [lab for i, lab in enumerate(self.labels) if i != self.oos_index]
         self.coverage = WordCoverage(meta.trained_vocab) if meta.coverage_threshold > 0 else None
-        self.crf = None
-        if net.tagger is not None:
-            with torch.no_grad():
-                self.crf = Crf(*net.crf_scores())
+        self.crf = self.scorer.crf
         self.entity_kinds = meta.entity_kinds
         self.patterns = EntityPatterns.build(meta.entity_regexes, meta.entity_lookups)
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
-        """`quantize`: the compact serving form: int8 dynamic quantization of the recurrent and
-        linear layers (CPU speed-up) and the lookup tables in half precision (half their memory)."""
-        net, meta, tokenizer = load(model_dir)
-        predictor = cls(quantize_dynamic(net, inplace=True) if quantize else net, meta, tokenizer)
-        predictor.net.embed.release_parts()  # this Predictor owns the network and only serves
-        if quantize:
-            predictor.net.half_tables()
-        return predictor
+        """`quantize`: the compact serving form, the lookup tables in half precision (half their
+        memory; the arithmetic stays fp32, see docs/BENCHMARKS.md for why not int8)."""
+        weights, meta, tokenizer = load(model_dir)
+        runtime = Runtime(meta.model, weights, half_tables=quantize)
+        del weights  # the runtime keeps its own (folded, reordered) copies
+        return cls(runtime, meta, tokenizer)
 
     @property
     def version(self) -> str:
         return self.meta.version
 
-    def logits(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+    def logits(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Raw logits in input order; batches are sorted by length to limit padding."""
         encoded = [self.tokenizer.encode(t) for t in texts]
-        return run_network(self.net, encoded, self.in_scope, batch_size).logits
+        return self.scorer.score(encoded, self.in_scope, batch_size).logits
 
-    def _scores(self, encoded: Sequence[Encoded]) -> NetworkScores:
-        return run_network(self.net, encoded, self.in_scope, tags=self.crf is not None)
+    def _scores(self, encoded: Sequence[Encoded]) -> Scores:
+        return self.scorer.score(encoded, self.in_scope, tags=self.crf is not None)
 
-    def _entities(self, text: str, emissions: Tensor | None) -> list[FoundEntity]:
+    def _entities(self, text: str, emissions: np.ndarray | None) -> list[FoundEntity]:
         found: list[FoundEntity] = []
         if self.crf is not None and emissions is not None:
             spans = token_spans(text, self.tokenizer.config)[: len(emissions)]
             if spans:
-                path, confidence = self.crf.decode(emissions[: len(spans)].numpy())
+                path, confidence = self.crf.decode(emissions[: len(spans)])
                 found = spans_of(path, confidence, spans, self.entity_kinds, text)
         if self.patterns:
             found = sorted(found + self.patterns.find(text, found), key=lambda e: e.start)
@@ -245,11 +194,11 @@ class Predictor:
             found = [replace(e, value=synonyms.get(e.value.casefold(), e.value)) for e in found]
         return found
 
-    def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+    def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Calibrated class probabilities (temperature-scaled softmax)."""
-        return torch.softmax(self.logits(texts, batch_size) / self.meta.temperature, dim=-1)
+        return softmax(self.logits(texts, batch_size), self.meta.temperature)
 
-    def shares(self, texts: Sequence[str]) -> Tensor | None:
+    def shares(self, texts: Sequence[str]) -> np.ndarray | None:
         """Known-word share per text (model/coverage.py), or None when the model does not use it."""
         if self.coverage is None:
             return None
@@ -263,9 +212,9 @@ class Predictor:
         config = self.tokenizer.config
         tokens = [tokenize(t, config) for t in texts]
         scored = self._scores([self.tokenizer.encode_tokens(t) for t in tokens])
-        logits, near, tag_scores = scored.logits, scored.near, scored.tags
-        probs = torch.softmax(logits / self.meta.temperature, dim=-1)
-        if not bool(torch.isfinite(probs).all()):  # damaged weights: fail loudly, never answer NaN
+        near, tag_scores = scored.near, scored.tags
+        probs = softmax(scored.logits, self.meta.temperature)
+        if not np.isfinite(probs).all():  # damaged weights: fail loudly, never answer NaN
             raise ValueError("the model produced non-finite scores; its weights may be damaged")
         shares = None if self.coverage is None else known_shares(self.coverage, tokens)
         top, top_prob, rejected = verdicts(
@@ -279,21 +228,23 @@ class Predictor:
             self.meta.detector,
         )
         k = max(1, min(top_k, len(self.intents)))
-        ranked_p, ranked_i = probs.masked_fill(~self.in_scope, -1.0).topk(k, dim=-1)
+        masked = np.where(self.in_scope, probs, np.float32(-1.0))
+        # Stable sort of the negated scores: ties keep label order, as torch's topk does.
+        ranked_i = np.argsort(-masked, axis=-1, kind="stable")[:, :k]
+        ranked_p = masked[np.arange(len(masked))[:, None], ranked_i].astype(np.float64).round(6)
         # One meaning for every number (docs/api.md): `confidence` is the top intent's calibrated
         # probability, the ranking's first, out of scope or not; the verdict has a score of its own.
         meta = self.meta
         oos_score = out_of_scope_scores(
             probs, top_prob, rejected, self.oos_index, meta.threshold, shares, meta.coverage_threshold, near,
             meta.detector,
-        ).double().round(decimals=6)  # fmt: skip
-        # Rounded to 6 places in float64 by torch, once for the whole batch: cheaper than round() on each.
-        confidence = top_prob.double().round(decimals=6)
-        ranked_p = ranked_p.double().round(decimals=6)
+        ).round(6)  # fmt: skip
+        # Rounded to 6 places in float64, once for the whole batch: cheaper than round() on each.
+        confidence = top_prob.astype(np.float64).round(6)
         labels, version = self.labels, self.version
         entities = None
         if tag_scores or self.patterns:
-            scores: Sequence[Tensor | None] = tag_scores or [None] * len(texts)
+            scores: list[np.ndarray | None] = list(tag_scores) if tag_scores else [None] * len(texts)
             entities = [self._entities(t, s) for t, s in zip(texts, scores, strict=True)]
         return [
             Prediction(

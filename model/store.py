@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from model.artifact import ArtifactError, ModelMeta, load, save
-from model.network import IntentNet
+from model.runtime import HasWeights
 
 DATA_FILE = "data.jsonl"
 VALID_FILE = "valid.jsonl"
@@ -209,7 +209,7 @@ class ModelStore(ABC):
 
     def add(
         self,
-        net: IntentNet,
+        net: HasWeights,
         meta: ModelMeta,
         examples: Sequence[LabelledText],
         valid_examples: Sequence[LabelledText] = (),

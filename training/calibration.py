@@ -16,7 +16,31 @@ import torch
 from torch import Tensor
 
 from model.detector import DetectorParams
-from model.predictor import verdicts
+from model.predictor import verdicts as decide
+
+
+def verdicts(
+    probs: Tensor,
+    in_scope: Tensor,
+    oos_index: int | None,
+    threshold: float,
+    shares: Tensor | None = None,
+    coverage_threshold: float = 0.0,
+    near: Tensor | None = None,
+    detector: DetectorParams | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """model/predictor.py's `verdicts` on tensors: thresholds are chosen with the rule serving applies."""
+    top, top_prob, rejected = decide(
+        probs.numpy(),
+        in_scope.numpy(),
+        oos_index,
+        threshold,
+        None if shares is None else shares.numpy(),
+        coverage_threshold,
+        None if near is None else near.numpy(),
+        detector,
+    )
+    return torch.from_numpy(top), torch.from_numpy(top_prob), torch.from_numpy(rejected)
 
 
 def fit_temperature(
@@ -161,7 +185,7 @@ def fit_detector(
         near_std=max(float(sim.std()), 1e-3),
         threshold=0.0,
     )
-    scores = unset.score(prob, sim)
+    scores = torch.from_numpy(unset.score(prob.numpy(), sim.numpy()))
     if reject_known > 0:
         return replace(unset, threshold=float(torch.quantile(scores, reject_known)))
     correct = scores[top[rows] == targets[rows]].sort().values

@@ -22,18 +22,9 @@ from model.store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_
 from model.tokenizer import PAD, UNK
 from training.config import TrainConfig
 from training.corpus import corpus_checksum, embed_corpus, read_corpus
-from training.encoder import (
-    BuildSettings,
-    EncoderShape,
-    PretrainedEncoder,
-    build,
-    encoder_words,
-    file_checksum,
-)
 from training.evaluate import evaluate, format_report, version_report_files, write_report
 from training.pretrained import DEFAULT_ENCODER, EncoderUnavailable, load_encoder
 from training.readers import DataError, read_data, read_file
-from training.train import train
 from training.vectors import build_table, encoder_table, for_vocabulary
 
 
@@ -101,7 +92,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--teacher", default=DEFAULT_ENCODER, help="sentence encoder to imitate (name or directory)"
     )
     p.add_argument("--words", type=int, default=20_000, help="vocabulary size")
-    p.add_argument("--epochs", type=int, default=BuildSettings.epochs, help="passes over the corpus")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the corpus")
     p.add_argument("--limit", type=int, help="use only the first N distinct messages")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -179,6 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = read_data(args.data)
     examples = data.examples
     valid = read_file(args.valid) if args.valid else None
+    from training.train import train  # torch: imported by the commands that train, not by `serve`
+
     result = train(examples, config, valid_examples=valid, show_progress=not args.quiet, nlu=data)
     for line in result.summary.lines() + data.lines():
         print(line, file=sys.stderr)
@@ -308,6 +301,16 @@ def cmd_vectors(args: argparse.Namespace) -> int:
 
 
 def cmd_encoder(args: argparse.Namespace) -> int:
+    # torch: imported by the commands that train, not by `serve`
+    from training.encoder import (
+        BuildSettings,
+        EncoderShape,
+        PretrainedEncoder,
+        build,
+        encoder_words,
+        file_checksum,
+    )
+
     if args.words < 1 or args.epochs < 1 or (args.limit is not None and args.limit < 1):
         raise CliError("--words, --epochs and --limit must be at least 1")
     texts = read_corpus(args.corpus, args.limit)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from model.artifact import load
 from model.directory_store import DirectoryStore
+from model.runtime import Weights
 from model.store import CONFUSION_FILE, REPORT_FILE, ModelStore, StoreError
 from training.evaluate import version_report_files
 from training.readers import Example, read_file
@@ -72,7 +73,7 @@ def _copy_seed(store: ModelStore) -> str | None:
     version = seed.active()
     if version is None:
         return None
-    net, meta, _ = load(seed.path(version))
+    weights, meta, _ = load(seed.path(version))
     rows = {held_out: seed.read_data(version, held_out=held_out) for held_out in (False, True)}
     examples = {k: [Example.from_json(r) for r in v] for k, v in rows.items()}
     reports = {
@@ -81,7 +82,7 @@ def _copy_seed(store: ModelStore) -> str | None:
         if (seed.path(version) / name).is_file()
     }
     try:
-        store.add(net, meta, examples[False], examples[True], reports)
+        store.add(Weights(weights), meta, examples[False], examples[True], reports)
     except StoreError:
         if not store.exists(version):  # a leftover copy of the same version is fine
             raise

@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from model.config import ModelConfig, TokenizerConfig
-from model.network import Batch, IntentNet
+from training.network import Batch, IntentNet
 from model.tokenizer import PAD, UNK, Encoded, Tokenizer, tokenize
 
 FORMAT = "intently-encoder"

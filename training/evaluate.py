@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from model.predictor import Predictor
 from model.store import CONFUSION_FILE, REPORT_FILE
@@ -21,7 +21,9 @@ from training.metrics import (
     summary,
 )
 from training.readers import OOS, Example
-from training.train import TrainResult
+
+if TYPE_CHECKING:  # training.train imports torch; reading a report does not need it
+    from training.train import TrainResult
 
 log = logging.getLogger("intently.evaluate")
 

@@ -30,7 +30,7 @@ from training.config import TrainConfig
 from training.evaluate import version_report_files
 from training.job_store import JobError, JobInput, JobStore, now_text, open_job_store
 from training.metrics import summary
-from training.readers import OOS, Example, NluData
+from training.readers import OOS, Example, NluData, appended
 from training.train import Progress, TrainResult, stratified_split, train
 
 HEARTBEAT_SECONDS = 2.0
@@ -73,13 +73,6 @@ def _with_base_rules(nlu: NluData, base: ModelMeta) -> NluData:
 def held_out_accuracy(predictor: Predictor, examples: Sequence[Example]) -> float:
     y_pred = [p.intent or OOS for p in predictor.predict_batch([e.text for e in examples], top_k=1)]
     return float(summary([e.intent for e in examples], y_pred)["accuracy"])
-
-
-def appended(new: Sequence[Example], old: Sequence[Example]) -> list[Example]:
-    """The old examples, then the new: a new one replaces an old one of the same text (any case),
-    which is how a misclassification gets fixed."""
-    fixed = {e.text.casefold() for e in new}
-    return [e for e in old if e.text.casefold() not in fixed] + list(new)
 
 
 @dataclass

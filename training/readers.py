@@ -580,3 +580,10 @@ def checksum(examples: Sequence[Example]) -> str:
         if ex.entities:  # data without entities keeps the checksum it always had
             h.update(json.dumps([e.to_json() for e in ex.entities], sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
+
+
+def appended(new: Sequence[Example], old: Sequence[Example]) -> list[Example]:
+    """The old examples, then the new: a new one replaces an old one of the same text (any case),
+    which is how a misclassification gets fixed."""
+    fixed = {e.text.casefold() for e in new}
+    return [e for e in old if e.text.casefold() not in fixed] + list(new)

@@ -24,16 +24,22 @@ from model.artifact import ModelMeta, check_bounds
 from model.config import TokenizerConfig
 from model.coverage import WordCoverage
 from model.detector import DetectorParams
-from model.entities import Kind, crf_loss, kind_of, tags_of
-from model.network import Batch, IntentNet
-from model.predictor import known_shares, run_network, verdicts
+from model.entities import Kind, kind_of, tags_of
+from model.predictor import known_shares
 from model.tokenizer import UNK_ID, Encoded, Tokenizer, token_spans, tokenize
-from training.calibration import choose_coverage_threshold, choose_threshold, fit_detector, fit_temperature
+from training.calibration import (
+    choose_coverage_threshold,
+    choose_threshold,
+    fit_detector,
+    fit_temperature,
+    verdicts,
+)
 from training.config import TrainConfig
 from training.corpus import read_corpus
 from training.distill import augmented_rows, fit_teacher, neighbours, teacher_text
 from training.encoder import SHIPPED, PretrainedEncoder, load_pretrained_encoder, start_from
 from training.metrics import summary as metric_summary
+from training.network import Batch, IntentNet, crf_loss, run_network
 from training.pretrained import DEFAULT_ENCODER, load_encoder, packages_installed
 from training.readers import OOS, DataSummary, Example, NluData, checksum, clean
 from training.vectors import VocabularyVectors, for_vocabulary
@@ -469,7 +475,8 @@ def _batch_loss(
 ) -> Tensor:
     """The labels' loss (each path on its own), the tags' and the teacher's, on one batch."""
     batch = _word_dropout(Batch.from_encoded([rows.encoded[i] for i in idx]), cfg.word_dropout, generator)
-    deep, wide, tag_logits = net.path_and_tag_logits(batch)
+    out = net(batch, tags=True)
+    deep, wide, tag_logits = out.deep, out.wide, out.tags
     hard = idx < len(rows.labels)
     target = rows.labels[idx[hard]]
     loss = _label_loss(loss_fn, deep[hard], None if wide is None else wide[hard], target, cfg)
@@ -565,7 +572,7 @@ def _calibrate(
     shares, coverage_threshold = None, 0.0
     if cfg.word_coverage:
         tokens = [tokenize(e.text, tokenizer.config) for e in valid_ex]
-        shares = known_shares(WordCoverage(tokenizer.vocab), tokens)
+        shares = torch.from_numpy(known_shares(WordCoverage(tokenizer.vocab), tokens))
         coverage_threshold = choose_coverage_threshold(
             probs, shares, y_valid, in_scope, oos_index, threshold, cfg.max_oos_drop
         )
@@ -623,8 +630,8 @@ def _validation_metrics(
     if near is not None and detector is not None:
         known_rows = in_scope[targets]
         top_prob = probs.masked_fill(~in_scope, -1.0).max(dim=-1).values
-        by_detector = detector.score(top_prob, near) < detector.threshold
-        out["detector_rejected"] = round(float(by_detector[known_rows].float().mean()), 5)
+        by_detector = detector.score(top_prob.numpy(), near.numpy()) < detector.threshold
+        out["detector_rejected"] = round(float(by_detector[known_rows.numpy()].mean()), 5)
     return out
 
 

@@ -19,8 +19,7 @@ from app.errors import ApiError, unavailable
 from app.schemas import ErrorResponse, JobSettings, TrainingJob, TrainingJobCreate, TrainingJobList
 from model.store import ModelStore, StoreError, StoreUnavailable
 from training.job_store import MODES, POLICIES, JobError, JobRequest, JobStore, open_job_store
-from training.jobs import appended
-from training.readers import FORMATS, DataError, Example, NluData, clean, no_examples, parse_data
+from training.readers import FORMATS, DataError, Example, NluData, appended, clean, no_examples, parse_data
 
 Body = TypeVar("Body", bound=BaseModel)
 Result = TypeVar("Result")

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.config import Settings
-from model.artifact import load
 from model.directory_store import DirectoryStore
 from tests.conftest import ready_client
+from training.network import load_net
 from training.readers import Example
 
 AUTH = {"Authorization": "Bearer delete-test-token"}
@@ -25,7 +25,7 @@ def two_versions(small_store: Path) -> tuple[Path, str, str]:
     root = small_store
     store = DirectoryStore(root)
     active = store.active() or ""
-    net, meta, _ = load(store.path(active))
+    net, meta, _ = load_net(store.path(active))
     rows = [Example.from_json(r) for r in store.read_data(active)]
     older = store.add(net, replace(meta, version=f"{active}-old"), rows)
     return root, active, older

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from model.entities import Crf, FoundEntity, allowed, constrained, crf_loss, spans_of, tag_names, tags_of
+from model.entities import Crf, FoundEntity, allowed, constrained, spans_of, tag_names, tags_of
 from model.tokenizer import token_spans, tokenize
 from training.markup import Entity
+from training.network import constrained as torch_constrained
+from training.network import crf_loss
 
 TYPES = ["time", "city"]  # tags: O, B-time, I-time, B-city, I-city
 KINDS = [(t, None, None) for t in TYPES]
@@ -64,9 +67,7 @@ def _paths(steps: int, size: int) -> list[tuple[int, ...]]:
     return list(itertools.product(range(size), repeat=steps))
 
 
-def _path_score(
-    path: tuple[int, ...], em: torch.Tensor, start: torch.Tensor, moves: torch.Tensor, end: torch.Tensor
-):
+def _path_score(path: tuple[int, ...], em: Any, start: Any, moves: Any, end: Any) -> Any:
     total = start[path[0]] + em[0, path[0]] + end[path[-1]]
     return total + sum(moves[a, b] + em[i + 1, b] for i, (a, b) in enumerate(itertools.pairwise(path)))
 
@@ -74,7 +75,7 @@ def _path_score(
 def test_crf_loss_is_the_negative_log_likelihood_by_enumeration() -> None:
     torch.manual_seed(0)
     em = torch.randn(2, 4, 5)
-    start, moves, end = constrained(torch.randn(5), torch.randn(5, 5), torch.randn(5), 2)
+    start, moves, end = torch_constrained(torch.randn(5), torch.randn(5, 5), torch.randn(5), 2)
     tags = torch.tensor([[1, 2, 0, 3], [3, 4, 0, 0]])
     mask = torch.tensor([[True] * 4, [True, True, True, False]])
     expected = []
@@ -88,26 +89,26 @@ def test_crf_loss_is_the_negative_log_likelihood_by_enumeration() -> None:
 
 
 def test_decoder_finds_the_best_valid_path_and_never_an_invalid_one() -> None:
-    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
     first, after = allowed(2)
     for _ in range(20):
-        raw = (torch.randn(5), torch.randn(5, 5), torch.randn(5))
+        raw = (rng.standard_normal(5), rng.standard_normal((5, 5)), rng.standard_normal(5))
         start, moves, end = constrained(*raw, 2)
-        em = torch.randn(4, 5, dtype=torch.float64) * 2
+        em = rng.standard_normal((4, 5)) * 2
         best = max(_paths(4, 5), key=lambda p: float(_path_score(p, em, start, moves, end)))
-        path, confidence = Crf(start, moves, end).decode(em.numpy())
+        path, confidence = Crf(start, moves, end).decode(em)
         assert tuple(path) == best
         assert first[path[0]] and all(after[a, b] for a, b in itertools.pairwise(path))
         assert all(0 < c <= 1 for c in confidence)
     # Token scores that alone say "I-city" first: the rule still opens the span with B-.
     em = np.log(np.array([[0.01, 0.01, 0.01, 0.02, 0.95], [0.9, 0.025, 0.025, 0.025, 0.025]]))
-    path, _ = Crf(*constrained(torch.zeros(5), torch.zeros(5, 5), torch.zeros(5), 2)).decode(em)
+    path, _ = Crf(*constrained(np.zeros(5), np.zeros((5, 5)), np.zeros(5), 2)).decode(em)
     assert path[0] != 4 and first[path[0]]
 
     # A span whose first token scores "I-time" far above "B-time" (the I- score after "O" is
     # never trained down): pruning by score alone lost the B- and with it the whole span.
     em = np.array([[0.0, -13.0, 5.0, -20.0, -20.0], [0.0, -20.0, 20.0, -20.0, -20.0]])
-    path, _ = Crf(*constrained(torch.zeros(5), torch.zeros(5, 5), torch.zeros(5), 2)).decode(em)
+    path, _ = Crf(*constrained(np.zeros(5), np.zeros((5, 5)), np.zeros(5), 2)).decode(em)
     assert path == [1, 2]
 
 

@@ -35,6 +35,7 @@ from tests.support.processes import worker_pids
 from tests.support.small_disk import PAGE, fill, pages, resize, small_disk, used
 from training.job_store import DB_FILE, JobRequest, open_job_store
 from training.jobs import run_job
+from training.network import load_net
 
 INTENTLY = str(Path(sys.executable).parent / "intently")
 TEXTS = ["What time is it?", "turn the lights on", "play some jazz", "hello there"]
@@ -269,7 +270,7 @@ def test_disk_full_while_writing_a_version_leaves_the_store_as_it_was(
     store = DirectoryStore(tiny_store)
     active = store.active()
     assert active is not None
-    net, meta, _ = load(store.path(active))
+    net, meta, _ = load_net(store.path(active))
     meta.version = new_version_id()
     before = _listing(tiny_store)
     if where == "weights":

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.config import TokenizerConfig
-from model.network import IntentNet
+from training.network import IntentNet
 from model.tokenizer import PAD, UNK, Tokenizer, tokenize
 from tests.conftest import small_config
 from training.corpus import read_corpus

@@ -12,14 +12,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from model.artifact import load, save
+from model.artifact import save
 from model.predictor import Predictor
 from tests.ci import missing_part
 from tests.conftest import small_config
 from training import pretrained
+from training.network import TorchScorer, load_net
 from training.readers import Example
 from training.train import TrainResult, train
 
@@ -61,7 +63,7 @@ def with_vectors() -> TrainResult:
     return _train(vectors="auto")
 
 
-def _music_minus_weather(result: TrainResult, texts: list[str]) -> torch.Tensor:
+def _music_minus_weather(result: TrainResult, texts: list[str]) -> np.ndarray:
     predictor = Predictor(result.net, result.meta, result.tokenizer)
     logits = predictor.logits(texts)
     music, weather = result.meta.labels.index("music"), result.meta.labels.index("weather")
@@ -95,7 +97,7 @@ def test_an_unseen_word_reads_its_vector(with_vectors: TrainResult) -> None:
     net = with_vectors.net
     assert "umbrella" in with_vectors.tokenizer.index
     before = Predictor(net, with_vectors.meta, with_vectors.tokenizer).logits(["umbrella"])
-    assert net.embed.vectors is not None and net.embed.folded is not None
+    assert net.embed.vectors is not None
     row = with_vectors.tokenizer.index["umbrella"]
     saved = net.embed.vectors[row].clone()
     try:
@@ -105,21 +107,17 @@ def test_an_unseen_word_reads_its_vector(with_vectors: TrainResult) -> None:
     finally:
         with torch.no_grad():
             net.embed.vectors[row] = saved
-        net.embed.fold()
-    assert not torch.allclose(before, after)
+    assert not np.allclose(before, after)
 
 
 def test_the_folded_table_answers_as_the_parts_do(with_vectors: TrainResult) -> None:
-    predictor = Predictor(with_vectors.net, with_vectors.meta, with_vectors.tokenizer)
+    """The runtime folds projection and learned rows into one table; the torch network adds the parts."""
     texts = ["play a song", "umbrella snowfall", "qzx"]
-    folded = predictor.logits(texts)
-    embed = with_vectors.net.embed
-    table, embed.folded = embed.folded, None
-    try:
-        parts = predictor.logits(texts)
-    finally:
-        embed.folded = table
-    assert torch.allclose(folded, parts, atol=1e-5)
+    folded = Predictor(with_vectors.net, with_vectors.meta, with_vectors.tokenizer).logits(texts)
+    scorer = TorchScorer(with_vectors.net)
+    assert with_vectors.net.embed.folded is None
+    parts = Predictor(scorer, with_vectors.meta, with_vectors.tokenizer).logits(texts)
+    assert np.allclose(folded, parts, atol=1e-5)
 
 
 def test_the_known_word_share_counts_only_training_words(with_vectors: TrainResult) -> None:
@@ -143,7 +141,7 @@ def test_saved_model_serves_without_the_teacher_packages(with_vectors: TrainResu
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     here = Predictor.load(path, quantize=True).predict_batch(["tunes", "umbrella"])
     assert json.loads(out.stdout) == [r.to_dict() for r in here]
-    net, _, _ = load(path)
+    net, _, _ = load_net(path)
     assert net.embed.vectors is not None and net.embed.vectors.dtype == torch.float16
 
 

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from model.artifact import load, save
-from model.network import Batch
+from model.artifact import save
 from model.predictor import Predictor, verdicts
 from tests.conftest import small_config
 from training.evaluate import evaluate
+from training.network import Batch, load_net
 from training.readers import Example
 from training.train import TrainConfig, TrainResult, stratified_split, train
 
@@ -39,7 +40,7 @@ def test_same_seed_same_predictions(assistant_train: list[Example]) -> None:
     probes = ["What time is it?", "play music", "unknown wrds"]
     la = Predictor(a.net, a.meta, a.tokenizer).logits(probes)
     lb = Predictor(b.net, b.meta, b.tokenizer).logits(probes)
-    assert torch.equal(la, lb)
+    assert np.array_equal(la, lb)
     assert a.meta.threshold == b.meta.threshold and a.meta.temperature == b.meta.temperature
 
 
@@ -63,8 +64,9 @@ def _deep_accuracy(result: TrainResult, examples: list[Example]) -> float:
     net, labels = result.net.eval(), result.meta.labels
     batch = Batch.from_encoded([result.tokenizer.encode(e.text) for e in examples])
     with torch.inference_mode():
-        deep, wide = net.path_logits(batch)
-    assert wide is None
+        out = net(batch)
+    deep = out.deep
+    assert out.wide is None
     truth = torch.tensor([labels.index(e.intent) for e in examples])
     return float((deep.argmax(-1) == truth).float().mean())
 
@@ -88,7 +90,7 @@ def test_every_arch_is_the_layer_it_names_and_learns(
     # The recurrent layer is all there is between the embeddings and the head: it learned.
     assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
     assert _deep_accuracy(result, test) > 0.6  # chance is 0.25
-    loaded, meta, _ = load(save(result.net, result.meta, tmp_path / arch))
+    loaded, meta, _ = load_net(save(result.net, result.meta, tmp_path / arch))
     assert meta.model.arch == arch and type(loaded.encoder.rnn) is layer
 
 
@@ -99,7 +101,8 @@ def test_each_path_learns_to_classify_on_its_own(
     batch = Batch.from_encoded([small_result.tokenizer.encode(e.text) for e in assistant_test])
     truth = torch.tensor([labels.index(e.intent) for e in assistant_test])
     with torch.inference_mode():
-        deep, wide = net.path_logits(batch)
+        out = net(batch)
+    deep, wide = out.deep, out.wide
     assert wide is not None and net.char_bag is not None
     for logits in (deep, wide, deep + wide):
         assert float((logits.argmax(-1) == truth).float().mean()) > 0.6  # chance is 0.03
@@ -112,8 +115,8 @@ def test_wide_path_of_a_batch_equals_each_utterance_alone(small_result: TrainRes
     texts = ["what time is it", "", "set an alarm for 6:30 please", "天气 ??", ""]
     encoded = [tok.encode(t) for t in texts]
     with torch.inference_mode():
-        _, together = net.path_logits(Batch.from_encoded(encoded))
-        alone = [net.path_logits(Batch.from_encoded([e]))[1] for e in encoded]
+        together = net(Batch.from_encoded(encoded)).wide
+        alone = [net(Batch.from_encoded([e])).wide for e in encoded]
     assert together is not None
     assert torch.allclose(together, torch.cat([a for a in alone if a is not None]), atol=1e-5)
 
@@ -146,7 +149,9 @@ def test_the_stored_temperature_is_the_one_that_fits_validation(small_result: Tr
     meta, valid = small_result.meta, small_result.valid_examples
     # The network that was calibrated: no refit after it.
     assert valid and small_result.meta.training["refit_on_all_examples"] is False
-    logits = Predictor(small_result.net, meta, small_result.tokenizer).logits([e.text for e in valid])
+    logits = torch.from_numpy(
+        Predictor(small_result.net, meta, small_result.tokenizer).logits([e.text for e in valid])
+    )
     targets = torch.tensor([meta.labels.index(e.intent) for e in valid])
 
     def nll(temperature: float) -> float:
@@ -161,14 +166,14 @@ def test_the_threshold_rejects_above_chance_and_costs_few_known_rows(small_resul
     meta, valid = small_result.meta, small_result.valid_examples
     predictor = Predictor(small_result.net, meta, small_result.tokenizer)
     probs = predictor.probabilities([e.text for e in valid])
-    targets = torch.tensor([meta.labels.index(e.intent) for e in valid])
+    targets = np.array([meta.labels.index(e.intent) for e in valid])
     known = predictor.in_scope[targets]
     chance = 1 / len(predictor.intents)
     assert chance < meta.threshold < 0.99
     correct = {}
     for threshold in (0.0, meta.threshold):
         top, _, rejected = verdicts(probs, predictor.in_scope, predictor.oos_index, threshold)
-        correct[threshold] = float(((top == targets) & ~rejected)[known].float().mean())
+        correct[threshold] = float(((top == targets) & ~rejected)[known].mean())
     assert correct[0.0] - correct[meta.threshold] <= 0.01  # the budget is max_oos_drop, 0.25 points
     assert meta.metrics["in_scope_accuracy"] >= meta.metrics["accuracy_without_threshold"] - 0.02
 

@@ -1,19 +1,29 @@
-"""The recurrent intent classifier: embeddings -> RNN over packed sequences -> pooling -> logits."""
+"""The recurrent intent classifier in torch, for training: embeddings -> RNN over packed sequences ->
+pooling -> logits.
+
+Serving runs the same computation in numpy (model/runtime.py) from the weights this
+network saves; `tests/model/test_runtime.py` holds the two equal.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, invert_permutation
 
+from model.artifact import ArtifactError, ModelMeta, load
 from model.config import ModelConfig
-from model.detector import KnownRows
-from model.entities import constrained
-from model.tokenizer import Encoded
+from model.detector import nearest
+from model.entities import FORBIDDEN, Crf, allowed
+from model.runtime import Scores
+from model.tokenizer import Encoded, Tokenizer
 
 # Callable, not type[RNNBase]: RNNBase itself takes a mode first, the three subclasses do not.
 _RNNS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -202,12 +212,9 @@ class Encoder(nn.Module):
     def step_dim(self) -> int:
         return self.rnn.hidden_size * self.directions
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """Pooled features [B, out_dim] of flat token rows `x` [N, D]."""
-        return self.run(x, lengths)[0]
-
-    def run(self, x: Tensor, lengths: Tensor, steps_too: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Pooled features, and with `steps_too` the top layer's state at every token [N, step_dim]."""
+    def forward(self, x: Tensor, lengths: Tensor, steps_too: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Pooled features [B, out_dim] of flat token rows `x` [N, D], and with `steps_too` the top
+        layer's state at every token [N, step_dim]."""
         batch, longest = len(lengths), int(lengths.max())
         flat: Tensor | None = None
         if longest == int(lengths.min()):
@@ -314,40 +321,19 @@ class IntentNet(nn.Module):
         return optimizers, dense
 
     def half_tables(self) -> None:
-        """The embedding and wide-path tables in half precision, for serving (see `Predictor.load`)."""
+        """The embedding and wide-path tables in half precision: torch's serving form before
+        model/runtime.py, kept as the benchmarks' baseline."""
         self.embed.half_tables()
         for table in (self.bag, self.char_bag):
             if table is not None:
                 table.weight.data = table.weight.data.half()
 
-    def features(self, batch: Batch) -> Tensor:
-        return self._encode(batch, False)[0]
-
-    def path_logits(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
-        """The deep and the wide path's logits, apart: training can fit each on its own."""
-        return self._path_logits(self.features(batch), batch)
-
-    def path_and_tag_logits(self, batch: Batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """`path_logits`, and the tag logits of every token [N, entity_tags] when the model has a tagger."""
-        features, steps = self._encode(batch, self.tagger is not None)
-        deep, wide = self._path_logits(features, batch)
-        return deep, wide, self._tags(steps)
-
-    def analyse(self, batch: Batch, tags: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Logits, the pooled features they came from (which the detector reads) and, with `tags`
-        and a tagger, the tag logits of every token: one pass."""
-        features, steps = self._encode(batch, tags and self.tagger is not None)
-        deep, wide = self._path_logits(features, batch)
-        return (deep if wide is None else deep + wide), features, self._tags(steps)
-
-    def _encode(self, batch: Batch, steps_too: bool) -> tuple[Tensor, Tensor | None]:
+    def forward(self, batch: Batch, tags: bool = False) -> Output:
+        """The one pass training and the equality test run: both paths' logits apart (training fits
+        each on its own), the pooled features (the detector reads them) and, with `tags` and a
+        tagger, the tag logits of every token."""
         x = self.embed_dropout(self.embed(batch))
-        return self.encoder.run(x, batch.lengths, steps_too)
-
-    def _tags(self, steps: Tensor | None) -> Tensor | None:
-        return None if steps is None or self.tagger is None else self.tagger(self.dropout(steps))
-
-    def _path_logits(self, features: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        features, steps = self.encoder(x, batch.lengths, tags and self.tagger is not None)
         deep = self.head(self.dropout(features))
         wide = None
         if self.bag is not None:
@@ -355,8 +341,181 @@ class IntentNet(nn.Module):
         if self.char_bag is not None:
             chars = self.char_bag(batch.ngram_ids, batch.ngram_starts).float()
             wide = chars if wide is None else wide + chars
-        return deep, wide
+        tag_logits = None if steps is None or self.tagger is None else self.tagger(self.dropout(steps))
+        return Output(deep, wide, features, tag_logits)
 
-    def forward(self, batch: Batch) -> Tensor:
-        deep, wide = self.path_logits(batch)
-        return deep if wide is None else deep + wide
+    def weights(self) -> dict[str, np.ndarray]:
+        """The weights as numpy arrays, as the artifact stores them and model/runtime.py reads them."""
+        return {k: v.detach().cpu().contiguous().numpy() for k, v in self.state_dict().items()}
+
+
+@dataclass
+class Output:
+    deep: Tensor  # [B, labels] the recurrent path's logits
+    wide: Tensor | None  # [B, labels] the linear path's, when the model has one
+    features: Tensor  # [B, out_dim] the pooled features
+    tags: Tensor | None  # [N, entity_tags] every token's tag logits, when asked and with a tagger
+
+    @property
+    def logits(self) -> Tensor:
+        return self.deep if self.wide is None else self.deep + self.wide
+
+
+class KnownRows(nn.Module):
+    """Unit feature vectors of training rows, grouped by intent, in half precision (model/detector.py).
+
+    `starts[k]..starts[k+1]` are intent k's rows. Stored as buffers, so they travel
+    in `weights.safetensors` with the rest of the network.
+    """
+
+    def __init__(self, rows: int, dim: int, num_labels: int):
+        super().__init__()
+        self.register_buffer("bank", torch.zeros(rows, dim, dtype=torch.float16))
+        # Float: the artifact loader accepts floating-point tensors only. Exact below 2**24.
+        self.register_buffer("starts", torch.zeros(num_labels + 1))
+
+    def fill(self, features: Tensor, labels: Tensor, num_labels: int) -> None:
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels, minlength=num_labels)
+        self.bank = nn.functional.normalize(features[order].float(), dim=-1).half()
+        self.starts = torch.cat([torch.zeros(1), counts.cumsum(0).float()])
+
+    def similarity(self, features: Tensor, predicted: Tensor) -> Tensor:
+        """[B]: cosine to the nearest training row of each row's predicted intent (-1: none)."""
+        bank, bounds = self.bank.float().numpy(), self.starts.long().tolist()
+        return torch.from_numpy(nearest(bank, bounds, features.float().numpy(), predicted.numpy()))
+
+
+def constrained(
+    start: Tensor, transitions: Tensor, end: Tensor, num_types: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The learned CRF scores with every move the BIO rule forbids set to FORBIDDEN (model/entities.py)."""
+    first, after = (torch.from_numpy(a) for a in allowed(num_types))
+    return torch.where(first, start, FORBIDDEN), torch.where(after, transitions, FORBIDDEN), end
+
+
+def crf_loss(
+    emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor
+) -> Tensor:
+    """Mean negative log-likelihood of the gold `tags` [B, L] under the CRF; `mask` [B, L] marks tokens.
+
+    `start`, `transitions` [from, to] and `end` are the scores with the forbidden moves
+    already set to FORBIDDEN (see `constrained`).
+    """
+    lengths = mask.sum(1)
+    weight = mask.to(emissions.dtype)
+    gold = (emissions.gather(2, tags[:, :, None])[:, :, 0] * weight).sum(1) + start[tags[:, 0]]
+    gold = gold + (transitions[tags[:, :-1], tags[:, 1:]] * weight[:, 1:]).sum(1)
+    gold = gold + end[tags.gather(1, (lengths - 1)[:, None])[:, 0]]
+    # The forward algorithm, its log-sum-exp over the previous tag as a matrix product:
+    # exp(alpha - max) @ exp(transitions) is [B, T] x [T, T] instead of a [B, T, T] tensor.
+    moves = transitions.exp()
+    alpha = start + emissions[:, 0]  # [B, tags]: log-sum of the scores of paths ending in each tag
+    for t in range(1, emissions.size(1)):
+        peak = alpha.max(dim=1, keepdim=True).values
+        step = ((alpha - peak).exp() @ moves).clamp_min(1e-30).log() + peak + emissions[:, t]
+        alpha = torch.where(mask[:, t, None], step, alpha)
+    return (torch.logsumexp(alpha + end, dim=1) - gold).mean()
+
+
+def quantize_dynamic(net: IntentNet, inplace: bool = False) -> IntentNet:
+    """int8 weights for LSTM/GRU and linear layers, activations quantized on the fly: torch's serving
+    form before model/runtime.py, kept as the benchmarks' baseline. A plain tanh RNN has no quantized
+    kernel, so only its linear layer is converted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        from torch.ao.quantization import quantize_dynamic as _quantize
+
+        layers = {nn.LSTM, nn.GRU, nn.Linear}
+        # In place: no second copy of the embedding tables while quantizing.
+        quantized: IntentNet = _quantize(net, layers, dtype=torch.qint8, inplace=inplace)
+        return quantized
+
+
+class TorchScorer:
+    """The torch network as a `model.runtime.Scorer`: training scores validation rows with it, and a
+    `Predictor` built on it is the torch path the equality test and the benchmarks compare with."""
+
+    def __init__(self, net: IntentNet):
+        self.net = net
+        self.out_dim = net.encoder.out_dim
+        self.crf: Crf | None = None
+        if net.tagger is not None:
+            with torch.no_grad():
+                self.crf = Crf(*(t.numpy() for t in net.crf_scores()))
+
+    def score(
+        self,
+        encoded: Sequence[Encoded],
+        in_scope: np.ndarray | None = None,
+        batch_size: int = 256,
+        tags: bool = False,
+        features: bool = False,
+    ) -> Scores:
+        return run_network(self.net, encoded, in_scope, batch_size, tags, features).numpy()
+
+
+@dataclass
+class NetworkScores:
+    logits: Tensor  # [rows, labels]
+    near: Tensor | None  # each row's similarity to its top intent's training rows (with a detector)
+    tags: list[Tensor]  # each row's tag logits [tokens, tags] (when asked, with a tagger)
+    features: Tensor | None  # the pooled features (when asked)
+
+    def numpy(self) -> Scores:
+        return Scores(
+            self.logits.numpy(),
+            None if self.near is None else self.near.numpy(),
+            [t.numpy() for t in self.tags],
+            None if self.features is None else self.features.numpy(),
+        )
+
+
+def run_network(
+    net: IntentNet,
+    encoded: Sequence[Encoded],
+    in_scope: Tensor | np.ndarray | None = None,
+    batch_size: int = 256,
+    tags: bool = False,
+    features: bool = False,
+) -> NetworkScores:
+    """The network on encoded utterances in evaluation mode, in batches of similar length (less padding);
+    results in input order. Training scores validation rows here."""
+    net.eval()
+    n = len(encoded)
+    scope = None if in_scope is None else torch.as_tensor(in_scope, dtype=torch.bool)
+    logits = torch.empty(n, net.cfg.num_labels)
+    # The detector's similarity needs the top in-scope intent, hence `in_scope`.
+    near = torch.empty(n) if net.detector is not None and scope is not None else None
+    kept = torch.empty(n, net.encoder.out_dim) if features else None
+    tag_rows: list[Tensor] = [torch.empty(0)] * n if tags and net.tagger is not None else []
+    order = sorted(range(n), key=lambda i: len(encoded[i].words))
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = Batch.from_encoded([encoded[i] for i in idx])
+            out = net(batch, tags=bool(tag_rows))
+            lo = out.logits
+            logits[idx] = lo
+            if kept is not None:
+                kept[idx] = out.features
+            if near is not None and net.detector is not None and scope is not None:
+                top = lo.masked_fill(~scope, -math.inf).argmax(dim=-1)
+                near[idx] = net.detector.similarity(out.features, top)
+            if out.tags is not None:
+                for i, piece in zip(idx, out.tags.split(batch.lengths.tolist()), strict=True):
+                    tag_rows[i] = piece
+    return NetworkScores(logits, near, tag_rows, kept)
+
+
+def load_net(model_dir: str | Path) -> tuple[IntentNet, ModelMeta, Tokenizer]:
+    """The torch network of a model directory (to train it further, or to compare with the runtime);
+    raises ArtifactError with a clear message."""
+    weights, meta, tokenizer = load(model_dir)
+    net = IntentNet(meta.model)
+    try:
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    except RuntimeError as exc:  # the shapes were checked against the same config: a mismatch is a bug
+        raise ArtifactError(f"{model_dir}: {exc}") from None
+    net.eval()
+    return net, meta, tokenizer

@@ -1,0 +1,406 @@
+"""The network's forward pass in numpy: what a classify request runs, without torch.
+
+It reads the artifact's weights as they are (`weights.safetensors`, the tensor names
+torch's modules gave them), so every model written by training loads with no conversion.
+The same computation as `training/network.py`'s `IntentNet.forward` in evaluation mode;
+`tests/model/test_runtime.py` holds the two equal on real data.
+
+Vectorised over the batch, and the recurrent layer's input projection over every token
+of every utterance and both directions in one matrix product; only the recurrent
+product h @ W_hh is left to the loop over time steps, for all rows and both directions
+at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from model.config import ModelConfig
+from model.detector import nearest
+from model.entities import Crf, constrained
+from model.tokenizer import Encoded
+
+Array = np.ndarray
+
+# Rows of a recurrent layer's weights per unit of hidden size: torch's gate layout.
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor a model of `cfg` stores (torch's state_dict names)."""
+    dim, hidden, labels = cfg.embed_dim, cfg.hidden_dim, cfg.num_labels
+    directions = 2 if cfg.bidirectional else 1
+    step_dim = hidden * directions
+    out_dim = step_dim * 2 if cfg.pooling == "maxmean" else step_dim
+    shapes: dict[str, tuple[int, ...]] = {}
+    if cfg.entity_tags:
+        tags = cfg.entity_tags
+        shapes |= {"tag_start": (tags,), "tag_transitions": (tags, tags), "tag_end": (tags,)}
+    if cfg.vectors_dim:
+        shapes["embed.vectors"] = (cfg.vocab_size, cfg.vectors_dim)
+    shapes["embed.words.weight"] = (cfg.learned_rows, dim)
+    if cfg.ngram_buckets:
+        shapes["embed.ngrams.weight"] = (cfg.ngram_buckets + 1, dim)
+    if cfg.vectors_dim:
+        shapes["embed.project.weight"] = (dim, cfg.vectors_dim)
+    rows = GATES[cfg.arch] * hidden
+    for layer in range(cfg.num_layers):
+        width = dim if layer == 0 else step_dim
+        for suffix in ("", "_reverse")[:directions]:
+            shapes[f"encoder.rnn.weight_ih_l{layer}{suffix}"] = (rows, width)
+            shapes[f"encoder.rnn.weight_hh_l{layer}{suffix}"] = (rows, hidden)
+            shapes[f"encoder.rnn.bias_ih_l{layer}{suffix}"] = (rows,)
+            shapes[f"encoder.rnn.bias_hh_l{layer}{suffix}"] = (rows,)
+    shapes |= {"head.weight": (labels, out_dim), "head.bias": (labels,)}
+    if cfg.bag_buckets:
+        shapes["bag.weight"] = (cfg.bag_buckets + 1, labels)
+    if cfg.uses_char_bag:
+        shapes["char_bag.weight"] = (cfg.ngram_buckets + 1, labels)
+    if cfg.detector_rows:
+        shapes |= {"detector.bank": (cfg.detector_rows, out_dim), "detector.starts": (labels + 1,)}
+    if cfg.entity_tags:
+        shapes |= {"tagger.weight": (cfg.entity_tags, step_dim), "tagger.bias": (cfg.entity_tags,)}
+    return shapes
+
+
+@dataclass
+class Scores:
+    """A scorer's output for a list of utterances, in input order."""
+
+    logits: Array  # [rows, labels] float32
+    near: Array | None  # each row's similarity to its top intent's training rows (with a detector)
+    tags: list[Array]  # each row's tag logits [tokens, tags] (when asked, with a tagger)
+    features: Array | None  # the pooled features (when asked)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the Predictor scores with: this module's `Runtime`, or training's torch network."""
+
+    crf: Crf | None
+    out_dim: int
+
+    def score(
+        self,
+        encoded: Sequence[Encoded],
+        in_scope: Array | None = None,
+        batch_size: int = 256,
+        tags: bool = False,
+        features: bool = False,
+    ) -> Scores: ...
+
+
+@runtime_checkable
+class HasWeights(Protocol):
+    """A model that can hand over its weights as numpy arrays (training's IntentNet)."""
+
+    def weights(self) -> dict[str, Array]: ...
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weights already in numpy (read from another artifact) as a `HasWeights`, for the store to save."""
+
+    arrays: dict[str, Array]
+
+    def weights(self) -> dict[str, Array]:
+        return self.arrays
+
+
+# Rows gathered at once when summing runs: a bound on the temporary [runs, longest run, width] array.
+_CHUNK_ROWS = 8192
+
+
+def _with_padding_row(table: Array, dtype: type[np.floating[Any]]) -> Array:
+    """The table in `dtype` with a row of zeros after its last: what padded lookups read."""
+    out = np.zeros((len(table) + 1, table.shape[1]), dtype=dtype)
+    out[:-1] = table
+    return out
+
+
+def _run_sums(table: Array, ids: Array, counts: Array) -> Array:
+    """[len(counts), width] fp32: the sums of `table`'s rows at consecutive runs of `ids` of the given
+    lengths (an empty run sums to 0). `table` ends in a row of zeros.
+
+    The runs are laid out padded ([runs, longest run], padding reading the zero row) and summed
+    over the run axis: numpy's `add.reduceat` along rows walks each column apart, several times
+    slower than the gather itself. Batches are sorted by length, so padding is little.
+    """
+    if len(counts) == 1:
+        single: Array = table[ids].astype(np.float32, copy=False).sum(axis=0, keepdims=True)
+        return single
+    width = max(int(counts.max()), 1)
+    padded = np.full((len(counts), width), len(table) - 1, dtype=np.int64)
+    padded[np.arange(width) < counts[:, None]] = ids
+    out = np.empty((len(counts), table.shape[1]), dtype=np.float32)
+    step = max(1, _CHUNK_ROWS // width)
+    for start in range(0, len(counts), step):
+        # fp32 before summing: numpy sums half-precision rows through a slow casting loop.
+        rows = table[padded[start : start + step]].astype(np.float32, copy=False)
+        out[start : start + step] = rows.sum(axis=1)
+    return out
+
+
+def _per_text(rows: Array, lengths: Array, fill: float) -> Array:
+    """Flat token rows [sum(lengths), C] as [texts, longest, C], `fill` after each text's end."""
+    if len(lengths) == 1:
+        return rows[None]
+    longest = int(lengths.max())
+    padded = np.full((len(lengths), longest, rows.shape[1]), fill, dtype=np.float32)
+    padded[np.arange(longest) < lengths[:, None]] = rows
+    return padded
+
+
+@dataclass
+class _Layer:
+    """One recurrent layer, both directions, laid out for the loop (see `Runtime._recurrent`)."""
+
+    w_in: Array  # [in, directions * gates]: every token's input projection in one product
+    b_in: Array  # [directions * gates]
+    w_rec: Array  # [directions, hidden, gates]: one batched product a step
+    b_rec: Array | None  # [directions, 1, gates] (GRU only: the n gate's bias sits inside r * (...))
+
+
+class Runtime:
+    """An Intently model's forward pass in numpy: logits, pooled features, tag scores, detector similarity."""
+
+    def __init__(self, cfg: ModelConfig, weights: Mapping[str, Array], half_tables: bool = False):
+        self.cfg = cfg
+        self.hidden = cfg.hidden_dim
+        self.directions = 2 if cfg.bidirectional else 1
+        self.step_dim = self.hidden * self.directions
+        self.out_dim = self.step_dim * 2 if cfg.pooling == "maxmean" else self.step_dim
+        w = {k: np.asarray(v) for k, v in weights.items()}
+        # The lookup tables: read a few rows a request, so half precision halves their memory
+        # at a small cost in precision (converted to fp32 rows on lookup).
+        table_type = np.float16 if half_tables else np.float32
+        words = w["embed.words.weight"].astype(np.float32)
+        if cfg.vectors_dim:
+            # Folded once: the learned projection of every word's frozen vector plus its learned row.
+            folded = w["embed.vectors"].astype(np.float32) @ w["embed.project.weight"].astype(np.float32).T
+            folded[: cfg.learned_rows] += words
+            words = folded
+        self.words = words.astype(table_type, copy=False)
+        self.dim = cfg.embed_dim
+        # The n-gram vectors and the wide path's n-gram weights side by side: one lookup serves both.
+        self.subwords: Array | None = None
+        if cfg.ngram_buckets:
+            parts = [w["embed.ngrams.weight"]] + ([w["char_bag.weight"]] if cfg.uses_char_bag else [])
+            self.subwords = _with_padding_row(np.concatenate(parts, axis=1), table_type)
+        self.bag = _with_padding_row(w["bag.weight"], table_type) if cfg.bag_buckets else None
+        self.layers = [self._layer(w, n) for n in range(cfg.num_layers)]
+        self.head_w = np.ascontiguousarray(w["head.weight"].astype(np.float32).T)
+        self.head_b = w["head.bias"].astype(np.float32)
+        self.tagger_w: Array | None = None
+        self.tagger_b: Array | None = None
+        self.crf: Crf | None = None
+        if cfg.entity_tags:
+            self.tagger_w = np.ascontiguousarray(w["tagger.weight"].astype(np.float32).T)
+            self.tagger_b = w["tagger.bias"].astype(np.float32)
+            self.crf = Crf(
+                *constrained(
+                    w["tag_start"].astype(np.float32),
+                    w["tag_transitions"].astype(np.float32),
+                    w["tag_end"].astype(np.float32),
+                    (cfg.entity_tags - 1) // 2,
+                )
+            )
+        self.bank: Array | None = None
+        self.bounds: list[int] = []
+        if cfg.detector_rows:
+            # fp32: a CPU multiplies fp32 much faster than fp16.
+            self.bank = w["detector.bank"].astype(np.float32)
+            self.bounds = [int(b) for b in w["detector.starts"].tolist()]
+
+    def _layer(self, w: Mapping[str, Array], n: int) -> _Layer:
+        h, arch = self.hidden, self.cfg.arch
+        w_in, b_in, w_rec, b_rec = [], [], [], []
+        for suffix in ("", "_reverse")[: self.directions]:
+            w_ih = w[f"encoder.rnn.weight_ih_l{n}{suffix}"].astype(np.float32)
+            w_hh = w[f"encoder.rnn.weight_hh_l{n}{suffix}"].astype(np.float32)
+            b_ih = w[f"encoder.rnn.bias_ih_l{n}{suffix}"].astype(np.float32)
+            b_hh = w[f"encoder.rnn.bias_hh_l{n}{suffix}"].astype(np.float32)
+            if arch == "lstm":
+                # torch's gates i, f, g, o reordered to i, f, o, g, and the sigmoid gates' rows
+                # halved: sigmoid(x) = (1 + tanh(x / 2)) / 2, so one tanh serves all four gates.
+                order = np.r_[0 : 2 * h, 3 * h : 4 * h, 2 * h : 3 * h]
+                scale = np.r_[np.full(3 * h, 0.5, np.float32), np.ones(h, np.float32)]
+                w_ih, w_hh = w_ih[order] * scale[:, None], w_hh[order] * scale[:, None]
+                bias = (b_ih + b_hh)[order] * scale
+            elif arch == "gru":
+                # Gates r, z, n; r and z halved for the same tanh form of the sigmoid. The hidden
+                # side keeps its own bias: n = tanh(x_n + r * (h W_hn + b_hn)).
+                scale = np.r_[np.full(2 * h, 0.5, np.float32), np.ones(h, np.float32)]
+                w_ih, w_hh = w_ih * scale[:, None], w_hh * scale[:, None]
+                bias = b_ih * scale
+                b_rec.append((b_hh * scale)[None, :])
+            else:
+                bias = b_ih + b_hh
+            w_in.append(w_ih.T)
+            b_in.append(bias)
+            w_rec.append(w_hh.T)
+        return _Layer(
+            np.ascontiguousarray(np.concatenate(w_in, axis=1)),
+            np.concatenate(b_in),
+            np.ascontiguousarray(np.stack(w_rec)),
+            np.stack(b_rec) if b_rec else None,
+        )
+
+    def score(
+        self,
+        encoded: Sequence[Encoded],
+        in_scope: Array | None = None,
+        batch_size: int = 256,
+        tags: bool = False,
+        features: bool = False,
+    ) -> Scores:
+        """The network on encoded utterances, in batches of similar length; results in input order.
+
+        `in_scope` (a bool per label) is needed for the detector's similarity, which reads the
+        top in-scope intent.
+        """
+        n = len(encoded)
+        logits = np.empty((n, self.cfg.num_labels), dtype=np.float32)
+        near = np.empty(n, dtype=np.float32) if self.bank is not None and in_scope is not None else None
+        kept = np.empty((n, self.out_dim), dtype=np.float32) if features else None
+        tagging = tags and self.tagger_w is not None
+        tag_rows: list[Array] = [np.empty(0)] * n if tagging else []
+        order = sorted(range(n), key=lambda i: len(encoded[i].words)) if n > 1 else [0] * n
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            lo, fe, steps, lengths = self.forward([encoded[i] for i in idx], tagging)
+            logits[idx] = lo
+            if kept is not None:
+                kept[idx] = fe
+            if near is not None and in_scope is not None and self.bank is not None:
+                top = np.where(in_scope, lo, -np.inf).argmax(axis=-1)
+                near[idx] = nearest(self.bank, self.bounds, fe, top)
+            if steps is not None and self.tagger_w is not None and self.tagger_b is not None:
+                emissions = steps @ self.tagger_w + self.tagger_b
+                for i, piece in zip(idx, np.split(emissions, np.cumsum(lengths)[:-1]), strict=True):
+                    tag_rows[i] = piece
+        return Scores(logits, near, tag_rows, kept)
+
+    def forward(
+        self, items: Sequence[Encoded], steps_too: bool = False
+    ) -> tuple[Array, Array, Array | None, Array]:
+        """Logits [B, labels], pooled features [B, out_dim], with `steps_too` the top layer's
+        state at every token [N, step_dim], and the lengths [B]."""
+        words: list[int] = []
+        ngrams: list[int] = []
+        ngram_counts: list[int] = []
+        bag: list[int] = []
+        bag_counts: list[int] = []
+        for e in items:
+            words += e.words
+            for g in e.ngrams:
+                ngrams += g
+            ngram_counts += map(len, e.ngrams)
+            bag += e.bag
+            bag_counts.append(len(e.bag))
+        lengths = np.array([len(e.words) for e in items], dtype=np.int64)
+        x = self.words[np.array(words, dtype=np.int64)].astype(np.float32, copy=False)
+        chars = None
+        if self.subwords is not None:
+            counts = np.array(ngram_counts, dtype=np.int64)
+            sums = _run_sums(self.subwords, np.array(ngrams, dtype=np.int64), counts)
+            x += sums[:, : self.dim] / np.maximum(counts, 1)[:, None]
+            if sums.shape[1] > self.dim:
+                chars = sums[:, self.dim :]  # each token's share of the wide path's logits
+        for layer in self.layers:
+            x = self._recurrent(layer, x, lengths)
+        starts = np.cumsum(lengths) - lengths
+        feats = self._pool(x, starts, lengths)
+        logits = feats @ self.head_w + self.head_b
+        if self.bag is not None:
+            logits += _run_sums(self.bag, np.array(bag, dtype=np.int64), np.array(bag_counts, dtype=np.int64))
+        if chars is not None:
+            logits += _per_text(chars, lengths, 0.0).sum(axis=1)
+        return logits, feats, x if steps_too else None, lengths
+
+    def _pool(self, steps: Array, starts: Array, lengths: Array) -> Array:
+        pooling = self.cfg.pooling
+        if pooling == "last":
+            # torch's final state: the forward direction's at the last token, the backward one's at the first.
+            last = steps[starts + lengths - 1, : self.hidden]
+            if self.directions == 1:
+                return last
+            return np.concatenate([last, steps[starts, self.hidden :]], axis=1)
+        padded = _per_text(steps, lengths, 0.0)
+        mean: Array = padded.sum(axis=1) / lengths[:, None].astype(np.float32)
+        if pooling == "mean":
+            return mean
+        if lengths.min() != lengths.max():
+            padded = _per_text(steps, lengths, -np.inf)
+        peak = padded.max(axis=1)
+        return peak if pooling == "max" else np.concatenate([peak, mean], axis=1)
+
+    def _recurrent(self, layer: _Layer, x: Array, lengths: Array) -> Array:
+        """One layer over flat token rows x [N, in] of utterances of `lengths`; states [N, step_dim].
+
+        Utterances sorted longest first, so that at step t the rows still running are a prefix
+        (as in torch's packed sequences); the backward direction reads each utterance from its
+        own last token, so a row's steps never see padding.
+        """
+        h, dirs = self.hidden, self.directions
+        gates = layer.w_rec.shape[2]
+        # Every token's input projection, both directions, in one product: [N, dirs, gates].
+        projected = (x @ layer.w_in + layer.b_in).reshape(len(x), dirs, gates)
+        order = np.argsort(-lengths, kind="stable")
+        sorted_lengths = lengths[order]
+        longest = int(sorted_lengths[0])
+        starts = (np.cumsum(lengths) - lengths)[order]
+        steps = np.arange(longest)[:, None]
+        active = (steps < sorted_lengths[None, :]).sum(axis=1).tolist()
+        # The token each running row reads at step t, per direction: [T, dirs, B]. Only the running
+        # prefix of each step is read, so the rest may point anywhere.
+        at = np.stack([starts + steps, starts + sorted_lengths - 1 - steps][:dirs], axis=1)
+        direction = np.arange(dirs)[:, None]
+        state = np.zeros((dirs, len(lengths), h), dtype=np.float32)
+        cell = np.zeros_like(state) if self.cfg.arch == "lstm" else None
+        flat = np.empty((len(x), dirs, h), dtype=np.float32)
+        # All of one length (always so for one utterance): every step's inputs in one gather and
+        # the states out in one scatter; else a gather and a scatter a step, of the running rows only.
+        uniform = sorted_lengths[0] == sorted_lengths[-1]
+        inputs = projected[at, direction] if uniform else None  # [T, dirs, B, gates]
+        out = np.empty((longest, dirs, len(lengths), h), dtype=np.float32) if uniform else None
+        arch, w_rec, b_rec = self.cfg.arch, layer.w_rec, layer.b_rec
+        for t in range(longest):
+            n = active[t]
+            rows = at[t, :, :n]
+            prev = state[:, :n]
+            # [dirs, n, gates], worked on in place: each step's inputs are read once.
+            g = inputs[t] if inputs is not None else projected[rows, direction]
+            if arch == "lstm" and cell is not None:
+                g += prev @ w_rec
+                np.tanh(g, out=g)
+                sig = g[..., : 3 * h]
+                sig *= 0.5
+                sig += 0.5
+                c = cell[:, :n]
+                c *= sig[..., h : 2 * h]
+                c += sig[..., :h] * g[..., 3 * h :]
+                state[:, :n] = sig[..., 2 * h : 3 * h] * np.tanh(c)
+            elif arch == "gru" and b_rec is not None:
+                rec = prev @ w_rec + b_rec
+                rz = g[..., : 2 * h]
+                rz += rec[..., : 2 * h]
+                np.tanh(rz, out=rz)
+                rz *= 0.5
+                rz += 0.5
+                cand = np.tanh(g[..., 2 * h :] + rz[..., :h] * rec[..., 2 * h :])
+                state[:, :n] = cand + rz[..., h:] * (prev - cand)
+            else:
+                g += prev @ w_rec
+                state[:, :n] = np.tanh(g)
+            if out is not None:
+                out[t] = state
+            else:
+                flat[rows, direction] = state[:, :n]
+        if out is not None:
+            flat[at, direction] = out
+        return flat.reshape(len(x), dirs * h)
