@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from bench.common import apply_threads, base_parser, load_datasets, subsample_per_intent, table, write_results
-from training.network import Batch, IntentNet
 from model.tokenizer import PAD, UNK, Tokenizer
 from training.config import TrainConfig
 from training.encoder import PretrainedEncoder, start_from
+from training.network import Batch, IntentNet
 
 
 def _features(net: IntentNet, tokenizer: Tokenizer) -> Callable[[Sequence[str]], np.ndarray]:
@@ -28,7 +28,7 @@ def _features(net: IntentNet, tokenizer: Tokenizer) -> Callable[[Sequence[str]],
         net.eval()
         with torch.no_grad():
             parts = [
-                net.features(Batch.from_encoded([tokenizer.encode(t) for t in texts[i : i + 256]])).numpy()
+                net(Batch.from_encoded([tokenizer.encode(t) for t in texts[i : i + 256]])).features.numpy()
                 for i in range(0, len(texts), 256)
             ]
         return np.concatenate(parts)

@@ -30,6 +30,7 @@ from training.train import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSISTANT = ROOT / "data" / "assistant"
+SHARED_DATA = ROOT.parent / "shared" / "data"
 # Examples of an intent the built-in set lacks (`order_food`): what a team adds when retraining.
 NEW_INTENT = [
     "order me a pizza",
@@ -110,6 +111,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if tier in _TIER_SECONDS
     ]
     terminalreporter.write_sep("=", "tiers: " + "; ".join(parts))
+
+
+def shared_data(name: str) -> Path:
+    """The public data set `name` beside the project (../shared/data), or a skip that says it is missing."""
+    path = SHARED_DATA / name
+    if not (path / "train.csv").is_file():
+        pytest.skip(f"public data set {name} not found at {path} (only present beside the project)")
+    return path
 
 
 def small_config(**overrides: object) -> TrainConfig:

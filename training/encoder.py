@@ -32,8 +32,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from model.config import ModelConfig, TokenizerConfig
-from training.network import Batch, IntentNet
 from model.tokenizer import PAD, UNK, Encoded, Tokenizer, tokenize
+from training.network import Batch, IntentNet
 
 FORMAT = "intently-encoder"
 FORMAT_VERSION = 1
@@ -357,7 +357,7 @@ def _word_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batch:
 
 def _cosine(net: IntentNet, batch: Batch, target: torch.Tensor) -> torch.Tensor:
     """The mean cosine of the encoder's reading of `batch` with the teacher's embeddings."""
-    return torch.nn.functional.cosine_similarity(net.path_logits(batch)[0], target, dim=-1).mean()
+    return torch.nn.functional.cosine_similarity(net(batch).deep, target, dim=-1).mean()
 
 
 def _held_out_cosine(net: IntentNet, encoded: Sequence[Encoded], target: torch.Tensor) -> float:

@@ -28,6 +28,7 @@ from app.main import create_app
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
 from model.directory_store import DirectoryStore
+from model.runtime import Weights
 from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, clone_version, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
 from tests.support.loadgen import LoadResult, run_load
@@ -360,7 +361,8 @@ def test_a_really_full_disk_leaves_the_store_as_it_was(
         store = DirectoryStore(shutil.copytree(tiny_store_template, disk / "store"))
         active = store.active()
         assert active is not None
-        net, meta, _ = load(store.path(active))
+        weights, meta, _ = load(store.path(active))
+        net = Weights(weights)
         meta.version = new_version_id()
         filler = None
         if where == "version":
@@ -395,10 +397,12 @@ import sys, time
 from model import artifact
 from model.artifact import load, new_version_id
 from model.directory_store import DirectoryStore
+from model.runtime import Weights
 from tests.reliability.conftest import tiny_examples
 
 store = DirectoryStore(sys.argv[1])
-net, meta, _ = load(store.path(store.active()))
+weights, meta, _ = load(store.path(store.active()))
+net = Weights(weights)
 meta.version = new_version_id()
 fsync = artifact._fsync
 

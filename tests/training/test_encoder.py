@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from model.config import TokenizerConfig
-from training.network import IntentNet
 from model.tokenizer import PAD, UNK, Tokenizer, tokenize
 from tests.conftest import small_config
 from training.corpus import read_corpus
@@ -26,6 +25,7 @@ from training.encoder import (
     file_checksum,
     start_from,
 )
+from training.network import IntentNet
 from training.readers import Example
 from training.train import train
 
