@@ -93,9 +93,9 @@ class PretrainedEncoder:
             tensors[f"{name}.q"], tensors[f"{name}.scale"] = q, scale
         for name, value in self.rnn.items():
             tensors[f"rnn.{name}"] = value.astype(np.float16)
-        for name, value in (("project", self.project), ("head", self.head)):
-            if value is not None:
-                tensors[name] = value.astype(np.float16)
+        for name, extra in (("project", self.project), ("head", self.head)):
+            if extra is not None:
+                tensors[name] = extra.astype(np.float16)
         meta = {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -260,7 +260,7 @@ def build(
         rows[2:] = vectors
         net.embed.vectors.data.copy_(torch.from_numpy(rows))
         torch.nn.init.zeros_(net.embed.words.weight)  # the projection carries the word at first
-    if init is not None:
+    if init is not None and init.head is not None:
         start_from(net, tokenizer.vocab, init)
         with torch.no_grad():
             net.head.weight.copy_(torch.from_numpy(init.head[:, :-1]))
