@@ -156,7 +156,31 @@ def main() -> None:
     )
     random.Random(args.seed).shuffle(kept)
     args.out.write_text("".join(t + "\n" for t in kept), encoding="utf-8")
-    print(json.dumps({"sentences": len(kept), "by_source": counts, "benchmark_texts_kept_out": len(banned)}))
+    sources = {
+        "sentences": len(kept),
+        "sources": [
+            {"name": "chitchat-dataset", "version": _version("chitchat-dataset"), "licence": "MIT",
+             "taken": "every message of its conversations", "sentences": counts["chitchat-dataset"]},
+            {"name": "WordNet 3.0 (Debian wordnet-base)", "version": "3.0", "licence": "WordNet 3.0 licence",
+             "taken": "the quoted example phrases of its glosses", "sentences": counts["wordnet"]},
+            {"name": "home-assistant-intents + hassil",
+             "version": f"{_version('home-assistant-intents')} + {_version('hassil')}",
+             "licence": "Apache-2.0",
+             "taken": f"English templates with made-up names, at most {args.commands_per_intent} an intent",
+             "sentences": counts["home-assistant-intents"]},
+        ],
+        "benchmark_texts_kept_out": len(banned),
+        "benchmark_matches_removed": counts["benchmark_matches_removed"],
+        "command": "python scripts/encoder_corpus.py --out corpus.txt --benchmarks ../shared/data",
+    }  # fmt: skip
+    args.out.with_suffix(".sources.json").write_text(json.dumps(sources, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(sources))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 if __name__ == "__main__":
