@@ -47,22 +47,19 @@ def _wait_job(http: httpx.Client, job_id: str, timeout: float = 600) -> dict:
     raise TimeoutError(job)
 
 
+def _run_job(http: httpx.Client, examples: list[dict[str, str]], **fields: object) -> dict:
+    """Queue a job of these examples (JSON), see it queued, and wait for its end."""
+    r = http.post("/v1/training-jobs", headers=AUTH, json={"examples": examples, **fields})
+    assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+    return _wait_job(http, r.json()["id"])
+
+
 def test_append_a_new_intent_reaches_every_worker(serve, default_store: Path) -> None:
     server: Server = serve("--workers", "2", env=_env(default_store))
     with httpx.Client(base_url=server.url, timeout=30) as http:
         before = http.get("/v1/models", headers=AUTH).json()["active"]
-        r = http.post(
-            "/v1/training-jobs",
-            headers=AUTH,
-            json={
-                "examples": [{"text": t, "intent": "order_food"} for t in NEW_INTENT],
-                "mode": "append",
-                "activate": "always",
-                "options": FAST,
-            },
-        )
-        assert r.status_code == 202 and r.json()["state"] == "queued"
-        job = _wait_job(http, r.json()["id"])
+        examples = [{"text": t, "intent": "order_food"} for t in NEW_INTENT]
+        job = _run_job(http, examples, mode="append", activate="always", options=FAST)
     assert job["state"] == "succeeded", job["error"]
     assert job["activated"] and job["version"] != before and job["progress"]["epoch"] >= 1
     # Validated on the rows the active version held out (and a share of the new ones): what it
@@ -171,18 +168,8 @@ def test_if_better_refuses_a_model_trained_on_mislabelled_data(serve, default_st
     server: Server = serve(env=_env(default_store))
     with httpx.Client(base_url=server.url, timeout=30) as http:
         active = http.get("/v1/models", headers=AUTH).json()["active"]
-        r = http.post(
-            "/v1/training-jobs",
-            headers=AUTH,
-            # A few epochs are enough to learn wrong labels; more would only cost time.
-            json={
-                "examples": wrong,
-                "mode": "replace",
-                "activate": "if_better",
-                "options": {**FAST, "epochs": 3},
-            },
-        )
-        job = _wait_job(http, r.json()["id"])
+        # A few epochs are enough to learn wrong labels; more would only cost time.
+        job = _run_job(http, wrong, mode="replace", activate="if_better", options={**FAST, "epochs": 3})
         assert job["state"] == "succeeded" and job["activated"] is False
         assert "not activated" in job["activation_reason"]
         cmp = job["metrics"]["comparison"]
