@@ -327,17 +327,15 @@ def cmd_encoder(args: argparse.Namespace) -> int:
         rows = for_vocabulary(args.teacher, [PAD, UNK, *words], Counter(), 0).matrix[2:]
     else:
         words, rows = init.words, None
-    facts = {
-        "teacher": {"source": teacher.source, "checksum": teacher.checksum},
-        "corpus": {
-            "file": Path(args.corpus).name,
-            "checksum": corpus_checksum(texts),
-            "messages": len(texts),
-        },
+    corpus: dict[str, Any] = {
+        "file": Path(args.corpus).name,
+        "checksum": corpus_checksum(texts),
+        "messages": len(texts),
     }
     sources = Path(args.corpus).with_suffix(".sources.json")  # written by scripts/encoder_corpus.py
     if sources.is_file():
-        facts["corpus"]["made_by"] = json.loads(sources.read_text(encoding="utf-8"))
+        corpus["made_by"] = json.loads(sources.read_text(encoding="utf-8"))
+    facts = {"teacher": {"source": teacher.source, "checksum": teacher.checksum}, "corpus": corpus}
     settings = BuildSettings(epochs=args.epochs, seed=args.seed)
     built = build(texts, targets, words, rows, shape, settings, facts, progress=say, init=init)
     path = built.save(args.out)

@@ -171,3 +171,28 @@ def test_an_encoder_goes_on_training_from_another(built: PretrainedEncoder, tmp_
     assert more.facts["held_out_cosine_by_epoch"][-1] > 0.8
     with pytest.raises(EncoderError, match="another teacher"):
         build(texts, targets[:, :10], [], None, SHAPE, BuildSettings(epochs=1), {}, init=built)
+
+
+@pytest.mark.own_training
+def test_the_build_command_encodes_caches_and_writes_its_facts(tmp_path: Path) -> None:
+    """`intently encoder build` for real: the packaged teacher encodes a small corpus (cached chunk by
+    chunk), and the encoder is written with its facts beside it."""
+    from app.cli import main as cli_main
+    from training import pretrained
+
+    if not pretrained.packages_installed():
+        pytest.skip("the pretrained extras are not installed (pip install '.[pretrained]')")
+    texts, _ = _corpus(60)
+    corpus = tmp_path / "messages.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "enc.safetensors"
+    argv = ["encoder", "build", str(corpus), "--out", str(out), "--words", "300", "--epochs", "1"]
+    assert cli_main(argv) == 0
+    facts = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert facts["sha256"] == file_checksum(out).removeprefix("sha256:")
+    assert facts["corpus"]["messages"] == len(set(texts)) and facts["teacher"]["checksum"].startswith(
+        "sha256:"
+    )
+    encoder = PretrainedEncoder.load(out)
+    assert encoder.shape == EncoderShape() and "pizza" in encoder.words
+    assert cli_main(["encoder", "build", str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
