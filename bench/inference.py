@@ -7,8 +7,9 @@
 Trains each model once on the data set's train split, then measures, in the
 same run, the median time of one utterance (batch 1, warm) and the
 throughput at batch 256, for every thread count given, the systems' calls
-interleaved. Every Intently row is the same `Predictor` (tokens, calibration, out-of-scope rules, detector) over a different
-scorer, so the rows differ only in the network's arithmetic. Accuracy of the top intent
+interleaved. Every Intently row is the same `Predictor` (tokens, calibration,
+out-of-scope rules, detector) over a different scorer, so the rows differ only in the
+network's arithmetic. Accuracy of the top intent
 on the test split is printed too, so a faster variant that loses accuracy shows it,
 beside the share of test utterances the model refuses as out of scope, and how many
 verdicts differ from the torch network's at fp32.
