@@ -70,7 +70,11 @@ class Settings(BaseSettings):
         " answers to about 1e-3; docs/BENCHMARKS.md); false keeps them in fp32.",
     )
     torch_threads: int | None = Field(
-        None, ge=1, le=64, description="Torch threads per worker for a forward pass; default 1."
+        None,
+        ge=1,
+        le=64,
+        description="Torch threads of a worker that trains the built-in model at a first start (serving"
+        " itself runs no torch); default 1.",
     )
     public_examples: bool = Field(
         False,

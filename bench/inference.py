@@ -1,13 +1,15 @@
 """In-process inference speed: the numpy runtime (what serving runs) beside the torch network
 (fp32, and int8 as served before the runtime) and TF-IDF + logistic regression.
 
-    .venv/bin/python -m bench.inference [--dataset banking77] [--threads 1 2] [--epochs N] [--no-pretrained]
+    .venv/bin/python -m bench.inference [--dataset banking77] [--threads 1 2] [--epochs N]
+        [--no-pretrained] [--repeats 2000] [--model DIR]
 
 Trains each model once on the data set's train split, then measures, in the
 same run, the median time of one utterance (batch 1, warm) and the
-throughput at batch 256, for every thread count given. Every Intently row is the
-same `Predictor` (tokens, calibration, out-of-scope rules, detector) over a different
-scorer, so the rows differ only in the network's arithmetic. Accuracy of the top intent
+throughput at batch 256, for every thread count given, the systems' calls
+interleaved. Every Intently row is the same `Predictor` (tokens, calibration,
+out-of-scope rules, detector) over a different scorer, so the rows differ only in the
+network's arithmetic. Accuracy of the top intent
 on the test split is printed too, so a faster variant that loses accuracy shows it,
 beside the share of test utterances the model refuses as out of scope, and how many
 verdicts differ from the torch network's at fp32.
@@ -29,33 +31,38 @@ from threadpoolctl import threadpool_limits
 from bench.common import fit_baseline, write_results
 from model.artifact import save
 from model.predictor import Predictor
-from training.network import TorchScorer, quantize_dynamic
+from training.network import TorchScorer, load_net, quantize_dynamic
 from training.readers import read_file
 from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(
-    classify: Callable[[Sequence[str]], object], texts: Sequence[str], repeats: int = 2000
-) -> tuple[float, float]:
-    """(median microseconds at batch 1, utterances per second at batch 256)."""
-    for t in texts[:100]:
-        classify([t])
-    singles = iter(texts * 10)
-    b1 = median_seconds(lambda: classify([next(singles)]), repeats)
+def measure_interleaved(
+    systems: dict[str, Callable[[Sequence[str]], object]], texts: Sequence[str], repeats: int
+) -> dict[str, tuple[float, float]]:
+    """`measure` for every system, their calls interleaved in rounds: on a shared machine whose load
+    drifts, each system then meets the same load."""
+    for fn in systems.values():
+        for t in texts[:100]:
+            fn([t])
+    singles: dict[str, list[float]] = {name: [] for name in systems}
+    batches: dict[str, list[float]] = {name: [] for name in systems}
     batch = list(texts[:256])
-    b256 = median_seconds(lambda: classify(batch), max(5, repeats // 60))
-    return b1 * 1e6, len(batch) / b256
+    for r in range(max(1, repeats // 50)):
+        for name, fn in systems.items():
+            for t in texts[r * 50 % len(texts) :][:50]:
+                start = time.perf_counter()
+                fn([t])
+                singles[name].append(time.perf_counter() - start)
+            if r % 6 == 0:
+                start = time.perf_counter()
+                fn(batch)
+                batches[name].append(time.perf_counter() - start)
+    return {
+        name: (statistics.median(singles[name]) * 1e6, len(batch) / statistics.median(batches[name]))
+        for name in systems
+    }
 
 
 def main() -> None:
@@ -67,6 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="fewer epochs, a quicker run (speed is the same)")
     parser.add_argument("--no-pretrained", action="store_true", help="no vectors nor teacher: quicker")
     parser.add_argument("--repeats", type=int, default=2000, help="batch-1 calls timed per system")
+    parser.add_argument("--model", help="a model trained on the data set (skips training; no training time)")
     args = parser.parse_args()
     folder = ROOT.parent / "shared" / "data" / args.dataset
     if not (folder / "train.csv").is_file():
@@ -77,22 +85,27 @@ def main() -> None:
     truth = [e.intent for e in test_ex]
 
     started = time.perf_counter()
-    options: dict[str, object] = {"vectors": "", "teacher": ""} if args.no_pretrained else {}
-    if args.epochs:
-        options |= {"epochs": args.epochs, "min_steps": 0}
-    result = train(train_ex, TrainConfig(**options))  # type: ignore[arg-type]
-    train_seconds = time.perf_counter() - started
-    print(f"trained in {train_seconds:.0f} s", flush=True)
+    if args.model:
+        net, meta, tokenizer = load_net(args.model)
+        train_seconds = 0.0
+    else:
+        options: dict[str, object] = {"vectors": "", "teacher": ""} if args.no_pretrained else {}
+        if args.epochs:
+            options |= {"epochs": args.epochs, "min_steps": 0}
+        result = train(train_ex, TrainConfig(**options))  # type: ignore[arg-type]
+        net, meta, tokenizer = result.net, result.meta, result.tokenizer
+        train_seconds = time.perf_counter() - started
+        print(f"trained in {train_seconds:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         # The runtime as serving loads it: from the saved artifact (INTENTLY_QUANTIZE=1 is the default).
-        save(result.net, result.meta, Path(tmp) / "m")
+        save(net, meta, Path(tmp) / "m")
         runtime = Predictor.load(Path(tmp) / "m", quantize=True)
         runtime_fp32 = Predictor.load(Path(tmp) / "m")
-    torch_fp32 = Predictor(TorchScorer(result.net), result.meta, result.tokenizer)
+    torch_fp32 = Predictor(TorchScorer(net), meta, tokenizer)
     # torch's serving form before the runtime: int8 recurrent and linear layers, half-precision tables.
-    served = quantize_dynamic(copy.deepcopy(result.net))
+    served = quantize_dynamic(copy.deepcopy(net))
     served.half_tables()
-    torch_int8 = Predictor(TorchScorer(served), result.meta, result.tokenizer)
+    torch_int8 = Predictor(TorchScorer(served), meta, tokenizer)
     baseline, baseline_seconds = fit_baseline(train_ex)
 
     def accuracy(predicted: Sequence[str | None]) -> float:
@@ -122,9 +135,9 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for name, fn in systems.items():
-            with threadpool_limits(threads):  # numpy's BLAS, as torch's threads for torch
-                b1, b256 = measure(fn, texts, args.repeats)
+        with threadpool_limits(threads):  # numpy's BLAS, as torch's threads for torch
+            timed = measure_interleaved(systems, texts, args.repeats)
+        for name, (b1, b256) in timed.items():
             print(f"  {name}, {threads} thread(s): {b1:.0f} µs, {b256:.0f} utt/s", flush=True)
             rows.append(
                 {
