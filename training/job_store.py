@@ -117,9 +117,11 @@ class JobRequest:
         except ValueError as exc:
             raise JobError(f"options: {exc}") from None
         # A job is an HTTP request: it must not name files on the server or models to download.
-        for name in ("vectors", "encoder", "teacher", "transfer"):
+        for name in ("vectors", "encoder", "teacher"):
             if getattr(config, name) not in ("auto", ""):
                 raise JobError(f"options: {name} must be 'auto' or '' in a training job")
+        if config.transfer:
+            raise JobError("options: transfer names a file, which a training job may not do")
         return config
 
     def stored_options(self) -> str:

@@ -403,6 +403,8 @@ def test_cors_allows_exactly_the_configured_origins(
         # A request must not make the server read its own files or download a model.
         ({"vectors": "/etc/passwd"}, "vectors must be 'auto' or ''"),
         ({"teacher": "someone/some-model"}, "teacher must be 'auto' or ''"),
+        ({"encoder": "/etc/passwd"}, "encoder must be 'auto' or ''"),
+        ({"transfer": "/etc/passwd"}, "transfer names a file"),
     ],
 )
 def test_oversized_training_options_are_refused_at_once(
