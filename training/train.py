@@ -581,7 +581,9 @@ def _calibrate(
         top = logits.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
         top_prob = probs.gather(1, top[:, None])[:, 0]
         share = cfg.reject_known if oos_index is None else 0.0
-        detector = fit_detector(top_prob, near, y_valid, top, in_scope, share, cfg.max_oos_drop)
+        fitted = fit_detector(top_prob, near, y_valid, top, in_scope, share, cfg.max_oos_drop)
+        # As model.json keeps it (six places), so the model answers the same before and after a save.
+        detector = None if fitted is None else DetectorParams.from_dict(fitted.to_dict())
     metrics = _validation_metrics(
         probs, y_valid, labels, in_scope, oos_index, threshold, shares, coverage_threshold, near, detector
     )

@@ -21,9 +21,10 @@ HELD_OUT = {"weather", "tell_joke", "translate", "news", "call_contact", "calcul
 
 @pytest.fixture(scope="module")
 def open_result(assistant_train: list[Example]) -> TrainResult:
-    """Known intents only: no `oos` rows and eight intents held out, as in the open-intent protocol."""
+    """Known intents only: no `oos` rows and eight intents held out, as in the open-intent protocol, at
+    its documented operating point (`reject_known` 0.1; the default 0 keeps to the thresholds' budget)."""
     rows = [e for e in assistant_train if e.intent != OOS and e.intent not in HELD_OUT]
-    return train(rows, small_config())
+    return train(rows, small_config(reject_known=0.1))
 
 
 def _rejected_share(predictor: Predictor, rows: list[Example]) -> float:
