@@ -22,7 +22,7 @@ import numpy as np
 from model.config import ModelConfig
 from model.detector import nearest
 from model.entities import Crf, constrained
-from model.tokenizer import Encoded
+from model.tokenizer import Encoded, Flat
 
 Array = np.ndarray
 
@@ -290,24 +290,13 @@ class Runtime:
     ) -> tuple[Array, Array, Array | None, Array]:
         """Logits [B, labels], pooled features [B, out_dim], with `steps_too` the top layer's
         state at every token [N, step_dim], and the lengths [B]."""
-        words: list[int] = []
-        ngrams: list[int] = []
-        ngram_counts: list[int] = []
-        bag: list[int] = []
-        bag_counts: list[int] = []
-        for e in items:
-            words += e.words
-            for g in e.ngrams:
-                ngrams += g
-            ngram_counts += map(len, e.ngrams)
-            bag += e.bag
-            bag_counts.append(len(e.bag))
-        lengths = np.array([len(e.words) for e in items], dtype=np.int64)
-        x = self.words[np.array(words, dtype=np.int64)].astype(np.float32, copy=False)
+        flat = Flat.of(items)
+        lengths = flat.lengths
+        x = self.words[flat.words].astype(np.float32, copy=False)
         chars = None
         if self.subwords is not None:
-            counts = np.array(ngram_counts, dtype=np.int64)
-            sums = _run_sums(self.subwords, np.array(ngrams, dtype=np.int64), counts)
+            counts = flat.ngram_counts
+            sums = _run_sums(self.subwords, flat.ngrams, counts)
             x += sums[:, : self.dim] / np.maximum(counts, 1)[:, None]
             if sums.shape[1] > self.dim:
                 chars = sums[:, self.dim :]  # each token's share of the wide path's logits
@@ -317,7 +306,7 @@ class Runtime:
         feats = self._pool(x, starts, lengths)
         logits = feats @ self.head_w + self.head_b
         if self.bag is not None:
-            logits += _run_sums(self.bag, np.array(bag, dtype=np.int64), np.array(bag_counts, dtype=np.int64))
+            logits += _run_sums(self.bag, flat.bag, flat.bag_counts)
         if chars is not None:
             logits += _per_text(chars, lengths, 0.0).sum(axis=1)
         return logits, feats, x if steps_too else None, lengths

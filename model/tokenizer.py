@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from model.config import TokenizerConfig
 
 PAD, UNK = "<pad>", "<unk>"
@@ -85,6 +87,40 @@ class Encoded:
     words: list[int]
     ngrams: list[list[int]]
     bag: list[int]
+
+
+@dataclass
+class Flat:
+    """Encoded utterances as flat int64 id arrays, no padding: what both networks read."""
+
+    words: np.ndarray  # [N] the word ids of all utterances, one after another
+    ngrams: np.ndarray  # [M] every token's n-gram buckets, one after another
+    ngram_counts: np.ndarray  # [N] n-grams of each token
+    bag: np.ndarray  # [K] every utterance's sentence-bag buckets
+    bag_counts: np.ndarray  # [B] bag buckets of each utterance
+    lengths: np.ndarray  # [B] tokens of each utterance
+
+    @classmethod
+    def of(cls, items: Sequence[Encoded]) -> Flat:
+        # Flat Python lists, then numpy once: converting element by element is much slower.
+        words: list[int] = []
+        ngrams: list[int] = []
+        ngram_counts: list[int] = []
+        bag: list[int] = []
+        bag_counts: list[int] = []
+        for e in items:
+            words += e.words
+            for g in e.ngrams:
+                ngrams += g
+            ngram_counts += map(len, e.ngrams)
+            bag += e.bag
+            bag_counts.append(len(e.bag))
+
+        def ids(values: list[int]) -> np.ndarray:
+            return np.array(values, dtype=np.int64)
+
+        lengths = ids([len(e.words) for e in items])
+        return cls(ids(words), ids(ngrams), ids(ngram_counts), ids(bag), ids(bag_counts), lengths)
 
 
 class _Token(NamedTuple):

@@ -23,7 +23,7 @@ from model.config import ModelConfig
 from model.detector import nearest
 from model.entities import FORBIDDEN, Crf, allowed
 from model.runtime import Scores
-from model.tokenizer import Encoded, Tokenizer
+from model.tokenizer import Encoded, Flat, Tokenizer
 
 # Callable, not type[RNNBase]: RNNBase itself takes a mode first, the three subclasses do not.
 _RNNS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -49,36 +49,17 @@ class Batch:
 
     @classmethod
     def from_encoded(cls, items: Sequence[Encoded]) -> Batch:
-        # Flat Python lists, then numpy: torch.tensor(list) is much slower per element.
-        words: list[int] = []
-        ngrams: list[int] = []
-        ngram_sizes = [0]
-        bag: list[int] = []
-        bag_sizes = [0]
-        for e in items:
-            words += e.words
-            for g in e.ngrams:
-                ngrams += g
-            ngram_sizes += map(len, e.ngrams)
-            bag += e.bag
-            bag_sizes.append(len(e.bag))
-        ngram_sizes.pop()
-        bag_sizes.pop()
-        ngram_offsets = np.cumsum(ngram_sizes, dtype=np.int64)
-        lengths = np.array([len(e.words) for e in items], dtype=np.int64)
+        flat = Flat.of(items)
+        ngram_offsets = np.cumsum(flat.ngram_counts) - flat.ngram_counts
         return cls(
-            _ids(words),
-            _ids(ngrams),
+            torch.from_numpy(flat.words),
+            torch.from_numpy(flat.ngrams),
             torch.from_numpy(ngram_offsets),
-            torch.from_numpy(lengths),
-            _ids(bag),
-            torch.from_numpy(np.cumsum(bag_sizes, dtype=np.int64)),
-            torch.from_numpy(ngram_offsets[np.cumsum(lengths) - lengths]),
+            torch.from_numpy(flat.lengths),
+            torch.from_numpy(flat.bag),
+            torch.from_numpy(np.cumsum(flat.bag_counts) - flat.bag_counts),
+            torch.from_numpy(ngram_offsets[np.cumsum(flat.lengths) - flat.lengths]),
         )
-
-
-def _ids(values: list[int]) -> Tensor:
-    return torch.from_numpy(np.array(values, dtype=np.int64))
 
 
 def _pack(x: Tensor, lengths: Tensor) -> tuple[PackedSequence, Tensor, Tensor]:
