@@ -32,6 +32,7 @@ RUN python3 -m venv /opt/venv \
 
 COPY pyproject.toml README.md /src/
 COPY model /src/model
+COPY store /src/store
 COPY training /src/training
 COPY app /src/app
 # pip byte-compiles what it installs, so a read-only root file system costs
@@ -57,7 +58,7 @@ ENV INTENTLY_DEFAULT_DATA=/opt/intently/data/assistant/train.csv \
     HF_HUB_OFFLINE=1 \
     INTENTLY_CACHE=/tmp/intently-cache
 RUN OMP_NUM_THREADS=1 /opt/venv/bin/python -c "import torch; torch.set_num_threads(1); \
-from model.directory_store import DirectoryStore; from training.default_model import ensure_default; \
+from store.directory import DirectoryStore; from training.default_model import ensure_default; \
 print('built-in model', ensure_default(DirectoryStore('/opt/intently/seed')))" \
     && rm -f /opt/intently/seed/.lock /opt/intently/seed/.init.lock \
     && chmod -R a+rX,go-w /opt/intently

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
 from app.errors import ApiError
-from model.store import ModelStore
+from store.model_store import ModelStore
 
 _bearer = HTTPBearer(auto_error=False, description="INTENTLY_ADMIN_TOKEN")
 

@@ -11,7 +11,7 @@ import tempfile
 from app import logs
 from app.config import UVICORN_OPTIONS, Settings, settings_store
 from model.artifact import ArtifactError, load
-from model.store import StoreError
+from store.model_store import StoreError
 from training import cli as training_cli
 
 

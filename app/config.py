@@ -10,7 +10,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.store import ModelStore, open_store
+from store.model_store import ModelStore, open_store
 
 
 def default_home() -> Path:

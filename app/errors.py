@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.store import StoreUnavailable
+from store.model_store import StoreUnavailable
 
 log = logging.getLogger("intently.errors")
 

@@ -40,7 +40,7 @@ from app.metrics import FAST_PATH
 from app.middleware import BodyTooLarge, RequestContext, content_type
 from app.routes import classify
 from app.schemas import ClassifyRequest
-from model.store import StoreUnavailable
+from store.model_store import StoreUnavailable
 
 PATH = "/v1/classify"
 _JSON = b"application/json"

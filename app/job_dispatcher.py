@@ -12,8 +12,8 @@ import logging
 import os
 import sys
 
-from model.store import ModelStore
-from training.job_store import open_job_store
+from store.jobs import open_job_store
+from store.model_store import ModelStore
 
 log = logging.getLogger("intently.jobs")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from model.artifact import ArtifactError
 from model.predictor import Predictor
-from model.store import ModelStore, StoreError, StoreUnavailable
+from store.model_store import ModelStore, StoreError, StoreUnavailable
 
 log = logging.getLogger("intently.model")
 

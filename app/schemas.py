@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from store.jobs import Mode, Policy
 from training.config import TrainConfig
-from training.job_store import Mode, Policy
 
 
 class ClassifyRequest(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.errors import ApiError
 from app.model_holder import ModelHolder
-from model.store import CONFUSION_FILE, DATA_FILE, REPORT_FILE, StoreError, StoreUnavailable, read_jsonl
+from store.model_store import CONFUSION_FILE, DATA_FILE, REPORT_FILE, StoreError, StoreUnavailable, read_jsonl
 
 MAX_EXAMPLES = 20  # per intent, kept in memory for the playground
 

@@ -51,7 +51,7 @@ import httpx
 
 from bench import server_util as su
 from bench.common import table, write_results
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.support.postgres import PostgresServer
 from tests.support.traffic import Traffic
 from training.default_model import SEED_ENV

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from model.directory_store import DirectoryStore
 from model.predictor import Predictor
-from model.store import ModelStore, open_store
+from store.directory import DirectoryStore
+from store.model_store import ModelStore, open_store
 from tests.ci import missing_part
 from tests.support.postgres import PostgresServer
 from training.readers import Example, NluData, read_data, read_file

@@ -18,8 +18,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from model.artifact import ArtifactError, save
 from model.predictor import Predictor
-from model.store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_store
 from model.tokenizer import PAD, UNK
+from store.model_store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_store
 from training.config import TrainConfig
 from training.corpus import corpus_checksum, embed_corpus, read_corpus
 from training.evaluate import evaluate, format_report, version_report_files, write_report

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from model.artifact import load
-from model.directory_store import DirectoryStore
 from model.runtime import Weights
-from model.store import CONFUSION_FILE, REPORT_FILE, ModelStore, StoreError
+from store.directory import DirectoryStore
+from store.model_store import CONFUSION_FILE, REPORT_FILE, ModelStore, StoreError
 from training.evaluate import version_report_files
 from training.readers import Example, read_file
 from training.train import TrainConfig, train

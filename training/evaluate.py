@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from model.predictor import Predictor
-from model.store import CONFUSION_FILE, REPORT_FILE
+from store.model_store import CONFUSION_FILE, REPORT_FILE
 from training.metrics import (
     CONFIDENT,
     calibration,

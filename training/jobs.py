@@ -1,6 +1,6 @@
 """A training job's process: train the queued job's version, store it, activate it by its policy.
 
-The service queues a job (training/job_store.py), and any of its workers, on any
+The service queues a job (store/jobs.py), and any of its workers, on any
 replica, may claim the next one; the job itself then runs as
 
     python -m training.jobs STORE JOB_ID
@@ -25,10 +25,10 @@ from typing import Any
 
 from model.artifact import ModelMeta
 from model.predictor import Predictor
-from model.store import DATABASE_URL_ENV, ModelStore, StoreError, StoreUnavailable, open_store
+from store.jobs import JobError, JobInput, JobStore, now_text, open_job_store
+from store.model_store import DATABASE_URL_ENV, ModelStore, StoreError, StoreUnavailable, open_store
 from training.config import TrainConfig
 from training.evaluate import version_report_files
-from training.job_store import JobError, JobInput, JobStore, now_text, open_job_store
 from training.metrics import summary
 from training.readers import OOS, Example, NluData, appended
 from training.train import Progress, TrainResult, stratified_split, train
@@ -167,7 +167,7 @@ def _job_data(
     """`replace`: the job's examples, split afresh. `append`: the active version's data plus them,
     validated on the active version's held-out rows (those the job's examples leave) plus a share of
     the new ones, so that both versions are judged on rows neither trained on."""
-    new = queued.examples
+    new = _as_examples(queued.examples)
     nlu = NluData.from_rules(queued.rules)
     held_out = _as_examples(store.read_data(base_version, held_out=True)) if base_version else []
     if mode != "append":

@@ -20,7 +20,7 @@ from app.metrics import observe_predictions
 from app.rasa import EMULATION_MODES, PayloadError, emulate, read_payload, retrieval_answer
 from app.routes.classify import ERRORS
 from app.schemas import ParseRequest, ParseResponse, RasaEntity, RasaIntent, RasaStatus, RasaVersion
-from training.job_store import open_job_store
+from store.jobs import open_job_store
 
 router = APIRouter(tags=["rasa"])
 RASA_FALLBACK = "nlu_fallback"

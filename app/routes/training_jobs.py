@@ -17,8 +17,9 @@ from app.admin import AdminDep, StoreDep
 from app.deps import SettingsDep
 from app.errors import ApiError, unavailable
 from app.schemas import ErrorResponse, JobSettings, TrainingJob, TrainingJobCreate, TrainingJobList
-from model.store import ModelStore, StoreError, StoreUnavailable
-from training.job_store import MODES, POLICIES, JobError, JobRequest, JobStore, open_job_store
+from store.jobs import MODES, POLICIES, JobError, JobRequest, JobStore, open_job_store
+from store.model_store import ModelStore, StoreError, StoreUnavailable
+from training.job_request import job_config, submit
 from training.readers import FORMATS, DataError, Example, NluData, appended, clean, no_examples, parse_data
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -118,10 +119,9 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[
     return data, fields
 
 
-def _check_data(store: ModelStore, request: JobRequest) -> None:
+def _check_data(store: ModelStore, mode: str, examples: list[Example]) -> None:
     """Fail now, with a 422, on data that the job could only fail on later."""
-    examples = list(request.examples)
-    if request.mode == "append":
+    if mode == "append":
         active = store.active()
         if active is None:
             raise JobError("mode 'append' needs an active version to append to")
@@ -173,9 +173,9 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
         )
     job = JobRequest(examples, body.mode, body.activate, body.options.given(), body.tolerance, rules)
     try:
-        job.validate()
-        await _job_store_call(_check_data, store, job)
-        record = await _job_store_call(_jobs(store).submit, job)
+        job_config(job)
+        await _job_store_call(_check_data, store, job.mode, examples)
+        record = await _job_store_call(submit, _jobs(store), job)
     except (JobError, DataError, StoreError) as exc:
         raise ApiError(422, "invalid_job", str(exc)) from None
     request.app.state.dispatcher.wake()

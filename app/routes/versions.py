@@ -12,7 +12,7 @@ from app.admin import AdminDep, StoreDep
 from app.deps import HolderDep
 from app.errors import ApiError, unavailable
 from app.schemas import ActiveResponse, ErrorResponse, VersionList
-from model.store import StoreError, StoreUnavailable, VersionNotFound
+from store.model_store import StoreError, StoreUnavailable, VersionNotFound
 
 router = APIRouter(tags=["admin: models"], dependencies=[AdminDep])
 _ERRORS: dict[int | str, dict[str, Any]] = {

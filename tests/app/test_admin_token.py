@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from app.admin import require_admin, utterance_access
 from app.config import Settings
 from app.main import create_app
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.support.routes import app_routes, wants
 
 TOKEN = "s3cret"

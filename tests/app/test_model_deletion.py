@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.config import Settings
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import ready_client
 from training.network import load_net
 from training.readers import Example

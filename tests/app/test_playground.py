@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.routes.playground import STATIC
-from model.directory_store import DirectoryStore
-from model.store import REPORT_FILE
+from store.directory import DirectoryStore
+from store.model_store import REPORT_FILE
 from tests.conftest import ready_client
 
 TOKEN = "page-test-token"

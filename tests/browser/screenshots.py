@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.browser.chromium import DESKTOP, PHONE, launch, missing
 from tests.browser.test_playground import FAST, NEW_INTENT, NONSENSE
 from tests.conftest import ROOT, Server

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import ASSISTANT, NEW_INTENT, NO_PRETRAINED, Server, clone_version
 
 TOKEN = "test-admin-token"

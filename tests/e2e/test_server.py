@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from model.artifact import new_version_id
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import ROOT, Server, free_port
 
 

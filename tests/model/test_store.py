@@ -14,8 +14,8 @@ import pytest
 
 from app import cli as app_cli
 from model.artifact import WEIGHTS_FILE, new_version_id
-from model.postgres_store import PostgresStore
-from model.store import ModelStore, StoreError, VersionNotFound, open_store
+from store.model_store import ModelStore, StoreError, VersionNotFound, open_store
+from store.postgres import PostgresStore
 from training.readers import Example
 from training.train import TrainResult
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import private_copy, small_config
 from training.readers import Example
 from training.train import train

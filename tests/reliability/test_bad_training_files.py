@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.cli import main
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import ROOT, Server
 from tests.reliability.conftest import AUTH, TOKEN
 

@@ -27,14 +27,15 @@ from app.config import Settings
 from app.main import create_app
 from model import artifact
 from model.artifact import META_FILE, WEIGHTS_FILE, load, new_version_id
-from model.directory_store import DirectoryStore
 from model.runtime import Weights
+from store.directory import DirectoryStore
+from store.jobs import DB_FILE, JobRequest, open_job_store
 from tests.conftest import NO_PRETRAINED, ROOT, SMALL, Server, clone_version, free_port
 from tests.reliability.conftest import AUTH, TOKEN, tiny_examples
 from tests.support.loadgen import LoadResult, run_load
 from tests.support.processes import worker_pids
 from tests.support.small_disk import PAGE, fill, pages, resize, small_disk, used
-from training.job_store import DB_FILE, JobRequest, open_job_store
+from training.job_request import submit
 from training.jobs import run_job
 from training.network import load_net
 
@@ -334,7 +335,7 @@ def test_disk_full_during_a_training_job_fails_the_job_cleanly(
     active, versions = store.active(), store.list_ids()
     jobs = open_job_store(store)
     options = dict(SMALL, epochs=1, embed_dim=16, hidden_dim=16, ngram_buckets=1000, bag_buckets=1000)
-    job = jobs.submit(JobRequest(tiny_examples(), mode="replace", activate="always", options=options))
+    job = submit(jobs, JobRequest(tiny_examples(), mode="replace", activate="always", options=options))
     monkeypatch.setattr(artifact, "save_file", lambda *a, **k: (_ for _ in ()).throw(_enospc()))
     assert jobs.claim_next() == job["id"]  # as a dispatcher does before it starts the job
     run_job(store, job["id"])
@@ -396,7 +397,7 @@ _SAVE_UNTIL_KILLED = """
 import sys, time
 from model import artifact
 from model.artifact import load, new_version_id
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from model.runtime import Weights
 from tests.reliability.conftest import tiny_examples
 

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import Server
 from tests.reliability.conftest import AUTH, TOKEN
 

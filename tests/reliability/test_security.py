@@ -31,7 +31,7 @@ from app import admin
 from app.config import Settings
 from app.main import create_app
 from model.artifact import WEIGHTS_FILE, load
-from model.directory_store import DirectoryStore
+from store.directory import DirectoryStore
 from tests.conftest import NO_PRETRAINED, ROOT, Server, clone_version, free_port, private_copy
 from tests.reliability.conftest import AUTH, TOKEN
 

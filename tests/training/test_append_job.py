@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from app.routes.training_jobs import _check_data
-from model.directory_store import DirectoryStore
 from model.predictor import Predictor
 from model.tokenizer import tokenize
+from store.directory import DirectoryStore
+from store.jobs import JobError, JobRequest, open_job_store
 from tests.conftest import NEW_INTENT, SMALL
 from training.evaluate import evaluate
-from training.job_store import JobError, JobRequest, open_job_store
+from training.job_request import submit
 from training.jobs import run_job
 from training.readers import Example
 from training.train import TrainResult
@@ -44,7 +45,7 @@ def test_append_keeps_old_intents_relabels_same_text_and_keeps_held_out_rows_out
 
     new = [Example(t, "order_food") for t in NEW_INTENT] + [Example(RELABELLED.capitalize(), "order_food")]
     jobs = open_job_store(store)
-    job = jobs.submit(JobRequest(new, "append", "always", dict(SMALL)))
+    job = submit(jobs, JobRequest(new, "append", "always", dict(SMALL)))
     assert jobs.claim_next() == job["id"]  # as a dispatcher does before it starts the job
     run_job(store, job["id"])
     done = jobs.get(job["id"])
@@ -91,10 +92,10 @@ def test_append_with_no_active_version_is_refused_and_its_job_fails_saying_why(t
     request = JobRequest(new, "append", "always", dict(SMALL, epochs=1))
     store = DirectoryStore(tmp_path / "store")
     with pytest.raises(JobError, match=reason):
-        _check_data(store, request)
+        _check_data(store, request.mode, new)
 
     jobs = open_job_store(store)
-    job = jobs.submit(request)
+    job = submit(jobs, request)
     assert jobs.claim_next() == job["id"]
     run_job(store, job["id"])
     failed = jobs.get(job["id"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.directory_store import DirectoryStore
 from model.predictor import Predictor
+from store.directory import DirectoryStore
 from training.evaluate import evaluate
 from training.readers import Example
 

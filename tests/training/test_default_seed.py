@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model.directory_store import DirectoryStore
 from model.predictor import Predictor
+from store.directory import DirectoryStore
 from training.default_model import DATA_ENV, SEED_ENV, ensure_default
 from training.train import TrainResult
 

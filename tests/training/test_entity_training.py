@@ -122,16 +122,17 @@ def test_patterns_find_entities_besides_the_tagger_and_never_on_its_spans(small_
 def test_a_training_job_keeps_an_uploads_rules_and_an_append_keeps_the_active_ones(
     rasa_bot: tuple[TrainResult, NluData], tmp_path: Path
 ) -> None:
-    from model.directory_store import DirectoryStore
+    from store.directory import DirectoryStore
+    from store.jobs import JobRequest, open_job_store
     from tests.conftest import SMALL
-    from training.job_store import JobRequest, open_job_store
+    from training.job_request import submit
     from training.jobs import run_job
 
     _, data = rasa_bot
     store = DirectoryStore(tmp_path / "store")
     jobs = open_job_store(store)
     options = dict(SMALL, epochs=2, min_steps=0, unknown_detector=False)
-    first = jobs.submit(JobRequest(data.examples, "replace", "always", options, rules=data.rules()))
+    first = submit(jobs, JobRequest(data.examples, "replace", "always", options, rules=data.rules()))
     assert jobs.claim_next() == first["id"]  # as a dispatcher does before it starts the job
     run_job(store, first["id"])
     assert jobs.get(first["id"])["state"] == "succeeded"
@@ -139,7 +140,7 @@ def test_a_training_job_keeps_an_uploads_rules_and_an_append_keeps_the_active_on
     assert meta.entity_synonyms == {"nyc": "new york"} and meta.entity_lookups == {"city": ["reykjavik"]}
     assert list(meta.responses) == ["utter_chitchat/ask_name"]
     more = [Example("hello there friend", "greet")]
-    second = jobs.submit(JobRequest(more, "append", "always", options))
+    second = submit(jobs, JobRequest(more, "append", "always", options))
     assert jobs.claim_next() == second["id"]
     run_job(store, second["id"])
     appended = store.meta(store.active() or "")

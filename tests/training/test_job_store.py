@@ -11,9 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from model.store import ModelStore
-from tests.conftest import NO_PRETRAINED
-from training.job_store import (
+from store.jobs import (
     INTERRUPTED,
     STALE_SECONDS,
     JobError,
@@ -23,6 +21,9 @@ from training.job_store import (
     SqliteJobStore,
     open_job_store,
 )
+from store.model_store import ModelStore
+from tests.conftest import NO_PRETRAINED
+from training.job_request import submit
 from training.jobs import run_job
 from training.readers import Example
 
@@ -57,24 +58,24 @@ def _age_heartbeat(jobs: JobStore, job_id: str, seconds: float) -> None:
 def test_a_job_keeps_what_was_asked(open_replica: Replica, rows: list[Example]) -> None:
     jobs = open_job_store(open_replica("a"))
     rules = {"synonyms": {"NYC": "New York"}}
-    record = jobs.submit(_request(rows, rules=rules, tolerance=0.05, activate="never"))
+    record = submit(jobs, _request(rows, rules=rules, tolerance=0.05, activate="never"))
     assert record["state"] == "queued" and record["examples"] == len(rows) and record["options"] == FAST
     assert record["progress"] == {"epoch": 0, "epochs": 2} and record["activate"] == "never"
     queued = jobs.input(record["id"])
-    assert [e.text for e in queued.examples] == [e.text for e in rows]
+    assert queued.examples == [e.to_json() for e in rows]
     assert queued.rules == rules and queued.tolerance == 0.05 and queued.options == FAST
     assert [j["id"] for j in jobs.list()] == [record["id"]]
     with pytest.raises(KeyError):
         jobs.get("0123456789abcdef")
     with pytest.raises(JobError, match="mode"):
-        jobs.submit(_request(rows, mode="merge"))
+        submit(jobs, _request(rows, mode="merge"))
     with pytest.raises(JobError, match="options"):
-        jobs.submit(_request(rows, options={"epochs": "many"}))
+        submit(jobs, _request(rows, options={"epochs": "many"}))
 
 
 def test_jobs_are_claimed_oldest_first_one_at_a_time(open_replica: Replica, rows: list[Example]) -> None:
     jobs = open_job_store(open_replica("a"))
-    first, second = (jobs.submit(_request(rows))["id"] for _ in range(2))
+    first, second = (submit(jobs, _request(rows))["id"] for _ in range(2))
     assert [j["id"] for j in jobs.list()] == [second, first]  # newest first
     assert jobs.claim_next() == first
     assert jobs.claim_next() is None  # one runs: the next waits
@@ -90,7 +91,7 @@ def test_jobs_are_claimed_oldest_first_one_at_a_time(open_replica: Replica, rows
 def test_replicas_racing_to_claim_see_exactly_one_winner(open_replica: Replica, rows: list[Example]) -> None:
     stores = [open_job_store(open_replica(name)) for name in ("a", "b", "c", "d")]
     for _ in range(3):
-        stores[0].submit(_request(rows))
+        submit(stores[0], _request(rows))
     barrier = threading.Barrier(8)
     won: list[str | None] = []
 
@@ -110,7 +111,7 @@ def test_replicas_racing_to_claim_see_exactly_one_winner(open_replica: Replica, 
 
 def test_a_job_whose_heartbeat_stops_is_reaped(open_replica: Replica, rows: list[Example]) -> None:
     a, b = open_job_store(open_replica("a")), open_job_store(open_replica("b"))
-    job_id = a.submit(_request(rows))["id"]
+    job_id = submit(a, _request(rows))["id"]
     assert a.claim_next() == job_id
     a.beat(job_id)
     assert b.reap() == [] and b.get(job_id)["state"] == "running"
@@ -125,7 +126,7 @@ def test_a_job_whose_process_exited_on_this_host_is_reaped_at_once(
     open_replica: Replica, rows: list[Example]
 ) -> None:
     jobs = open_job_store(open_replica("a"))
-    job_id = jobs.submit(_request(rows))["id"]
+    job_id = submit(jobs, _request(rows))["id"]
     assert jobs.claim_next() == job_id
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -133,7 +134,7 @@ def test_a_job_whose_process_exited_on_this_host_is_reaped_at_once(
     jobs.update(job_id, pid=int(gone.stdout))
     jobs.beat(job_id)  # a fresh heartbeat: only the exited pid tells
     assert jobs.reap() == [job_id]
-    jobs2 = jobs.submit(_request(rows))["id"]
+    jobs2 = submit(jobs, _request(rows))["id"]
     assert jobs.claim_next() == jobs2
     jobs.update(jobs2, pid=os.getpid())
     assert jobs.reap() == []  # alive
@@ -144,7 +145,7 @@ def test_a_job_reaped_while_it_runs_never_activates(open_replica: Replica, rows:
     store = open_replica("a")
     jobs = open_job_store(store)
     # Long enough that a heartbeat (every 2 s) finds it reaped mid-training: it stops at the next epoch.
-    job_id = jobs.submit(_request(rows, options={**FAST, "epochs": 1000, "min_steps": 100_000}))["id"]
+    job_id = submit(jobs, _request(rows, options={**FAST, "epochs": 1000, "min_steps": 100_000}))["id"]
     assert jobs.claim_next() == job_id
     jobs.fail_if_running(job_id, "reaped by the test")  # as another replica does when beats stop
     job = subprocess.run(
@@ -163,7 +164,7 @@ def test_a_job_reaped_while_it_runs_never_activates(open_replica: Replica, rows:
 def test_a_job_trains_stores_and_activates_its_version(open_replica: Replica, rows: list[Example]) -> None:
     store = open_replica("a")
     jobs = open_job_store(store)
-    job_id = jobs.submit(_request(rows))["id"]
+    job_id = submit(jobs, _request(rows))["id"]
     assert jobs.claim_next() == job_id
     run_job(store, job_id)
     record = jobs.get(job_id)
@@ -178,11 +179,11 @@ def test_a_job_with_policy_never_stores_its_version_and_leaves_the_active_one(
 ) -> None:
     store = open_replica("a")
     jobs = open_job_store(store)
-    first = jobs.submit(_request(rows))["id"]
+    first = submit(jobs, _request(rows))["id"]
     assert jobs.claim_next() == first
     run_job(store, first)
     active = jobs.get(first)["version"]
-    second = jobs.submit(_request(rows, activate="never"))["id"]
+    second = submit(jobs, _request(rows, activate="never"))["id"]
     assert jobs.claim_next() == second
     run_job(store, second)
     record = jobs.get(second)

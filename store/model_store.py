@@ -2,8 +2,8 @@
 
 One interface, two backends, chosen by `open_store`:
 
-- `DirectoryStore` (model/directory_store.py): a local directory, the default; nothing to install.
-- `PostgresStore` (model/postgres_store.py): PostgreSQL holds the versions and the pointer, for many
+- `DirectoryStore` (store/directory.py): a local directory, the default; nothing to install.
+- `PostgresStore` (store/postgres.py): PostgreSQL holds the versions and the pointer, for many
   replicas; the directory is then only this replica's cache of the artifacts it has loaded.
 
 Each version is a directory of files (the artifact, its training data, its report), immutable
@@ -323,9 +323,9 @@ def open_store(root: str | Path, database_url: str | None = None) -> ModelStore:
     """The store a deployment names: PostgreSQL when given a database URL (`root` is then the
     local cache of artifacts), else the directory `root` itself."""
     if database_url:
-        from model.postgres_store import PostgresStore  # imported here: it imports this module
+        from store.postgres import PostgresStore  # imported here: it imports this module
 
         return PostgresStore(database_url, root)
-    from model.directory_store import DirectoryStore
+    from store.directory import DirectoryStore
 
     return DirectoryStore(root)

@@ -1,7 +1,7 @@
 """Training job records: queued, claimed, beating, finished; in the store's own backend.
 
 With a directory store the records are SQLite inside it (`jobs.sqlite3`, the examples in
-`jobs/<id>/`); with PostgreSQL they are a table beside the versions (model/database.py).
+`jobs/<id>/`); with PostgreSQL they are a table beside the versions (store/database.py).
 Either way a claim is one transaction and only one job runs per store at a time.
 """
 
@@ -16,21 +16,19 @@ import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from model.directory_store import DirectoryStore
-from model.postgres_store import PostgresStore
-from model.store import ModelStore, StoreUnavailable, jsonl, read_jsonl
-from training.config import TrainConfig
-from training.readers import Example
+from store.directory import DirectoryStore
+from store.model_store import ModelStore, StoreUnavailable, jsonl, read_jsonl
+from store.postgres import PostgresStore
 
 DB_FILE = "jobs.sqlite3"
 JOBS_DIR = "jobs"
@@ -95,9 +93,17 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class Row(Protocol):
+    """An example as a job keeps it: training's `Example`, stored as its JSON row."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class JobRequest:
-    examples: builtins.list[Example]
+    """A job as queued. The store checks its shape; training checks its options (training/job_request.py)."""
+
+    examples: Sequence[Row]
     mode: Mode = "append"
     activate: Policy = "if_better"
     options: dict[str, Any] | None = None
@@ -105,24 +111,13 @@ class JobRequest:
     # Synonyms, regexes, lookup tables and responses of an uploaded file (`NluData.rules()`).
     rules: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> TrainConfig:
+    def check(self) -> None:
         if self.mode not in MODES:
             raise JobError(f"mode must be one of {list(MODES)}, not {self.mode!r}")
         if self.activate not in POLICIES:
             raise JobError(f"activate must be one of {list(POLICIES)}, not {self.activate!r}")
         if not self.examples:
             raise JobError("no examples given")
-        try:
-            config = TrainConfig.from_options(dict(self.options or {}))
-        except ValueError as exc:
-            raise JobError(f"options: {exc}") from None
-        # A job is an HTTP request: it must not name files on the server or models to download.
-        for name in ("vectors", "encoder", "teacher"):
-            if getattr(config, name) not in ("auto", ""):
-                raise JobError(f"options: {name} must be 'auto' or '' in a training job")
-        if config.transfer:
-            raise JobError("options: transfer names a file, which a training job may not do")
-        return config
 
     def stored_options(self) -> str:
         return json.dumps({"train": dict(self.options or {}), "tolerance": self.tolerance})
@@ -132,7 +127,7 @@ class JobRequest:
 class JobInput:
     """What a job process reads back: the request as it was queued."""
 
-    examples: builtins.list[Example]
+    examples: builtins.list[dict[str, Any]]  # JSON rows: `Example.from_json` reads them back
     rules: dict[str, Any]
     options: dict[str, Any]
     tolerance: float
@@ -144,10 +139,11 @@ class JobStore(ABC):
     def __init__(self, store: ModelStore):
         self.store = store
 
-    def submit(self, request: JobRequest) -> dict[str, Any]:
-        config = request.validate()
+    def submit(self, request: JobRequest, epochs: int) -> dict[str, Any]:
+        """Queue `request`, whose options training has checked; `epochs`: its planned epochs (progress)."""
+        request.check()
         job_id = uuid.uuid4().hex[:16]
-        self._insert(job_id, request, config.epochs)
+        self._insert(job_id, request, epochs)
         return self.get(job_id)
 
     def job_dir(self, job_id: str) -> Path:
@@ -242,7 +238,7 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
 def _input(options: str, examples: bytes, rules: str | None) -> JobInput:
     stored = json.loads(options)
     return JobInput(
-        examples=[Example.from_json(r) for r in read_jsonl(examples)],
+        examples=read_jsonl(examples),
         rules=json.loads(rules) if rules else {},
         options=stored.get("train", {}),
         tolerance=float(stored.get("tolerance", 0.01)),

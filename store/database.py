@@ -16,7 +16,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from model.store import StoreError, StoreUnavailable
+from store.model_store import StoreError, StoreUnavailable
 
 # Arbitrary constants, fixed forever: the advisory locks of migration and of the first start.
 MIGRATION_LOCK = 0x1A7E_0001

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.artifact import ModelMeta, fsync_dir, read_meta
-from model.store import (
+from store.model_store import (
     SAFE_VERSION,
     VERSIONS_DIR,
     ModelStore,

@@ -1,7 +1,7 @@
 """The store in PostgreSQL, for many replicas: the database is the one source of truth.
 
 Versions (every file of each, as bytea with its SHA-256), the active pointer and its
-history live in the database (schema in model/database.py). The local directory is only
+history live in the database (schema in store/database.py). The local directory is only
 this replica's cache of the versions it has used, each checked against the database's
 checksums before it is trusted; it may be lost at any time. Activation and rollback are
 one transaction that also sends NOTIFY, so every replica hears of a new version at once.
@@ -25,8 +25,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from model.artifact import META_FILE, ModelMeta, fsync_dir, parse_meta
-from model.database import ACTIVE_CHANNEL, FIRST_START_LOCK, VERSIONS_CHANNEL, Database
-from model.store import (
+from store.database import ACTIVE_CHANNEL, FIRST_START_LOCK, VERSIONS_CHANNEL, Database
+from store.model_store import (
     DATABASE_URL_ENV,
     VERSIONS_DIR,
     ModelStore,
