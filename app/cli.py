@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--root-path", help="path prefix a proxy serves the app under, e.g. /intently")
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -39,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ("HOST", args.host),
         ("PORT", args.port),
         ("WORKERS", args.workers),
+        ("ROOT_PATH", args.root_path),
     ):
         if value is not None:
             os.environ[f"INTENTLY_{name}"] = str(value)
@@ -53,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             if store.active() is None:
                 # Imported here: it trains, with torch, which serving a stored model never loads.
+                from training import threads
+
+                threads.configure(settings.torch_threads)  # before torch is imported
                 from training.default_model import SEED_ENV, ensure_default
 
                 how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
@@ -74,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        root_path=settings.root_path,
         **UVICORN_OPTIONS,
     )
     return 0

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    root_path: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix a proxy serves the app under, e.g. /intently (uvicorn's --root-path): the"
+        " OpenAPI page and the playground's links and requests carry it; empty: served at /.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="'json' for one JSON object per line.")
     max_text_chars: int = Field(1000, ge=1, description="Longest accepted utterance, in characters.")

@@ -36,12 +36,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # `intently serve` fills an empty store before starting; this covers
             # a bare `uvicorn app.main:create_app --factory`. Imported here: it trains, with torch,
             # which a worker serving a stored model never loads.
-            import torch
+            from training import threads
 
+            # One thread by default: this worker's cores serve requests too.
+            threads.configure(settings.torch_threads or 1)
             from training.default_model import ensure_default
 
-            # One thread by default: two threads wake each other on small batches (docs/RESEARCH.md).
-            torch.set_num_threads(settings.torch_threads or 1)
             await asyncio.to_thread(ensure_default, store)
         batcher.start()
         await holder.start()

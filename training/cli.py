@@ -20,6 +20,7 @@ from model.artifact import ArtifactError, save
 from model.predictor import Predictor
 from model.tokenizer import PAD, UNK
 from store.model_store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_store
+from training import threads
 from training.config import TrainConfig
 from training.corpus import corpus_checksum, embed_corpus, read_corpus
 from training.evaluate import evaluate, format_report, version_report_files, write_report
@@ -53,6 +54,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--valid", help="validation file (default: a stratified 10%% of the data)")
     add_training_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_flag(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="measure a model on labelled data")
@@ -98,6 +100,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--init", metavar="FILE", help="go on training this encoder (e.g. the shipped one) on the corpus"
     )
+    add_threads_flag(p)
     p.set_defaults(func=cmd_encoder)
 
     p = sub.add_parser("predict", help="classify utterances, one JSON line each")
@@ -131,6 +134,15 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a training option by its name, e.g. --set hidden_dim=128",
+    )
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"torch threads (default: ${threads.THREADS_ENV}, else the cores the load leaves free)",
     )
 
 
@@ -170,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = read_data(args.data)
     examples = data.examples
     valid = read_file(args.valid) if args.valid else None
+    threads.configure(args.threads)  # before torch is imported
     from training.train import train  # torch: imported by the commands that train, not by `serve`
 
     result = train(examples, config, valid_examples=valid, show_progress=not args.quiet, nlu=data)
@@ -301,6 +314,7 @@ def cmd_vectors(args: argparse.Namespace) -> int:
 
 
 def cmd_encoder(args: argparse.Namespace) -> int:
+    threads.configure(args.threads)  # before torch is imported
     # torch: imported by the commands that train, not by `serve`
     from training.encoder import (
         BuildSettings,

@@ -27,6 +27,7 @@ from model.artifact import ModelMeta
 from model.predictor import Predictor
 from store.jobs import JobError, JobInput, JobStore, now_text, open_job_store
 from store.model_store import DATABASE_URL_ENV, ModelStore, StoreError, StoreUnavailable, open_store
+from training import threads
 from training.config import TrainConfig
 from training.evaluate import version_report_files
 from training.metrics import summary
@@ -237,10 +238,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: python -m training.jobs STORE JOB_ID\n")
         return 2
     _die_with_parent()
-    threads = int(os.environ.get("INTENTLY_TRAIN_THREADS", "1"))
-    import torch
-
-    torch.set_num_threads(max(1, threads))  # leave the other core to the serving workers
+    # One thread unless told otherwise: the other cores are the serving workers'.
+    threads.configure(None if os.environ.get(threads.THREADS_ENV) else 1)
     store = open_store(argv[0], os.environ.get(DATABASE_URL_ENV))
     try:
         run_job(store, argv[1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from app.admin import UtteranceAccessDep
@@ -28,7 +28,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/v1/models/{version}/evaluation", response_model=EvaluationResponse, responses=_ERRORS)
-async def evaluation(version: str, holder: HolderDep, with_examples: UtteranceAccessDep) -> dict[str, Any]:
+async def evaluation(
+    version: str, request: Request, holder: HolderDep, with_examples: UtteranceAccessDep
+) -> dict[str, Any]:
     """Per-intent precision, recall and F1, the confusion matrix and the most confused pairs.
 
     Measured on the version's held-out examples when it was trained.
@@ -48,7 +50,8 @@ async def evaluation(version: str, holder: HolderDep, with_examples: UtteranceAc
         "confusion_matrix": stored["confusion_matrix"],
         "confused_pairs": pairs,
         "examples_included": with_examples,
-        "confusion_png": f"/v1/models/{version}/confusion.png",
+        # The path as the client must ask for it: behind a proxy's prefix too.
+        "confusion_png": f"{request.scope.get('root_path', '')}/v1/models/{version}/confusion.png",
     }
 
 

@@ -45,7 +45,8 @@ async function api(path, { method = "GET", body, auth = false, signal, form } = 
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const t = token();
   if (auth && t) headers.Authorization = `Bearer ${t}`;
-  const response = await fetch(path, {
+  // Relative to the page, so that the page works under a proxy's path prefix (--root-path).
+  const response = await fetch(path.replace(/^\//, ""), {
     method,
     headers,
     body: form || (body === undefined ? undefined : JSON.stringify(body)),

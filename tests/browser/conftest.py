@@ -14,6 +14,7 @@ from tests.ci import missing_part
 from tests.conftest import Server
 
 TOKEN = "browser-test-token"
+PREFIX = "/intently"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,15 @@ def tagged_site(
     """The entity model's store; unquantized, so an answer does not depend on its micro-batch neighbours."""
     env = {"INTENTLY_QUANTIZE": "false"}
     yield from _serve(tagged_store_template, tmp_path_factory.mktemp("browser-tagged"), env)
+
+
+@pytest.fixture(scope="module")
+def prefixed_site(
+    browser: Any, small_store_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The small model's store served for a proxy that mounts it under /intently."""
+    env = {"INTENTLY_ROOT_PATH": PREFIX}
+    yield from _serve(small_store_template, tmp_path_factory.mktemp("browser-prefixed"), env)
 
 
 class Console:

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 
 from tests.browser.chromium import PHONE
-from tests.browser.conftest import TOKEN, Console
+from tests.browser.conftest import PREFIX, TOKEN, Console
 from tests.ci import missing_part
 from tests.conftest import NEW_INTENT, NO_PRETRAINED, Server
+from tests.support.prefix_proxy import prefix_proxy
 
 if importlib.util.find_spec("playwright") is None:
     missing_part("browser tests need playwright (pip install -e '.[test]')")
@@ -98,6 +99,28 @@ def test_intents_evaluation_and_phone_layout(page: tuple[Any, Console], site: Se
     expect(p.locator("#ranking li").first.locator(".bar-label")).to_have_text("ask_time")
     overflow = p.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    assert console.violations() == []
+
+
+def test_the_playground_behind_a_proxy_that_mounts_it_under_a_prefix(
+    page: tuple[Any, Console], prefixed_site: Server
+) -> None:
+    """Served with --root-path /intently behind a proxy that strips the prefix (and answers 404 to
+    anything outside it): the page, its script and style, the API calls and the confusion picture
+    all go through the prefix."""
+    p, console = page
+    with prefix_proxy(prefixed_site.url, PREFIX) as (proxy, refused):
+        base = f"{proxy}{PREFIX}"
+        p.goto(f"{base}/")
+        model = httpx.get(f"{base}/v1/model").json()
+        expect(p.locator("#model-line")).to_contain_text(model["version"])
+        _type(p, "What time is it?")
+        expect(p.locator("#ranking li").first.locator(".bar-label")).to_have_text("ask_time")
+        p.wait_for_function("document.getElementById('confusion').naturalWidth > 0")
+        api_link = p.get_by_role("link", name="Intently API")
+        assert api_link.evaluate("a => a.href") == f"{base}/docs"
+        assert httpx.get(f"{base}/openapi.json").json()["servers"] == [{"url": PREFIX}]
+        assert refused == [], f"the page asked outside its prefix: {refused}"
     assert console.violations() == []
 
 
