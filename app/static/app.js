@@ -227,6 +227,9 @@ function renderEntities(answer) {
 
 // --- the active model and its intents -------------------------------------------
 
+// The accuracy on the examples a version held out from its training (valid.jsonl).
+const HELD_OUT = "Held-out accuracy";
+
 async function loadModel() {
   try {
     const [model, intents] = await Promise.all([api("/v1/model"), api("/v1/intents")]);
@@ -239,8 +242,8 @@ async function loadModel() {
       ["Created", model.created_at],
       ["Network", `${model.model.arch}${model.model.bidirectional ? " (bidirectional)" : ""}`],
       ["Training examples", model.data && model.data.examples],
-      ["Validation accuracy", m.accuracy !== undefined ? pct(m.accuracy) : undefined],
-      ["Validation macro F1", m.macro_f1 !== undefined ? num(m.macro_f1) : undefined],
+      // One accuracy, named for what it is: the evaluation below shows the same figure.
+      [HELD_OUT, m.accuracy !== undefined ? `${pct(m.accuracy)} of ${m.n} examples` : undefined],
       ["Entity types", model.entity_types && model.entity_types.length ? [...new Set(model.entity_types)].join(", ") : undefined],
       ["Out-of-scope threshold", model.threshold],
       ["Out-of-scope examples", intents.oos_examples],
@@ -324,12 +327,11 @@ async function loadEvaluation(version) {
 function renderEvaluation(report) {
   const m = report.metrics;
   facts($("eval-metrics"), [
-    ["Accuracy", m.accuracy !== undefined ? pct(m.accuracy) : undefined],
+    [HELD_OUT, m.accuracy !== undefined ? `${pct(m.accuracy)} of ${m.n} examples` : undefined],
     ["Macro F1", num(m.macro_f1)],
     ["In-scope accuracy", m.in_scope_accuracy !== undefined ? pct(m.in_scope_accuracy) : undefined],
     ["Out-of-scope recall", m.oos_recall !== undefined ? pct(m.oos_recall) : undefined],
     ["Out-of-scope precision", m.oos_precision !== undefined ? pct(m.oos_precision) : undefined],
-    ["Examples", m.n],
   ]);
   const f1 = $("eval-f1");
   f1.replaceChildren();

@@ -91,6 +91,12 @@ def test_intents_evaluation_and_phone_layout(page: tuple[Any, Console], site: Se
     expect(image).to_be_visible()
     p.wait_for_function("document.getElementById('confusion').naturalWidth > 0")
     expect(p.locator("#pairs-note")).to_contain_text("log in as admin")
+    # One held-out accuracy, the same figure where the model is described and in its evaluation.
+    shown = f"{100 * report['metrics']['accuracy']:.1f}% of {report['metrics']['n']} examples"
+    for facts in ("#model-facts", "#eval-metrics"):
+        term = p.locator(f"{facts} dt", has_text="Held-out accuracy")
+        expect(term).to_have_count(1)
+        expect(term.locator("xpath=following-sibling::dd")).to_have_text(shown)
     assert "entity_f1" not in report["metrics"]
     expect(p.locator("#eval-entities")).to_be_hidden()
 
