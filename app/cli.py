@@ -15,7 +15,7 @@ from app.config import UVICORN_OPTIONS, Settings, settings_store
 from model.artifact import ArtifactError, load
 from store.model_store import ModelStore, StoreError
 from training import cli as training_cli
-from training.available import require_training
+from training.available import can_train, require_training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 from training.default_model import SEED_ENV, ensure_default
 
                 how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
-                print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
+                if how == "copying" or can_train():  # else ensure_default says in one line what to do
+                    print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
                 ensure_default(store, show_progress=True)
         finally:
             store.close()  # the workers open their own connections
