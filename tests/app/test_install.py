@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +72,12 @@ def slim_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     (site,) = venv.glob("lib/python3*/site-packages")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    # A copy of what the package is made of: the build writes build/ and *.egg-info beside it.
+    source = venv.parent / "source"
+    for name in ("model", "store", "training", "app"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     # The venv's own setuptools may be older than the build needs: this interpreter's replaces it.
     subprocess.run([*pip, "uninstall", "-q", "-y", "setuptools"], check=True, timeout=120)
     closure = core_closure()
@@ -79,7 +86,7 @@ def slim_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _link(dist, site)
     _link(metadata.distribution("setuptools"), site)  # the build backend, for the project alone
     subprocess.run(
-        [*pip, "install", "-q", "--no-deps", "--no-index", "--no-build-isolation", str(ROOT)],
+        [*pip, "install", "-q", "--no-deps", "--no-index", "--no-build-isolation", str(source)],
         check=True,
         timeout=300,
         cwd=venv.parent,
