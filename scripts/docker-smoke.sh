@@ -34,6 +34,7 @@ BASE=python:3.11-slim
 IMAGE="${INTENTLY_SMOKE_IMAGE:-intently:smoke}"
 SLIM_IMAGE="${INTENTLY_SMOKE_SLIM_IMAGE:-intently-slim:smoke}"
 SLIM_LIMIT_MB=400  # issue 30: the slim image at most 400 MB on python:3.11-slim
+OFFICIAL_BASE_MB=130  # python:3.11-slim's published size, uncompressed (roughly), for a stand-in base
 NAME="intently-smoke-$$"
 install=""
 [[ ${1:-} == --install ]] && install=1
@@ -112,10 +113,14 @@ if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
         DOCKER="$DOCKER" scripts/docker-base-standin.sh "$BASE"
     fi
 fi
+standin=""
+if [[ $("$DOCKER" image inspect -f '{{json .Config.Labels}}' "$BASE") == *'"org.intently.standin":"true"'* ]]; then
+    standin=1
+fi
 build_args=()
 if [[ -n ${TORCH_INDEX_URL+set} ]]; then
     build_args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
-elif [[ $("$DOCKER" image inspect -f '{{json .Config.Labels}}' "$BASE") == *'"org.intently.standin":"true"'* ]]; then
+elif [[ -n $standin ]]; then
     build_args+=(--build-arg "TORCH_INDEX_URL=")  # the stand-in's pip knows where torch is
 fi
 for var in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
@@ -141,7 +146,18 @@ start=$SECONDS
 }
 slim_size=$("$DOCKER" image inspect -f '{{.Size}}' "$SLIM_IMAGE")
 pass "built $SLIM_IMAGE in $((SECONDS - start)) s, $((slim_size / 1000000)) MB ($(((slim_size - base_size) / 1000000)) MB above $BASE, $((base_size / 1000000)) MB)"
-((slim_size / 1000000 <= SLIM_LIMIT_MB)) || fail "$SLIM_IMAGE is over $SLIM_LIMIT_MB MB"
+# On the official base the limit is the image's size; on the stand-in (larger than the official
+# image), it is the size above the base plus the official image's published size.
+official_base_mb=$((base_size / 1000000))
+note=""
+if [[ -n $standin ]]; then
+    official_base_mb=$OFFICIAL_BASE_MB
+    note=" (the stand-in base counted as the official image's published $OFFICIAL_BASE_MB MB)"
+fi
+slim_on_official=$(((slim_size - base_size) / 1000000 + official_base_mb))
+((slim_on_official <= SLIM_LIMIT_MB)) ||
+    fail "$SLIM_IMAGE would be $slim_on_official MB on $BASE$note, over $SLIM_LIMIT_MB MB"
+pass "$SLIM_IMAGE on $BASE: $slim_on_official MB$note, at most $SLIM_LIMIT_MB MB"
 for image in "$IMAGE" "$SLIM_IMAGE"; do
     [[ $("$DOCKER" image inspect -f '{{.Config.User}}' "$image") == 10001:10001 ]] || fail "$image does not run as uid 10001"
 done
