@@ -123,7 +123,7 @@ def test_the_installed_package_has_no_torch(slim_venv: Path) -> None:
     assert spec == "None" and "site-packages" in where, out
 
 
-def test_predict_works_and_train_names_the_extra(
+def test_predict_and_evaluate_work_and_training_names_the_extra(
     slim_venv: Path, small_model_dir: Path, tmp_path: Path
 ) -> None:
     predicted = _run(slim_venv, "predict", str(small_model_dir), "What time is it?")
@@ -131,8 +131,16 @@ def test_predict_works_and_train_names_the_extra(
     assert json.loads(predicted.stdout)["intent"] == "ask_time"
     data = tmp_path / "data.csv"
     data.write_text("text,intent\nhello,greet\nbye,goodbye\n", encoding="utf-8")
+    evaluated = _run(slim_venv, "evaluate", str(small_model_dir), str(data), "--json")
+    assert evaluated.returncode == 0 and "accuracy" in json.loads(evaluated.stdout), evaluated
     train = ["train", str(data), "--out", str(tmp_path / "m")]
-    for args in (train, ["worker", "--store", str(tmp_path / "s")]):
+    for args in (
+        train,
+        ["worker", "--store", str(tmp_path / "s")],
+        ["encoder", "build", str(data), "--out", str(tmp_path / "e.safetensors")],
+        ["vectors", "build", "--out", str(tmp_path / "v.safetensors")],
+        ["evaluate", str(small_model_dir), str(data), "--report", str(tmp_path / "report")],
+    ):
         refused = _run(slim_venv, *args)
         assert refused.returncode == 2, refused
         (line,) = refused.stderr.strip().splitlines()
