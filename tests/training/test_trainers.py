@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from pathlib import Path
 
+import psycopg
 import pytest
 
 import store.jobs
+from store.database import MIGRATIONS
 from store.jobs import JobRequest, open_job_store, trainer_id
 from store.model_store import ModelStore
+from store.postgres import PostgresStore
 from tests.conftest import NO_PRETRAINED
 from training.dispatcher import JobDispatcher
 from training.job_request import submit
@@ -86,3 +90,28 @@ def test_a_dispatcher_beats_as_a_trainer_and_says_when_it_stops(open_replica: Re
     assert jobs.trainers().alive == 0
     assert jobs.trainers().last_seen_age is not None
     assert trainer_id().endswith(f"/{os.getpid()}")
+
+
+def test_a_database_of_the_first_schema_is_migrated_with_its_jobs_kept(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Migration 2 (the trainers' table) is appended: a database that a release before it made keeps
+    its queued jobs, and they say no trainer was ever seen."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE intently_schema (version integer NOT NULL)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO intently_schema (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO intently_jobs (id, state, mode, activate, options, examples, data, created_at)"
+            " VALUES ('old1', 'queued', 'replace', 'never', '{}', 1, '', '2026-12-01T00:00:00+00:00')"
+        )
+    store = PostgresStore(database_url, tmp_path / "cache")
+    try:
+        jobs = open_job_store(store)
+        record = jobs.get("old1")
+        assert record["message"].startswith("waiting for a trainer: none has ever been seen")
+        with store.db.connection() as conn:
+            row = conn.execute("SELECT max(version) FROM intently_schema").fetchone()
+        assert row is not None and row[0] == len(MIGRATIONS) == 2
+    finally:
+        store.close()
