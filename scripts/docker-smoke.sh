@@ -136,7 +136,8 @@ start=$SECONDS
 }
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE")
 base_size=$("$DOCKER" image inspect -f '{{.Size}}' "$BASE")
-pass "built $IMAGE in $((SECONDS - start)) s, $((size / 1000000)) MB ($(((size - base_size) / 1000000)) MB above $BASE)"
+base_name="$BASE${standin:+ (the local stand-in)}"
+pass "built $IMAGE in $((SECONDS - start)) s, $((size / 1000000)) MB ($(((size - base_size) / 1000000)) MB above $base_name, $((base_size / 1000000)) MB)"
 # The classic builder built every stage above, the slim one too: this is the cache.
 start=$SECONDS
 "$DOCKER" build --force-rm --network host --target slim -t "$SLIM_IMAGE" "${build_args[@]}" . \
@@ -145,7 +146,7 @@ start=$SECONDS
     fail "docker build --target slim"
 }
 slim_size=$("$DOCKER" image inspect -f '{{.Size}}' "$SLIM_IMAGE")
-pass "built $SLIM_IMAGE in $((SECONDS - start)) s, $((slim_size / 1000000)) MB ($(((slim_size - base_size) / 1000000)) MB above $BASE, $((base_size / 1000000)) MB)"
+pass "built $SLIM_IMAGE in $((SECONDS - start)) s, $((slim_size / 1000000)) MB ($(((slim_size - base_size) / 1000000)) MB above $base_name)"
 # On the official base the limit is the image's size; on the stand-in (larger than the official
 # image), it is the size above the base plus the official image's published size.
 official_base_mb=$((base_size / 1000000))
@@ -236,11 +237,11 @@ examples='{"text": "order me a pizza", "intent": "order_food"},
     {"text": "order food for tonight", "intent": "order_food"}'
 
 # --- slim: serves the built-in model without torch; a trainer runs its job -----
-"$DOCKER" run --rm --entrypoint python "$SLIM_IMAGE" \
+"$DOCKER" run --rm --network none --entrypoint python "$SLIM_IMAGE" \
     -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" ||
     fail "$SLIM_IMAGE has torch"
 code=0
-"$DOCKER" run --rm --read-only "$SLIM_IMAGE" train /opt/intently/data/assistant/train.csv --out /tmp/m \
+"$DOCKER" run --rm --network none --read-only "$SLIM_IMAGE" train /opt/intently/data/assistant/train.csv --out /tmp/m \
     >"$work/slim-train.out" 2>&1 || code=$?
 if [[ $code != 2 ]] || ! grep -q "pip install 'intently\[train\]'" "$work/slim-train.out"; then
     fail "intently train in $SLIM_IMAGE: status $code, $(cat "$work/slim-train.out")"
@@ -362,4 +363,4 @@ active=$(api GET /v1/model | field version)
 pass "new container healthy in $((SECONDS - start)) s, still serving the retrained $version"
 stop_cleanly "$NAME-2"
 pass "SIGTERM: exit status 0"
-echo "docker-smoke: PASSED (image $IMAGE, $((size / 1000000)) MB; $SLIM_IMAGE, $((slim_size / 1000000)) MB; $BASE $((base_size / 1000000)) MB)"
+echo "docker-smoke: PASSED (image $IMAGE, $((size / 1000000)) MB; $SLIM_IMAGE, $((slim_size / 1000000)) MB; $base_name $((base_size / 1000000)) MB)"
