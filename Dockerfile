@@ -1,7 +1,13 @@
 # Intently: the intent classification service, with its built-in model ready.
 #
-#   docker build -t intently .
+#   docker build -t intently .                             # full: serves and trains (torch)
+#   docker build --target slim -t intently-slim .          # slim: serves only (no torch)
 #   docker run -p 8000:8000 -v intently-store:/data intently
+#
+# The slim image classifies with the numpy runtime and runs no training job; a
+# full one started as `intently worker` on the same store (the same volume, or
+# the same INTENTLY_DATABASE_URL) runs the jobs that slim replicas queue
+# (docs/deployment.md, "Slim replicas and a trainer").
 #
 # Build arguments:
 #   TORCH_INDEX_URL  where pip finds torch; PyTorch's CPU-only index by default
@@ -9,10 +15,11 @@
 #                    e.g. a mirror or local wheels set up in the base image.
 #   TORCH_VERSION    the torch release the project is tested with.
 #
-# Four stages: `build` holds pip's work, the source tree and the build backend;
+# Stages: `build` holds pip's work, the source tree and the build backend;
 # `seed` trains the built-in model with the training-only extras; `venv` prunes
-# the serving virtual environment; the final image gets only that environment,
-# the built-in training data and the model.
+# the full virtual environment; `slim-venv` is `pip install intently` with no
+# extras; `slim` and the final (full) image get only their environment, the
+# built-in training data and the model.
 
 FROM python:3.11-slim AS build
 
@@ -39,7 +46,7 @@ COPY app /src/app
 # nothing at import time. torch's C++ headers, test binaries and protoc
 # (about 190 MB) only serve building extensions and torch's own tests; torch
 # needs torch_shm_manager from bin/ at import.
-RUN /opt/venv/bin/pip install --no-cache-dir /src \
+RUN /opt/venv/bin/pip install --no-cache-dir "/src[train]" \
     && rm -rf /opt/venv/lib/python3*/site-packages/torch/include \
         /opt/venv/lib/python3*/site-packages/torch/test \
     && find /opt/venv/lib/python3*/site-packages/torch/bin -mindepth 1 \
@@ -85,6 +92,61 @@ RUN /opt/venv/bin/python -m pip uninstall -y -q networkx setuptools pip \
     && PATH=/opt/venv/bin:$PATH bash /src/scripts/warm-bytecode.sh /opt/venv/bin/intently
 
 
+# The slim serving environment: the project without extras, so no torch, tqdm or
+# matplotlib (pyproject.toml); pip and setuptools go, as in the full one. The
+# check fails the build if a dependency ever pulls torch back in.
+FROM python:3.11-slim AS slim-venv
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+COPY --from=build /src /src
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir /src \
+    && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+    && /opt/venv/bin/python -m pip uninstall -y -q setuptools pip
+
+
+# The slim image: serves the built-in model (copied from the seed store at first
+# start, never trained here) or any other; training jobs it accepts wait for a
+# trainer, `intently worker` in the full image, and say so in their status.
+FROM python:3.11-slim AS slim
+
+LABEL org.opencontainers.image.title="Intently (slim)" \
+      org.opencontainers.image.description="Intent classification for chatbots, serving only: no torch; training jobs run in the full image's intently worker" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+RUN groupadd --system --gid 10001 intently \
+    && useradd --system --uid 10001 --gid intently --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin intently \
+    && mkdir -p /data/store \
+    && chown -R intently:intently /data
+
+COPY --from=slim-venv /opt/venv /opt/venv
+COPY --from=seed /opt/intently /opt/intently
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    INTENTLY_HOST=0.0.0.0 \
+    INTENTLY_PORT=8000 \
+    INTENTLY_MODEL_STORE=/data/store \
+    INTENTLY_DEFAULT_SEED_STORE=/opt/intently/seed
+
+WORKDIR /data
+VOLUME ["/data"]
+USER 10001:10001
+EXPOSE 8000
+
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/readyz' % os.environ.get('INTENTLY_PORT', '8000'), timeout=4)"]
+
+ENTRYPOINT ["intently"]
+CMD ["serve"]
+
+
+# The full image (the default target): serves, and runs training jobs, its own
+# or, started as `intently worker`, those that slim replicas queue.
 FROM python:3.11-slim
 
 LABEL org.opencontainers.image.title="Intently" \

@@ -19,8 +19,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "== installing $(TORCH_SPEC), the largest download (minutes on a slow line; pip shows its progress)"
 	$(BIN)/python -m pip install --progress-bar on $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	@echo "== installing intently and its test, benchmark and pretrained-encoder extras (about a minute)"
-	$(BIN)/python -m pip install --progress-bar on -e ".[test,bench,pretrained]"
+	@echo "== installing intently and its training, test, benchmark and pretrained-encoder extras (about a minute)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[train,test,bench,pretrained]"
 	@echo "== installed into $(VENV)/"
 	touch $@
 

@@ -1,8 +1,10 @@
-"""The `intently` command: `serve` here, `train | evaluate | predict | models` from training."""
+"""The `intently` command: `serve` and `worker` here, `train | evaluate | predict | models` from training."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import signal
 import sys
@@ -11,8 +13,9 @@ import tempfile
 from app import logs
 from app.config import UVICORN_OPTIONS, Settings, settings_store
 from model.artifact import ArtifactError, load
-from store.model_store import StoreError
+from store.model_store import ModelStore, StoreError
 from training import cli as training_cli
+from training.available import can_train, require_training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--root-path", help="path prefix a proxy serves the app under, e.g. /intently")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser(
+        "worker",
+        help="a trainer: run the training jobs of a model store, one at a time (needs intently[train])",
+    )
+    p.add_argument("--store", help="model store directory (default: $INTENTLY_MODEL_STORE)")
+    p.set_defaults(func=cmd_worker)
     return parser
 
 
@@ -54,14 +63,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store = settings_store(settings)
         try:
             if store.active() is None:
-                # Imported here: it trains, with torch, which serving a stored model never loads.
-                from training import threads
+                # Imported here: it may train, with torch, which serving a stored model never loads.
+                if can_train():
+                    from training import threads
 
-                threads.configure(settings.torch_threads)  # before torch is imported
+                    threads.configure(settings.torch_threads)  # before torch is imported
                 from training.default_model import SEED_ENV, ensure_default
 
                 how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
-                print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
+                if how == "copying" or can_train():  # else ensure_default says in one line what to do
+                    print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
                 ensure_default(store, show_progress=True)
         finally:
             store.close()  # the workers open their own connections
@@ -83,6 +94,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         **UVICORN_OPTIONS,
     )
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the jobs that servers queue, from the same store as `serve` (INTENTLY_MODEL_STORE or
+    --store, INTENTLY_DATABASE_URL), until SIGTERM or SIGINT; a job in flight then fails as it
+    does when a server stops, and a later job starts afresh on another trainer."""
+    require_training("a trainer (`intently worker`)")
+    if args.store is not None:
+        os.environ["INTENTLY_MODEL_STORE"] = str(args.store)
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        raise training_cli.CliError(f"invalid setting: {exc}") from None
+    logs.configure(settings.log_level, settings.log_format)
+    store = settings_store(settings)
+    try:
+        if store.active() is None:  # as `serve` does: slim replicas may be waiting for a first model
+            from training.default_model import SEED_ENV, ensure_default
+
+            how = "copying" if os.environ.get(SEED_ENV) else "training"
+            print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
+            ensure_default(store, show_progress=False)
+        print(f"intently worker: running the training jobs of {store.describe()}", file=sys.stderr)
+        asyncio.run(_work(store))
+    finally:
+        store.close()
+    return 0
+
+
+async def _work(store: ModelStore) -> None:
+    from training.dispatcher import JobDispatcher
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    logging.getLogger("intently.jobs").info("trainer started", extra={"pid": os.getpid()})
+    await JobDispatcher(store, kind="worker").run_until(stop)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -14,10 +14,11 @@ from app import errors, logs, metrics
 from app.batcher import Batcher
 from app.config import Settings, get_settings, settings_store
 from app.fast_path import ClassifyFastPath
-from app.job_dispatcher import JobDispatcher
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
 from app.routes import classify, evaluation, health, model_info, playground, rasa, training_jobs, versions
+from training.available import can_train
+from training.dispatcher import JobDispatcher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,18 +29,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     holder.on_swap.append(metrics.model_swapped)
     batcher = Batcher(settings.batch_max_size, settings.batch_max_wait_ms)
     batcher.on_batch.append(metrics.BATCH_SIZE.observe)
-    dispatcher = JobDispatcher(store) if store is not None else None
+    # Where the `train` extra is installed, every worker is also a trainer; elsewhere (the slim
+    # image, `pip install intently`) jobs are queued here and left to `intently worker`.
+    dispatcher = JobDispatcher(store) if store is not None and can_train() else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if store is not None and store.active() is None:
             # `intently serve` fills an empty store before starting; this covers
-            # a bare `uvicorn app.main:create_app --factory`. Imported here: it trains, with torch,
-            # which a worker serving a stored model never loads.
-            from training import threads
+            # a bare `uvicorn app.main:create_app --factory`. Imported here: it may train, with
+            # torch, which a worker serving a stored model never loads.
+            if can_train():
+                from training import threads
 
-            # One thread by default: this worker's cores serve requests too.
-            threads.configure(settings.torch_threads or 1)
+                # One thread by default: this worker's cores serve requests too.
+                threads.configure(settings.torch_threads or 1)
             from training.default_model import ensure_default
 
             await asyncio.to_thread(ensure_default, store)

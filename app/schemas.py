@@ -266,6 +266,15 @@ class TrainingJob(BaseModel):
     activation_reason: str | None
     metrics: dict[str, Any] | None
     error: str | None
+    message: str | None = Field(
+        None,
+        description=(
+            "While queued: what the job waits for. 'waiting for a trainer: none has been seen for"
+            " N s' (or 'has ever been seen') when no process that runs jobs (`intently worker`, or a"
+            " server with the training extra) is alive for this store; else how many trainers are."
+            " Null in the other states."
+        ),
+    )
 
 
 class TrainingJobList(BaseModel):

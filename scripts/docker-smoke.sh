@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Smoke test of the real Dockerfile: build the image, run it the way a hardened
-# deployment would (read-only root file system, tmpfs on /tmp, the model store
-# on a volume, non-root, no capabilities), classify, retrain through the admin
-# API into the volume, stop it with SIGTERM while a request is in flight, start
-# a new container on the same volume and find the retrained model active.
+# Smoke test of the real Dockerfile: build both images, the full one (default
+# target) and the slim one (--target slim, no torch), and run them the way a
+# hardened deployment would (read-only root file system, tmpfs on /tmp, the
+# model store on a volume, non-root, no capabilities).
+#
+# Slim: serves the built-in model from the image's seed (no training), refuses
+# `intently train`, queues a job whose status says no trainer is alive; a full
+# container started as `intently worker` on the same volume runs that job.
+# Full: classify, retrain through the admin API into the volume, stop it with
+# SIGTERM while a request is in flight, start a new container on the same
+# volume and find the retrained model active.
 #
 #   scripts/docker-smoke.sh [--install]
 #
@@ -26,6 +32,9 @@ cd "$(dirname "$0")/.."
 SKIP=77
 BASE=python:3.11-slim
 IMAGE="${INTENTLY_SMOKE_IMAGE:-intently:smoke}"
+SLIM_IMAGE="${INTENTLY_SMOKE_SLIM_IMAGE:-intently-slim:smoke}"
+SLIM_LIMIT_MB=400  # issue 30: the slim image at most 400 MB on python:3.11-slim
+OFFICIAL_BASE_MB=130  # python:3.11-slim's published size, uncompressed (roughly), for a stand-in base
 NAME="intently-smoke-$$"
 install=""
 [[ ${1:-} == --install ]] && install=1
@@ -33,7 +42,7 @@ install=""
 DOCKER=docker
 engine_started=""
 containers=()
-volume=""
+volumes=()
 work="$(mktemp -d "${TMPDIR:-/tmp}/intently-smoke.XXXXXX")"
 
 log() { echo "docker-smoke: $*" >&2; }
@@ -57,7 +66,9 @@ cleanup() {
         fi
         "$DOCKER" rm -f "$c" >/dev/null 2>&1
     done
-    [[ -n $volume ]] && "$DOCKER" volume rm -f "$volume" >/dev/null 2>&1
+    for v in "${volumes[@]}"; do
+        "$DOCKER" volume rm -f "$v" >/dev/null 2>&1
+    done
     [[ -n $engine_started ]] && scripts/docker-engine.sh stop
     rm -rf "$work"
     exit "$rc"
@@ -102,10 +113,14 @@ if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
         DOCKER="$DOCKER" scripts/docker-base-standin.sh "$BASE"
     fi
 fi
+standin=""
+if [[ $("$DOCKER" image inspect -f '{{json .Config.Labels}}' "$BASE") == *'"org.intently.standin":"true"'* ]]; then
+    standin=1
+fi
 build_args=()
 if [[ -n ${TORCH_INDEX_URL+set} ]]; then
     build_args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
-elif [[ $("$DOCKER" image inspect -f '{{json .Config.Labels}}' "$BASE") == *'"org.intently.standin":"true"'* ]]; then
+elif [[ -n $standin ]]; then
     build_args+=(--build-arg "TORCH_INDEX_URL=")  # the stand-in's pip knows where torch is
 fi
 for var in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
@@ -120,8 +135,33 @@ start=$SECONDS
     fail "docker build"
 }
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE")
-pass "built $IMAGE in $((SECONDS - start)) s, $((size / 1000000)) MB"
-[[ $("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE") == 10001:10001 ]] || fail "image does not run as uid 10001"
+base_size=$("$DOCKER" image inspect -f '{{.Size}}' "$BASE")
+base_name="$BASE${standin:+ (the local stand-in)}"
+pass "built $IMAGE in $((SECONDS - start)) s, $((size / 1000000)) MB ($(((size - base_size) / 1000000)) MB above $base_name, $((base_size / 1000000)) MB)"
+# The classic builder built every stage above, the slim one too: this is the cache.
+start=$SECONDS
+"$DOCKER" build --force-rm --network host --target slim -t "$SLIM_IMAGE" "${build_args[@]}" . \
+    >"$work/build-slim.log" 2>&1 || {
+    tail -n 40 "$work/build-slim.log" >&2
+    fail "docker build --target slim"
+}
+slim_size=$("$DOCKER" image inspect -f '{{.Size}}' "$SLIM_IMAGE")
+pass "built $SLIM_IMAGE in $((SECONDS - start)) s, $((slim_size / 1000000)) MB ($(((slim_size - base_size) / 1000000)) MB above $base_name)"
+# On the official base the limit is the image's size; on the stand-in (larger than the official
+# image), it is the size above the base plus the official image's published size.
+official_base_mb=$((base_size / 1000000))
+note=""
+if [[ -n $standin ]]; then
+    official_base_mb=$OFFICIAL_BASE_MB
+    note=" (the stand-in base counted as the official image's published $OFFICIAL_BASE_MB MB)"
+fi
+slim_on_official=$(((slim_size - base_size) / 1000000 + official_base_mb))
+((slim_on_official <= SLIM_LIMIT_MB)) ||
+    fail "$SLIM_IMAGE would be $slim_on_official MB on $BASE$note, over $SLIM_LIMIT_MB MB"
+pass "$SLIM_IMAGE on $BASE: $slim_on_official MB$note, at most $SLIM_LIMIT_MB MB"
+for image in "$IMAGE" "$SLIM_IMAGE"; do
+    [[ $("$DOCKER" image inspect -f '{{.Config.User}}' "$image") == 10001:10001 ]] || fail "$image does not run as uid 10001"
+done
 
 # --- helpers ---------------------------------------------------------------
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -130,16 +170,18 @@ INTENTLY_ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(2
 export INTENTLY_ADMIN_TOKEN
 printf 'Authorization: Bearer %s\n' "$INTENTLY_ADMIN_TOKEN" >"$work/auth"
 volume="$NAME-store"
-"$DOCKER" volume create "$volume" >/dev/null
+slim_volume="$NAME-slim-store"
+for v in "$volume" "$slim_volume"; do
+    "$DOCKER" volume create "$v" >/dev/null
+    volumes+=("$v")
+done
 
-run() {  # run NAME: a container on the host network, hardened as the docs advise
-    "$DOCKER" run -d --name "$1" --network host \
-        --read-only --tmpfs /tmp:rw,nosuid,nodev,size=256m \
-        --cap-drop ALL --security-opt no-new-privileges \
-        -v "$volume:/data" \
-        -e INTENTLY_PORT="$port" -e INTENTLY_ADMIN_TOKEN \
-        --health-interval 2s \
-        "$IMAGE" >/dev/null
+hardened=(--network host --read-only --tmpfs "/tmp:rw,nosuid,nodev,size=256m"
+    --cap-drop ALL --security-opt no-new-privileges -e INTENTLY_PORT="$port" -e INTENTLY_ADMIN_TOKEN)
+
+run() {  # run NAME [IMAGE [VOLUME]]: a server on the host network, hardened as the docs advise
+    "$DOCKER" run -d --name "$1" "${hardened[@]}" -v "${3:-$volume}:/data" \
+        --health-interval 2s "${2:-$IMAGE}" >/dev/null
     containers+=("$1")
 }
 
@@ -174,6 +216,69 @@ stop_cleanly() {  # stop_cleanly NAME: SIGTERM, then the exit status must be 0
     [[ $code == 0 ]] || fail "$1 exited with status $code after SIGTERM"
 }
 
+wait_job() {  # wait_job ID: until the job has succeeded; its record on stdout
+    local start=$SECONDS job state
+    while :; do
+        job=$(api GET "/v1/training-jobs/$1")
+        state=$(field state <<<"$job")
+        [[ $state == succeeded ]] && break
+        [[ $state == failed ]] && fail "training job failed: $(field error <<<"$job")"
+        ((SECONDS - start < 900)) || fail "training job still $state after 900 s"
+        sleep 3
+    done
+    echo "$job"
+}
+
+examples='{"text": "order me a pizza", "intent": "order_food"},
+    {"text": "I want some sushi delivered", "intent": "order_food"},
+    {"text": "get me a burger from the nearest place", "intent": "order_food"},
+    {"text": "can you order takeout for dinner", "intent": "order_food"},
+    {"text": "have a pizza delivered to my house", "intent": "order_food"},
+    {"text": "order food for tonight", "intent": "order_food"}'
+
+# --- slim: serves the built-in model without torch; a trainer runs its job -----
+"$DOCKER" run --rm --network none --entrypoint python "$SLIM_IMAGE" \
+    -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" ||
+    fail "$SLIM_IMAGE has torch"
+code=0
+"$DOCKER" run --rm --network none --read-only "$SLIM_IMAGE" train /opt/intently/data/assistant/train.csv --out /tmp/m \
+    >"$work/slim-train.out" 2>&1 || code=$?
+if [[ $code != 2 ]] || ! grep -q "pip install 'intently\[train\]'" "$work/slim-train.out"; then
+    fail "intently train in $SLIM_IMAGE: status $code, $(cat "$work/slim-train.out")"
+fi
+pass "$SLIM_IMAGE has no torch; 'intently train' there: $(cat "$work/slim-train.out")"
+start=$SECONDS
+run "$NAME-slim" "$SLIM_IMAGE" "$slim_volume"
+wait_healthy "$NAME-slim"
+if "$DOCKER" logs "$NAME-slim" 2>&1 | grep -q "training the built-in default model"; then
+    fail "the slim container trained at start instead of using the model built into the image"
+fi
+answer=$(api POST /v1/classify '{"text": "What time is it?"}')
+[[ $(field intent <<<"$answer") == ask_time ]] || fail "slim: 'What time is it?' gave $answer"
+pass "slim container healthy $((SECONDS - start)) s after start: 'What time is it?' -> ask_time (model $(field model_version <<<"$answer"))"
+job=$(api POST /v1/training-jobs "{\"examples\": [$examples], \"mode\": \"append\", \"activate\": \"never\"}")
+job_id=$(field id <<<"$job")
+sleep 3  # a trainer in the slim container would have claimed it by now
+job=$(api GET "/v1/training-jobs/$job_id")
+[[ $(field state <<<"$job") == queued && $(field message <<<"$job") == "waiting for a trainer: "* ]] ||
+    fail "a job on a slim replica with no trainer: $job"
+pass "slim: job $job_id queued: $(field message <<<"$job")"
+"$DOCKER" run -d --name "$NAME-worker" "${hardened[@]}" -v "$slim_volume:/data" --no-healthcheck \
+    "$IMAGE" worker >/dev/null
+containers+=("$NAME-worker")
+start=$SECONDS
+job=$(wait_job "$job_id")
+version=$(field version <<<"$job")
+pass "trainer ($IMAGE worker) ran the slim replica's job $job_id in $((SECONDS - start)) s: version $version"
+[[ $(api POST "/v1/models/$version/activate" | field active) == "$version" ]] || fail "activation on slim"
+answer=$(api POST /v1/classify '{"text": "please order me a pizza"}')
+[[ $(field model_version <<<"$answer") == "$version" && $(field intent <<<"$answer") == order_food ]] ||
+    fail "slim: not serving $version's order_food after activation: $answer"
+pass "slim serves the trainer's $version: 'please order me a pizza' -> order_food"
+stop_cleanly "$NAME-worker"
+stop_cleanly "$NAME-slim"
+pass "slim server and trainer: SIGTERM, exit status 0"
+
 # --- first container: answers at once, retrains into the volume ------------
 start=$SECONDS
 run "$NAME-1"
@@ -188,23 +293,10 @@ first=$(api POST /v1/classify '{"text": "What time is it?"}')
 built_in=$(field model_version <<<"$first")
 pass "'What time is it?' -> ask_time (model $built_in)"
 
-examples='{"text": "order me a pizza", "intent": "order_food"},
-    {"text": "I want some sushi delivered", "intent": "order_food"},
-    {"text": "get me a burger from the nearest place", "intent": "order_food"},
-    {"text": "can you order takeout for dinner", "intent": "order_food"},
-    {"text": "have a pizza delivered to my house", "intent": "order_food"},
-    {"text": "order food for tonight", "intent": "order_food"}'
 job=$(api POST /v1/training-jobs "{\"examples\": [$examples], \"mode\": \"append\", \"activate\": \"never\"}")
 job_id=$(field id <<<"$job")
 start=$SECONDS
-while :; do
-    job=$(api GET "/v1/training-jobs/$job_id")
-    state=$(field state <<<"$job")
-    [[ $state == succeeded ]] && break
-    [[ $state == failed ]] && fail "training job failed: $(field error <<<"$job")"
-    ((SECONDS - start < 900)) || fail "training job still $state after 900 s"
-    sleep 3
-done
+job=$(wait_job "$job_id")
 version=$(field version <<<"$job")
 pass "training job $job_id succeeded in $((SECONDS - start)) s: version $version"
 [[ $(api POST "/v1/models/$version/activate" | field active) == "$version" ]] || fail "activation"
@@ -271,4 +363,4 @@ active=$(api GET /v1/model | field version)
 pass "new container healthy in $((SECONDS - start)) s, still serving the retrained $version"
 stop_cleanly "$NAME-2"
 pass "SIGTERM: exit status 0"
-echo "docker-smoke: PASSED (image $IMAGE, $((size / 1000000)) MB)"
+echo "docker-smoke: PASSED (image $IMAGE, $((size / 1000000)) MB; $SLIM_IMAGE, $((slim_size / 1000000)) MB; $base_name $((base_size / 1000000)) MB)"

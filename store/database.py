@@ -88,6 +88,19 @@ MIGRATIONS = (
     CREATE UNIQUE INDEX intently_jobs_one_running ON intently_jobs (state) WHERE state = 'running';
     CREATE INDEX intently_jobs_queued ON intently_jobs (seq) WHERE state = 'queued';
     """,
+    # 2: the processes that claim jobs (trainers) say they are alive, so that a job queued where
+    # none is says so (store/jobs.py, Trainers).
+    """
+    CREATE TABLE intently_trainers (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        kind text NOT NULL,
+        started_at text NOT NULL,
+        seen double precision NOT NULL,
+        stopped boolean NOT NULL DEFAULT false
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +41,10 @@ Policy = Literal["always", "never", "if_better"]
 MODES: tuple[str, ...] = get_args(Mode)
 POLICIES: tuple[str, ...] = get_args(Policy)
 STALE_SECONDS = 20.0  # a running job whose heartbeat is older than this has lost its process
+# A trainer (a process that claims jobs: `intently worker`, or `intently serve` where torch is)
+# says it is alive this often; one not heard from for STALE_SECONDS is gone.
+TRAINER_BEAT_SECONDS = 5.0
+TRAINER_FORGET_SECONDS = 7 * 24 * 3600.0  # rows of trainers gone longer than this are removed
 INTERRUPTED = (
     "interrupted: the training process stopped before finishing (server restart or kill); "
     "the active model was not changed"
@@ -68,6 +72,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     activation_reason TEXT,
     metrics TEXT,
     error TEXT
+)
+"""
+_SQLITE_TRAINERS = """
+CREATE TABLE IF NOT EXISTS trainers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    seen REAL NOT NULL,
+    stopped INTEGER NOT NULL DEFAULT 0
 )
 """
 
@@ -189,6 +204,14 @@ class JobStore(ABC):
     def claim_next(self) -> str | None:
         """Atomically take the oldest queued job, unless one is already running."""
 
+    @abstractmethod
+    def trainer_beat(self, trainer: str, kind: str, stopped: bool = False) -> None:
+        """`trainer` (see `trainer_id`), a process that claims jobs, is alive; or, `stopped`, has stopped."""
+
+    @abstractmethod
+    def trainers(self) -> Trainers:
+        """How many trainers are alive, and how long ago the last one was heard of."""
+
 
 def open_job_store(store: ModelStore, timeout: float = 10.0) -> JobStore:
     """The job records kept with `store`; `timeout`: how long to wait for a lock."""
@@ -213,6 +236,28 @@ def _dead(host: str | None, pid: int | None, age: float | None) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Trainers:
+    """What the job store knows of its trainers: how many are alive, and when one was last heard of."""
+
+    alive: int
+    last_seen_age: float | None  # seconds since the newest heartbeat of any trainer; None: never one
+
+    def waiting_message(self) -> str:
+        """What a queued job is waiting for, in words (the `message` of its public record)."""
+        if self.alive:
+            return f"queued: {self.alive} trainer(s) alive; it runs when the jobs before it have finished"
+        start = "start `intently worker` where the training extra is (pip install 'intently[train]')"
+        if self.last_seen_age is None:
+            return f"waiting for a trainer: none has ever been seen by this store; {start}"
+        return f"waiting for a trainer: none has been seen for {int(self.last_seen_age)} s; {start}"
+
+
+def trainer_id() -> str:
+    """This process as a trainer: the host (with its process namespace) and the pid."""
+    return f"{HOST}/{os.getpid()}"
+
+
 def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     options = json.loads(row["options"])
     return {
@@ -232,7 +277,17 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
         "activation_reason": row["activation_reason"],
         "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
         "error": row["error"],
+        "message": None,
     }
+
+
+def _with_messages(records: builtins.list[dict[str, Any]], trainers: Callable[[], Trainers]) -> None:
+    """Queued records say what they wait for; `trainers` is asked only when one is queued."""
+    queued = [r for r in records if r["state"] == "queued"]
+    if queued:
+        message = trainers().waiting_message()
+        for record in queued:
+            record["message"] = message
 
 
 def _input(options: str, examples: bytes, rules: str | None) -> JobInput:
@@ -271,6 +326,7 @@ class SqliteJobStore(JobStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             conn.execute(_SQLITE_SCHEMA)
+            conn.execute(_SQLITE_TRAINERS)
             yield conn
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the job store {self.path} cannot be used ({exc}); retry") from None
@@ -307,7 +363,9 @@ class SqliteJobStore(JobStore):
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return _public(row)
+        record = _public(row)
+        _with_messages([record], self.trainers)
+        return record
 
     def input(self, job_id: str) -> JobInput:
         with self.connect() as conn:
@@ -325,7 +383,9 @@ class SqliteJobStore(JobStore):
     def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         with self.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
-            return [_public(r) for r in rows.fetchall()]
+            records = [_public(r) for r in rows.fetchall()]
+        _with_messages(records, self.trainers)
+        return records
 
     def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
         if not fields:
@@ -384,6 +444,27 @@ class SqliteJobStore(JobStore):
             finally:
                 conn.execute("COMMIT")
 
+    def trainer_beat(self, trainer: str, kind: str, stopped: bool = False) -> None:
+        now = time.time()
+        host, _, pid = trainer.rpartition("/")
+        with self.connect() as conn:
+            conn.execute(
+                "INSERT INTO trainers (id, host, pid, kind, started_at, seen, stopped)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET seen = excluded.seen, stopped = excluded.stopped",
+                (trainer, host, int(pid or 0), kind, now_text(), now, int(stopped)),
+            )
+            conn.execute("DELETE FROM trainers WHERE seen < ?", (now - TRAINER_FORGET_SECONDS,))
+
+    def trainers(self) -> Trainers:
+        now = time.time()
+        with self.connect() as conn:
+            alive, newest = conn.execute(
+                "SELECT count(*) FILTER (WHERE NOT stopped AND seen >= ?), max(seen) FROM trainers",
+                (now - STALE_SECONDS,),
+            ).fetchone()
+        return Trainers(int(alive), None if newest is None else max(0.0, now - newest))
+
 
 _UPDATABLE = {*_PUBLIC_COLUMNS.replace(" ", "").split(","), "pid", "host"} - {"id", "heartbeat"}
 # The database's clock, not the replica's: heartbeats written and judged on one clock.
@@ -422,7 +503,9 @@ class PostgresJobStore(JobStore):
             row = cur.execute(query, (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return _public(row)
+        record = _public(row)
+        _with_messages([record], self.trainers)
+        return record
 
     def input(self, job_id: str) -> JobInput:
         with self.db.connection() as conn:
@@ -438,7 +521,9 @@ class PostgresJobStore(JobStore):
             rows = cur.execute(
                 f"SELECT {_PUBLIC_COLUMNS} FROM intently_jobs ORDER BY seq DESC LIMIT %s", (limit,)
             ).fetchall()
-        return [_public(r) for r in rows]
+        records = [_public(r) for r in rows]
+        _with_messages(records, self.trainers)
+        return records
 
     def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
         unknown = set(fields) - _UPDATABLE
@@ -497,3 +582,26 @@ class PostgresJobStore(JobStore):
                 return str(row[0])
         except pg_errors.UniqueViolation:  # another replica claimed a job in the same instant
             return None
+
+    def trainer_beat(self, trainer: str, kind: str, stopped: bool = False) -> None:
+        host, _, pid = trainer.rpartition("/")
+        with self.db.connection() as conn:
+            conn.execute(
+                "INSERT INTO intently_trainers (id, host, pid, kind, started_at, seen, stopped)"
+                f" VALUES (%s, %s, %s, %s, %s, {_DB_NOW}, %s)"
+                " ON CONFLICT (id) DO UPDATE SET seen = excluded.seen, stopped = excluded.stopped",
+                (trainer, host, int(pid or 0), kind, now_text(), stopped),
+            )
+            conn.execute(
+                f"DELETE FROM intently_trainers WHERE seen < {_DB_NOW} - %s", (TRAINER_FORGET_SECONDS,)
+            )
+
+    def trainers(self) -> Trainers:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                f"SELECT count(*) FILTER (WHERE NOT stopped AND {_DB_NOW} - seen <= %s),"
+                f" {_DB_NOW} - max(seen) FROM intently_trainers",
+                (STALE_SECONDS,),
+            ).fetchone()
+        alive, age = row if row is not None else (0, None)
+        return Trainers(int(alive), None if age is None else max(0.0, float(age)))

@@ -1,5 +1,8 @@
 """`intently train | evaluate | predict`: the training package's commands.
 
+`train`, `encoder` and `vectors` need the `train` extra (torch); without it they say so in one
+line and exit 2, while `predict`, `evaluate`, `models` and `store` work on any artifact.
+
 `app.cli` adds `serve` and is the `intently` console script; these commands
 never import the service.
 """
@@ -7,6 +10,7 @@ never import the service.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -21,6 +25,7 @@ from model.predictor import Predictor
 from model.tokenizer import PAD, UNK
 from store.model_store import DATABASE_URL_ENV, ModelStore, StoreError, migrate, open_store
 from training import threads
+from training.available import TRAIN_EXTRA, TrainingUnavailable, require_training
 from training.config import TrainConfig
 from training.corpus import corpus_checksum, embed_corpus, read_corpus
 from training.evaluate import evaluate, format_report, version_report_files, write_report
@@ -175,6 +180,7 @@ NO_OOS_HINT = (
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    require_training("training")
     if not args.out and not args.store:
         raise CliError("say where the model goes: --out DIR or --store DIR")
     given = {name: getattr(args, name) for name in TrainConfig.model_fields}
@@ -236,6 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.report and importlib.util.find_spec("matplotlib") is None:
+        raise CliError(f"--report draws its pictures with matplotlib, not installed here: {TRAIN_EXTRA}")
     predictor = Predictor.load(args.model)
     report = evaluate(predictor, read_file(args.data))
     if args.report:
@@ -303,6 +311,7 @@ def _named_store(where: str, cache: Path) -> ModelStore:
 
 
 def cmd_vectors(args: argparse.Namespace) -> int:
+    require_training("building word vectors")
     words = None
     if args.words:
         with open(args.words, encoding="utf-8") as f:
@@ -314,6 +323,7 @@ def cmd_vectors(args: argparse.Namespace) -> int:
 
 
 def cmd_encoder(args: argparse.Namespace) -> int:
+    require_training("pretraining the encoder")
     threads.configure(args.threads)  # before torch is imported
     # torch: imported by the commands that train, not by `serve`
     from training.encoder import (
@@ -381,7 +391,16 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed command; bad input becomes one clear line on stderr and exit 2."""
     try:
         return int(args.func(args))
-    except (CliError, DataError, ArtifactError, StoreError, EncoderUnavailable, ValueError, OSError) as exc:
+    except (
+        CliError,
+        DataError,
+        ArtifactError,
+        StoreError,
+        EncoderUnavailable,
+        TrainingUnavailable,
+        ValueError,
+        OSError,
+    ) as exc:
         print(f"intently {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

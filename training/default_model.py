@@ -15,9 +15,9 @@ from model.artifact import load
 from model.runtime import Weights
 from store.directory import DirectoryStore
 from store.model_store import CONFUSION_FILE, REPORT_FILE, ModelStore, StoreError
+from training.available import TRAIN_EXTRA, TrainingUnavailable, can_train
 from training.evaluate import version_report_files
 from training.readers import Example, read_file
-from training.train import TrainConfig, train
 
 DATA_ENV = "INTENTLY_DEFAULT_DATA"
 SEED_ENV = "INTENTLY_DEFAULT_SEED_STORE"
@@ -50,6 +50,15 @@ def ensure_default(store: ModelStore, show_progress: bool = False) -> str | None
         seeded = _copy_seed(store)
         if seeded is not None:
             return seeded
+        if not can_train():
+            raise TrainingUnavailable(
+                f"the model store {store.describe()} is empty, and training its built-in model needs"
+                f" torch, not installed here: {TRAIN_EXTRA}; or serve a model directory (--model),"
+                f" or set {SEED_ENV} to a store that holds one (as the images do)"
+            )
+        # torch: imported only where the built-in model is trained, not where a seed is copied
+        from training.train import TrainConfig, train
+
         examples = read_file(default_data_path())
         result = train(examples, TrainConfig(), show_progress=show_progress)
         result.meta.training["source"] = "built-in default data"

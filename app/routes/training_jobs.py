@@ -1,4 +1,5 @@
-"""Admin: retraining over HTTP. A job is queued here and run by a worker's job dispatcher."""
+"""Admin: retraining over HTTP. A job is queued here and run by a trainer: this server's own job
+dispatcher where torch is installed, else `intently worker` (training/dispatcher.py)."""
 
 from __future__ import annotations
 
@@ -178,7 +179,8 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
         record = await _job_store_call(submit, _jobs(store), job)
     except (JobError, DataError, StoreError) as exc:
         raise ApiError(422, "invalid_job", str(exc)) from None
-    request.app.state.dispatcher.wake()
+    if request.app.state.dispatcher is not None:  # None: no torch here, a trainer elsewhere polls
+        request.app.state.dispatcher.wake()
     return record
 
 

@@ -62,11 +62,13 @@ def get_routes(client: TestClient) -> set[str]:
 
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict[str, Any]]:
+    """Each manifest by its kind; the trainer's Deployment as "Deployment/trainer"."""
     docs: dict[str, dict[str, Any]] = {}
     for path in sorted(K8S.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                docs[doc["kind"]] = doc
+                trainer = doc.get("metadata", {}).get("name") == "intently-trainer"
+                docs[doc["kind"] + ("/trainer" if trainer else "")] = doc
     return docs
 
 
@@ -125,10 +127,42 @@ def quantity(value: str | int) -> float:
 
 
 def test_every_manifest_parses_and_kustomization_lists_them(manifests: dict[str, dict[str, Any]]) -> None:
-    assert set(manifests) >= {"Deployment", "Service", "HorizontalPodAutoscaler", "Kustomization"}
+    assert set(manifests) >= {
+        "Deployment",
+        "Deployment/trainer",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "Kustomization",
+    }
     assert "PersistentVolumeClaim" not in manifests, "the state lives in PostgreSQL, not on a volume"
     listed = set(manifests["Kustomization"]["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_slim_replicas_and_one_trainer(
+    manifests: dict[str, dict[str, Any]], container: dict[str, Any]
+) -> None:
+    """The replicas serve with the slim image; one trainer runs the full one as `intently worker`,
+    on the same database, hardened as they are, and outside the Service."""
+    assert container["image"].startswith("intently-slim:")
+    trainer = manifests["Deployment/trainer"]
+    assert trainer["spec"]["replicas"] == 1
+    pod = trainer["spec"]["template"]["spec"]
+    (worker,) = pod["containers"]
+    assert worker["image"].startswith("intently:") and worker["args"] == ["worker"]
+    assert build_parser().parse_args(["worker"]).command == "worker"
+    assert "ports" not in worker and "readinessProbe" not in worker
+    selector = manifests["Service"]["spec"]["selector"]
+    labels = trainer["spec"]["template"]["metadata"]["labels"]
+    assert any(labels.get(k) != v for k, v in selector.items()), "the Service must not send requests to it"
+    env = {e["name"]: e for e in worker["env"]}
+    assert set(env) <= known_env()
+    served = {e["name"]: e for e in container["env"]}
+    assert env["INTENTLY_DATABASE_URL"] == served["INTENTLY_DATABASE_URL"]
+    assert env["INTENTLY_MODEL_STORE"] == served["INTENTLY_MODEL_STORE"]
+    assert pod["securityContext"] == manifests["Deployment"]["spec"]["template"]["spec"]["securityContext"]
+    assert worker["securityContext"] == container["securityContext"]
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_container_port_is_the_app_port(container: dict[str, Any], dockerfile: dict[str, list[str]]) -> None:
@@ -331,6 +365,20 @@ def test_replicas_are_hardened_with_a_cache_each(
     assert Path(data) in Path(store).parents
     assert_hardened(intently)
     assert seconds(intently["stop_grace_period"]) > graceful_timeout()
+
+
+def test_replicas_are_slim_and_one_trainer_runs_their_jobs(replicas: dict[str, Any]) -> None:
+    services = replicas["services"]
+    intently, trainer = services["intently"], services["trainer"]
+    assert intently["build"] == {"context": ".", "target": "slim"}
+    assert trainer["build"] == "." and trainer["command"] == ["worker"]
+    assert trainer["deploy"]["replicas"] == 1 and "ports" not in trainer
+    assert trainer["environment"][DATABASE_ENV] == intently["environment"][DATABASE_ENV]
+    assert set(trainer["environment"]) <= known_env()
+    assert trainer["depends_on"] == intently["depends_on"]
+    assert trainer["healthcheck"] == {"disable": True}  # no HTTP: the image's /readyz check does not apply
+    assert trainer["volumes"] == intently["volumes"]
+    assert_hardened(trainer)
 
 
 def nginx_directives(text: str) -> list[list[str]]:

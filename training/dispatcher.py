@@ -1,7 +1,12 @@
 """Runs queued training jobs of the store, one at a time, each in a child process.
 
-Every worker of every replica runs a dispatcher; the job store's claim (one
-transaction, in SQLite or PostgreSQL) makes sure only one job runs at a time.
+The one home of the claim-and-run loop, for both kinds of trainer: `intently worker` (a process
+that only trains) and every worker of `intently serve` where the `train` extra (torch) is
+installed. A server without torch runs no dispatcher and leaves its jobs to a trainer. Every
+dispatcher says it is alive in the job store (`trainer_beat`), so that a job queued where no
+trainer is alive says so in its record. The job store's claim (one transaction, in SQLite or
+PostgreSQL) makes sure only one job runs at a time. Torch-free itself: the job runs in
+`python -m training.jobs`.
 """
 
 from __future__ import annotations
@@ -12,41 +17,70 @@ import logging
 import os
 import sys
 
-from store.jobs import open_job_store
+from store.jobs import TRAINER_BEAT_SECONDS, open_job_store, trainer_id
 from store.model_store import ModelStore
 
 log = logging.getLogger("intently.jobs")
 
 
 class JobDispatcher:
-    def __init__(self, store: ModelStore, interval: float = 1.0):
+    """`kind`: what this trainer is, as its heartbeat row says ("serve" or "worker")."""
+
+    def __init__(self, store: ModelStore, interval: float = 1.0, kind: str = "serve"):
         self.store = store
         self.jobs = open_job_store(store)
         self.interval = interval
+        self.kind = kind
+        self.trainer = trainer_id()
         self._task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._running: str | None = None
 
     def start(self) -> None:
+        self._beat_task = asyncio.create_task(self._beat(), name="intently-trainer-heartbeat")
         self._task = asyncio.create_task(self._loop(), name="intently-jobs")
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until `stop` is set (`intently worker`), then stop as a server does."""
+        self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self) -> None:
         running = self._running  # read first: cancelling `_run` clears it
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._beat_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._proc.wait(), 10)
             if running:
-                reason = "server shut down during training"
+                reason = f"{'trainer' if self.kind == 'worker' else 'server'} shut down during training"
                 await asyncio.to_thread(self.jobs.fail_if_running, running, reason)
+        if self._beat_task is not None:
+            with contextlib.suppress(Exception):  # a store that is gone: the beats simply stop
+                await asyncio.to_thread(self.jobs.trainer_beat, self.trainer, self.kind, True)
+
+    async def _beat(self) -> None:
+        """Say this trainer is alive, also while a job runs (the loop waits on it meanwhile)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.jobs.trainer_beat, self.trainer, self.kind)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("trainer heartbeat failed; retrying", exc_info=True)
+            await asyncio.sleep(TRAINER_BEAT_SECONDS)
 
     async def _loop(self) -> None:
         await asyncio.to_thread(self.store.remove_partial)
