@@ -222,6 +222,12 @@ class JobSettings(BaseModel):
         " may only be `auto` or empty over HTTP.",
     )
     tolerance: float = Field(0.01, ge=0, le=1, description="`if_better` accepts an accuracy this much lower.")
+    from_review: bool = Field(
+        False,
+        description="`append` only: add the review inbox's labelled items (not discarded, not yet trained on)"
+        " to the data; they are marked used once the job's version is activated. Also accepted inside"
+        " `options`.",
+    )
 
 
 class TrainingJobCreate(JobSettings):
@@ -240,7 +246,9 @@ class TrainingJobCreate(JobSettings):
     )
 
     examples: list[Example] = Field(
-        min_length=1, description="Labelled utterances; intent `oos` for out of scope."
+        default_factory=list,
+        description="Labelled utterances; intent `oos` for out of scope. At least one, unless `from_review`"
+        " brings labelled items from the review inbox.",
     )
 
 
