@@ -304,6 +304,19 @@ class ConfusedPair(BaseModel):
     )
 
 
+class OperatingPoint(BaseModel):
+    boundary: float = Field(description="Out of scope where out_of_scope_score >= this; 0.5: as served.")
+    known_turned_away: float | None = Field(description="Share of known-intent rows turned away.")
+    unknown_caught: float | None = Field(description="Share of unknown (`oos`) rows caught; null without.")
+
+
+class OperatingCurve(BaseModel):
+    known: int = Field(description="Held-out rows of the model's intents.")
+    unknown: int = Field(description="Held-out rows of no intent of the model (`oos`).")
+    points: list[OperatingPoint] = Field(description="The curve, boundary 0 to 1.")
+    current: OperatingPoint = Field(description="The model's own setting (boundary 0.5).")
+
+
 class EvaluationResponse(BaseModel):
     version: str
     evaluated_on: dict[str, Any] = Field(
@@ -322,6 +335,12 @@ class EvaluationResponse(BaseModel):
     confused_pairs: list[ConfusedPair] = Field(description="The most frequent mistakes, most frequent first.")
     examples_included: bool = Field(description="Whether confused pairs carry their example utterances.")
     confusion_png: str = Field(description="Path of the confusion matrix as a PNG picture.")
+    operating_curve: OperatingCurve | None = Field(
+        None,
+        description="What the out-of-scope setting costs and buys on the held-out rows: known requests"
+        " turned away against unknown ones caught, for each boundary on out_of_scope_score, the model's"
+        " own marked; absent from reports made before it existed.",
+    )
 
 
 # --- the review inbox (app/routes/review.py) ---------------------------------------------------
@@ -422,6 +441,13 @@ class ReviewAccuracy(BaseModel):
     confidence_level: float
 
 
+class LiveOperatingPoint(BaseModel):
+    known: int = Field(description="Labelled random-sample items of a known intent (label not `oos`).")
+    known_turned_away: float | None = Field(description="Share of them the model said out of scope.")
+    unknown: int = Field(description="Labelled random-sample items labelled `oos`.")
+    unknown_caught: float | None = Field(description="Share of them the model said out of scope.")
+
+
 class ReviewStats(BaseModel):
     total: int
     statuses: dict[str, int] = Field(
@@ -429,3 +455,6 @@ class ReviewStats(BaseModel):
     )
     reasons: dict[str, int] = Field(description="Items not discarded, by why they were kept.")
     accuracy: ReviewAccuracy = Field(description="Live accuracy estimated from the labelled random sample.")
+    operating_point: LiveOperatingPoint = Field(
+        description="The evaluation's operating point measured live, on the labelled random sample."
+    )

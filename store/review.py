@@ -334,7 +334,17 @@ class ReviewStore(ABC):
                 " WHERE reason = 'sample' AND label IS NOT NULL AND discarded = 0",
                 (OOS,),
             ).fetchone()
+            known, turned_away, unknown, caught = self._run(
+                conn,
+                "SELECT coalesce(sum(CASE WHEN label <> %s THEN 1 ELSE 0 END), 0),"
+                " coalesce(sum(CASE WHEN label <> %s AND out_of_scope = 1 THEN 1 ELSE 0 END), 0),"
+                " coalesce(sum(CASE WHEN label = %s THEN 1 ELSE 0 END), 0),"
+                " coalesce(sum(CASE WHEN label = %s AND out_of_scope = 1 THEN 1 ELSE 0 END), 0)"
+                " FROM intently_review WHERE reason = 'sample' AND label IS NOT NULL AND discarded = 0",
+                (OOS, OOS, OOS, OOS),
+            ).fetchone()
         n, right = int(n), int(right)
+        known, unknown = int(known), int(unknown)
         low, high = wilson(right, n)
         return {
             "total": statuses["any"],
@@ -347,6 +357,13 @@ class ReviewStore(ABC):
                 "low": low,
                 "high": high,
                 "confidence_level": 0.95,
+            },
+            # The live counterpart of the evaluation's operating curve, at the served setting.
+            "operating_point": {
+                "known": known,
+                "known_turned_away": int(turned_away) / known if known else None,
+                "unknown": unknown,
+                "unknown_caught": int(caught) / unknown if unknown else None,
             },
         }
 

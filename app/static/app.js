@@ -342,6 +342,8 @@ function renderEvaluation(report) {
     f1.append(row);
   }
   renderEntityScores(m);
+  state.curve = report.version === state.active ? report.operating_curve : null;
+  renderOperatingCurve(report.operating_curve);
   const img = $("confusion");
   img.src = report.confusion_png;
   $("confusion-link").href = report.confusion_png;
@@ -371,6 +373,79 @@ function renderEvaluation(report) {
     ? ""
     : "Example utterances are training data and private on this server: log in as admin to see them.";
   $("eval-body").hidden = false;
+}
+
+// --- the operating point: known requests turned away against unknown ones caught ---
+
+// Drawn into the page's own <svg>, in its namespace.
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS($("operating-curve").namespaceURI, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const PLOT = { left: 46, top: 12, width: 270, height: 190 };
+const plotX = (share) => PLOT.left + share * PLOT.width;
+const plotY = (share) => PLOT.top + (1 - share) * PLOT.height;
+
+function renderOperatingCurve(curve) {
+  const box = $("eval-operating");
+  box.hidden = !curve || !curve.known;
+  if (box.hidden) return;
+  const c = curve.current;
+  const known = `turns away ${pct(c.known_turned_away)} of the requests of known intents (${curve.known} held-out examples)`;
+  const picture = $("operating-curve");
+  if (!curve.unknown) {
+    $("operating-text").textContent = `At its setting the model ${known}; the held-out examples have no ` +
+      "out-of-scope ones, so what it catches is not measured here.";
+    picture.replaceChildren();
+    picture.hidden = true;
+    return;
+  }
+  $("operating-text").textContent = `At its setting the model ${known} and catches ` +
+    `${pct(c.unknown_caught)} of unknown ones (${curve.unknown} held-out examples).`;
+  picture.hidden = false;
+  const axes = [
+    svg("line", { x1: PLOT.left, y1: plotY(0), x2: plotX(1), y2: plotY(0), stroke: "#6b7280" }),
+    svg("line", { x1: PLOT.left, y1: plotY(0), x2: PLOT.left, y2: plotY(1), stroke: "#6b7280" }),
+    svg("text", { x: PLOT.left + PLOT.width / 2, y: 240, "text-anchor": "middle" }, "known intents turned away"),
+    svg("text", { x: 12, y: PLOT.top + PLOT.height / 2, transform: `rotate(-90 12 ${PLOT.top + PLOT.height / 2})`, "text-anchor": "middle" }, "unknown caught"),
+  ];
+  for (const tick of [0, 0.5, 1]) {
+    axes.push(svg("text", { x: plotX(tick), y: plotY(0) + 16, "text-anchor": "middle" }, `${tick * 100}%`));
+    axes.push(svg("text", { x: PLOT.left - 6, y: plotY(tick) + 4, "text-anchor": "end" }, `${tick * 100}%`));
+  }
+  const line = curve.points
+    .filter((p) => p.known_turned_away !== null && p.unknown_caught !== null)
+    .map((p) => `${plotX(p.known_turned_away).toFixed(1)},${plotY(p.unknown_caught).toFixed(1)}`)
+    .join(" ");
+  const here = svg("circle", { cx: plotX(c.known_turned_away), cy: plotY(c.unknown_caught), r: 6, fill: "#1d4ed8", stroke: "#fff", "stroke-width": 2 });
+  here.append(svg("title", {}, `as served: ${pct(c.known_turned_away)} known turned away, ${pct(c.unknown_caught)} unknown caught`));
+  here.id = "operating-current";
+  picture.replaceChildren(...axes, svg("polyline", { points: line, fill: "none", stroke: "#2563eb", "stroke-width": 2 }), here);
+  drawLivePoint();
+}
+
+// The inbox's live estimate of the served version's point, on its curve (only for the active version).
+function drawLivePoint() {
+  const old = $("operating-live");
+  if (old) old.remove();
+  const live = state.livePoint;
+  if (!state.curve || !state.curve.unknown || !live || !live.known || !live.unknown) return;
+  const size = 10;
+  const mark = svg("rect", {
+    x: plotX(live.known_turned_away) - size / 2,
+    y: plotY(live.unknown_caught) - size / 2,
+    width: size,
+    height: size,
+    fill: "#b45309",
+    stroke: "#fff",
+    "stroke-width": 2,
+  });
+  mark.id = "operating-live";
+  mark.append(svg("title", {}, `live: ${pct(live.known_turned_away)} known turned away, ${pct(live.unknown_caught)} unknown caught`));
+  $("operating-curve").append(mark);
 }
 
 // Entity scores are in the report only when the held-out examples have entities.
@@ -811,12 +886,19 @@ async function refreshInboxStats() {
 
 // Live accuracy from the labelled random sample (the other items were chosen for the model's doubt).
 function renderInboxStats(stats) {
+  state.livePoint = stats.operating_point;
+  drawLivePoint();
   const a = stats.accuracy;
   const s = stats.statuses;
   const counts = `${s.unlabelled} to label, ${s.labelled} labelled, ${s.used} trained on, ${s.discarded} discarded.`;
+  const live = stats.operating_point;
+  const point = live.known && live.unknown
+    ? ` Live, as served: ${pct(live.known_turned_away)} of ${live.known} known requests turned away, ` +
+      `${pct(live.unknown_caught)} of ${live.unknown} unknown ones caught.`
+    : "";
   $("inbox-accuracy").textContent = a.labelled_sample
     ? `Estimated live accuracy ${pct(a.estimate)} (95% interval ${pct(a.low)}–${pct(a.high)}), from ` +
-      `${a.labelled_sample} labelled random-sample items. ${counts}`
+      `${a.labelled_sample} labelled random-sample items.${point} ${counts}`
     : `Label random-sample items to estimate live accuracy. ${counts}`;
 }
 

@@ -3,6 +3,7 @@ admin API and its export read back by training's own readers."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -309,3 +310,46 @@ def test_a_store_written_by_another_worker_is_read_back(small_store: Path) -> No
     assert item["count"] == 3
     with sqlite3.connect(small_store / DB_FILE) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- the operating point ---------------------------------------------------------------------
+
+
+def test_the_operating_curve_passes_through_the_models_own_point(
+    small_predictor: Predictor, assistant_test: list[Example]
+) -> None:
+    from training.evaluate import evaluate
+
+    report = evaluate(small_predictor, assistant_test)
+    curve, metrics = report["operating_curve"], report["metrics"]
+    oos_rows = sum(e.intent == "oos" for e in assistant_test)
+    assert curve["unknown"] == oos_rows and curve["known"] == len(assistant_test) - oos_rows
+    # The model as served: its out-of-scope recall, and the known rows it turns away.
+    assert curve["current"]["boundary"] == 0.5
+    assert curve["current"]["unknown_caught"] == pytest.approx(metrics["oos_recall"])
+    answers = small_predictor.predict_batch([e.text for e in assistant_test if e.intent != "oos"])
+    turned_away = sum(a.out_of_scope for a in answers) / len(answers)
+    assert curve["current"]["known_turned_away"] == pytest.approx(turned_away)
+    # From everything turned away (boundary 0) to nothing; both shares fall as the boundary rises.
+    points = curve["points"]
+    assert points[0]["known_turned_away"] == 1 and points[0]["unknown_caught"] == 1
+    for a, b in itertools.pairwise(points):
+        assert b["known_turned_away"] <= a["known_turned_away"] and b["unknown_caught"] <= a["unknown_caught"]
+
+
+def test_the_evaluation_route_and_the_inbox_give_the_operating_point(small_store: Path) -> None:
+    for client in ready_client(_settings(small_store, review_sample_rate=1.0)):
+        version = client.get("/v1/model").json()["version"]
+        curve = client.get(f"/v1/models/{version}/evaluation").json()["operating_curve"]
+        assert curve["known"] > 0 and len(curve["points"]) == 101 and curve["current"]["boundary"] == 0.5
+        texts = ["What time is it?", "play some jazz", NONSENSE, "purple monkey dishwasher"]
+        answers = client.post("/v1/classify/batch", json={"texts": texts}).json()["results"]
+        _flush(client)
+        items = {i["text"]: i["id"] for i in client.get("/v1/review", headers=AUTH).json()["items"]}
+        labels = ["ask_time", "play_music", "oos", "oos"]
+        changes = [{"id": items[t], "label": label} for t, label in zip(texts, labels, strict=True)]
+        client.post("/v1/review/labels", json={"items": changes}, headers=AUTH)
+        live = client.get("/v1/review/stats", headers=AUTH).json()["operating_point"]
+        assert live["known"] == 2 and live["unknown"] == 2
+        assert live["known_turned_away"] == sum(a["out_of_scope"] for a in answers[:2]) / 2
+        assert live["unknown_caught"] == sum(a["out_of_scope"] for a in answers[2:]) / 2

@@ -1,5 +1,6 @@
 """The review inbox in the playground, in headless Chromium against the real server: label three
-live requests from the keyboard, train with them, and see the new version answer one of them right."""
+live requests from the keyboard, train with them, and see the new version answer one of them right;
+the operating point on the evaluation's curve, and measured live."""
 
 from __future__ import annotations
 
@@ -96,20 +97,35 @@ def test_label_three_from_the_keyboard_train_and_see_one_answered_right(
     expect(p.locator("#inbox-accuracy")).to_contain_text("from 3 labelled random-sample items")
     expect(p.locator("#inbox-accuracy")).to_contain_text("Estimated live accuracy 0.0%")
 
+    # The operating point: the held-out curve with the model's own point, and (once an unknown
+    # request is labelled `oos`, key o) the live point beside it.
+    expect(p.locator("#operating-text")).to_contain_text("catches")
+    expect(p.locator("#operating-curve polyline")).to_have_count(1)
+    expect(p.locator("#operating-current")).to_have_count(1)
+    expect(p.locator("#operating-live")).to_have_count(0)
+    _go_to(p, OTHER[0])
+    p.keyboard.press("o")
+    nonsense = listbox.get_by_role("option").filter(has_text=OTHER[0])
+    expect(nonsense.locator(".label-tag")).to_have_text("→ oos")
+    expect(p.locator("#inbox-accuracy")).to_contain_text("Live, as served:")
+    expect(p.locator("#operating-live")).to_have_count(1)
+
     # Train with them: the activation and options of the training form.
     p.get_by_label("Activation").select_option("always")
     p.get_by_text("Training options").click()
     p.get_by_label(re.compile("^Options as a JSON object")).fill(json.dumps(FAST))
-    train = p.get_by_role("button", name="Train with these (3 labelled)")
+    train = p.get_by_role("button", name="Train with these (4 labelled)")
     train.click()
-    expect(p.locator("#inbox-status")).to_contain_text("with 3 labelled items")
+    expect(p.locator("#inbox-status")).to_contain_text("with 4 labelled items")
     expect(p.locator("#job-state")).to_contain_text(re.compile(r"Training: epoch \d+ of 20"), timeout=60_000)
     expect(p.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=300_000)
-    version = httpx.get(f"{url}/v1/model").json()["version"]
-    expect(p.locator("#model-line")).to_contain_text(version)
+    (job,) = httpx.get(f"{url}/v1/training-jobs", headers=AUTH).json()["jobs"]
+    version = job["version"]
+    assert job["activated"] and job["examples"] == 4
+    expect(p.locator("#model-line")).to_contain_text(version)  # the page waits for the swap (~1 s)
     # Trained on: out of the list, counted as used.
-    expect(listbox.get_by_role("option")).to_have_count(len(OTHER))
-    expect(p.locator("#inbox-accuracy")).to_contain_text("3 trained on")
+    expect(listbox.get_by_role("option")).to_have_count(len(OTHER) - 1)
+    expect(p.locator("#inbox-accuracy")).to_contain_text("4 trained on")
 
     after = {t: httpx.post(f"{url}/v1/classify", json={"text": t}).json() for t in FOOD}
     right = [t for t, a in after.items() if a["intent"] == "order_food" and a["model_version"] == version]
