@@ -147,6 +147,7 @@ class ReviewCapture:
                 self.prune()
                 next_prune = time.monotonic() + self.prune_every
         self._drain()
+        self.store.close()
 
     def prune(self) -> int:
         try:

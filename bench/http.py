@@ -11,13 +11,16 @@ concurrency the three are loaded back to back, so a compared pair is
 measured seconds apart and background load on a shared machine hits both.
 With --review a fourth server joins them: batching on and the review inbox on
 (INTENTLY_REVIEW=true, its SQLite inbox in a temporary store), loaded right
-after batch-on, so that the cost of capture is read off the same run.
+after batch-on, so that the cost of capture is read off the same run. With
+--repeat N every server is loaded N times per concurrency, in alternating
+order, and the table gives the medians (every round is in the JSON).
 Results: a table here and bench/results/http.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +59,12 @@ def parse_args() -> argparse.Namespace:
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for both real servers"
     )
     p.add_argument("--review", action="store_true", help="also the service with the review inbox on")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each server per concurrency, in alternating order; the table gives their medians",
+    )
     args = p.parse_args()
     if min(args.concurrency) < 1 or min(args.workers) < 1 or args.duration <= 0:
         p.error("concurrency, workers and duration must be positive")
@@ -183,18 +192,37 @@ def run_worker_count(
         for server in servers.values():
             load(server.url, 16, args.warmup)
         for conc in args.concurrency:
-            for kind in kinds:
-                res = load(servers[kind].url, conc, args.duration)
-                rows.append({"workers": workers, "concurrency": conc, "server": kind, **res})
-                print(
-                    f"  w={workers} c={conc:<3} {kind:<9} {res['rps']:9.0f} req/s"
-                    f"  p50 {res['p50_ms']:7.2f} ms  p99 {res['p99_ms']:7.2f} ms  errors {res['errors']}",
-                    flush=True,
-                )
+            for rep in range(args.repeat):
+                # Alternating order: a server measured first in one round is measured last in the next.
+                for kind in kinds if rep % 2 == 0 else kinds[::-1]:
+                    res = load(servers[kind].url, conc, args.duration)
+                    row = {"workers": workers, "concurrency": conc, "server": kind, "round": rep}
+                    rows.append({**row, **res})
+                    print(
+                        f"  w={workers} c={conc:<3} {kind:<9} {res['rps']:9.0f} req/s"
+                        f"  p50 {res['p50_ms']:7.2f} ms  p99 {res['p99_ms']:7.2f} ms  errors {res['errors']}",
+                        flush=True,
+                    )
     finally:
         for server in servers.values():
             server.stop()
     return rows
+
+
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server, worker count and concurrency: the median of its rounds (errors summed)."""
+    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["workers"], r["concurrency"], r["server"]), []).append(r)
+    out = []
+    for (workers, conc, kind), runs in groups.items():
+        merged = {**runs[0], "workers": workers, "concurrency": conc, "server": kind, "rounds": len(runs)}
+        for key in ("rps", "p50_ms", "p99_ms"):
+            merged[key] = statistics.median(r[key] for r in runs)
+        merged["errors"] = sum(r["errors"] for r in runs)
+        merged.pop("round", None)
+        out.append(merged)
+    return out
 
 
 def main() -> None:
@@ -215,6 +243,7 @@ def main() -> None:
     finally:
         su.kill_all()
 
+    runs, rows = rows, medians(rows)
     table_rows = []
     for r in rows:
         bare = find(rows, r["workers"], r["concurrency"], BARE)
@@ -250,6 +279,7 @@ def main() -> None:
         "facts": {**facts, "args": vars(args), "texts": texts, "seconds": round(elapsed, 1)},
         "engine": rows[0]["engine"] if rows else None,
         "runs": rows,
+        "rounds": runs,
         "targets": summary,
     }
     path = write_results("http", payload)
