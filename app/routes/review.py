@@ -46,6 +46,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "The inbox's store is locked or unreachable; retry"},
 }
 WITH_404 = {**ERRORS, 404: {"model": ErrorResponse, "description": "No such item"}}
+WITH_BODY = {
+    **ERRORS,
+    400: {"model": ErrorResponse, "description": "Malformed JSON"},
+    413: {"model": ErrorResponse, "description": "Body over INTENTLY_MAX_BODY_BYTES"},
+}
 Status = Literal["unlabelled", "labelled", "used", "discarded", "any"]
 
 
@@ -163,7 +168,7 @@ def _rasa_yaml(rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@router.post("/v1/review/labels", response_model=ReviewBulkResult, responses=ERRORS)
+@router.post("/v1/review/labels", response_model=ReviewBulkResult, responses=WITH_BODY)
 async def label_many(body: ReviewBulk, inbox: InboxDep) -> dict[str, Any]:
     """Bulk label: each item its own label (or discard), all in one transaction."""
     changes = {c.id: _checked(c, f"items.{n}") for n, c in enumerate(body.items)}
@@ -172,7 +177,7 @@ async def label_many(body: ReviewBulk, inbox: InboxDep) -> dict[str, Any]:
     return {"updated": len(found), "missing": [i for i in changes if i not in found]}
 
 
-@router.put("/v1/review/{item_id}", response_model=ReviewItem, responses=WITH_404)
+@router.put("/v1/review/{item_id}", response_model=ReviewItem, responses={**WITH_404, **WITH_BODY})
 async def label_one(item_id: str, body: ReviewUpdate, inbox: InboxDep) -> dict[str, Any]:
     """Label an item (`{"label": INTENT_OR_oos}`) or set it aside (`{"discard": true}`)."""
     change = _checked(body)
