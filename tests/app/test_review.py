@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,8 @@ from app.metrics import FAST_PATH, REVIEW_DROPPED, REVIEW_KEPT
 from app.review import CaptureRule, ReviewCapture
 from model.predictor import Predictor
 from store.directory import DirectoryStore
-from store.review import DB_FILE, REASONS, Sighting, SqliteReviewStore, item_id, wilson
+from store.model_store import ModelStore
+from store.review import DB_FILE, REASONS, Sighting, SqliteReviewStore, item_id, open_review_store, wilson
 from tests.conftest import ready_client
 from training.readers import Example, parse_bytes
 
@@ -114,8 +115,8 @@ def _sighting(text: str, seen: float, reason: str = "out_of_scope", count: int =
     )
 
 
-def test_identical_texts_are_one_item_counted(tmp_path: Path) -> None:
-    store = SqliteReviewStore(DirectoryStore(tmp_path / "store"))
+def test_identical_texts_are_one_item_counted(open_replica: Callable[[str], ModelStore]) -> None:
+    store = open_review_store(open_replica("a"))
     store.record([_sighting("Book a  table", 100.0, count=2)])
     store.record([_sighting("book a table", 200.0, "low_confidence")])
     store.record([_sighting("BOOK A TABLE", 150.0, "sample")])
@@ -128,8 +129,11 @@ def test_identical_texts_are_one_item_counted(tmp_path: Path) -> None:
     )
 
 
-def test_bounds_drop_the_oldest_unlabelled_first_and_age_drops_everything(tmp_path: Path) -> None:
-    store = SqliteReviewStore(DirectoryStore(tmp_path / "store"))
+def test_bounds_drop_the_oldest_unlabelled_first_and_age_drops_everything(
+    open_replica: Callable[[str], ModelStore],
+) -> None:
+    """On both backends (directory: SQLite; PostgreSQL: the table of migration 2)."""
+    store = open_review_store(open_replica("a"))
     now = 1_000_000.0
     store.record([_sighting(f"text {i}", now - 100 + i) for i in range(10)])
     store.set_labels([(item_id("text 0"), "ask_time", False)])  # the oldest, but labelled
@@ -139,6 +143,19 @@ def test_bounds_drop_the_oldest_unlabelled_first_and_age_drops_everything(tmp_pa
     # Age: nothing not seen for max_age_seconds stays, labelled or not.
     assert store.prune(max_items=100, max_age_seconds=94.5, now=now) == 2  # text 0 and 5: seen at -100, -95
     assert {i["text"] for i in store.list(status="any")[0]} == {"text 6", "text 7", "text 8", "text 9"}
+    # The rest of the store's API, on this backend too.
+    items, following = store.list(limit=3)
+    assert len(items) == 3 and following is not None
+    rest, last = store.list(limit=3, cursor=int(following))
+    assert {i["text"] for i in items + rest} == {"text 6", "text 7", "text 8", "text 9"} and last is None
+    assert store.set_labels([(item_id("text 6"), "oos", False), ("nope", "oos", False)]) == {
+        item_id("text 6"): "out_of_scope"
+    }
+    assert store.mark_used([item_id("text 6")], "v2") == 1
+    assert [i["used_in"] for i in store.labelled()] == ["v2"] and store.labelled(unused_only=True) == []
+    assert store.stats()["statuses"] == {"unlabelled": 3, "labelled": 0, "used": 1, "discarded": 0}
+    assert store.delete(item_id("text 7")) and not store.delete(item_id("text 7"))
+    assert store.clear() == 3 and store.list(status="any")[0] == []
 
 
 def test_wilson_interval() -> None:
