@@ -89,6 +89,26 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(20 * 1_048_576, ge=1024, description="Largest training data upload.")
     max_train_examples: int = Field(200_000, ge=10, description="Most examples in one training job.")
+    review: bool = Field(
+        False,
+        description="The review inbox: keep the requests the model was unsure of (and a random sample) for"
+        " an admin to label and retrain on (docs/lifecycle.md). Off by default: it keeps users' words.",
+    )
+    review_sample_rate: float = Field(
+        0.01, ge=0, le=1, description="Review inbox: share of all requests kept at random (live accuracy)."
+    )
+    review_max_items: int = Field(
+        10_000, ge=1, description="Review inbox: most items kept; the oldest unlabelled go first."
+    )
+    review_max_age_days: float = Field(
+        30.0, gt=0, description="Review inbox: an item not seen for this many days is deleted."
+    )
+    review_queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Review inbox: requests waiting to be written, per worker; beyond it they are dropped"
+        " (counted), never the request.",
+    )
 
 
 @lru_cache

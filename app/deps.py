@@ -11,6 +11,7 @@ from app.batcher import Batcher
 from app.config import Settings
 from app.errors import ApiError
 from app.model_holder import ModelHolder
+from app.review import ReviewCapture
 from model.predictor import Predictor
 
 
@@ -44,12 +45,13 @@ class ClassifyContext:
     predictor: Predictor
     batcher: Batcher
     settings: Settings
+    review: ReviewCapture | None = None  # the review inbox's capture, when INTENTLY_REVIEW is on
 
 
 async def classify_context(request: Request) -> ClassifyContext:
     """What the classify routes resolve first; app/fast_path.py calls it too."""
     state = request.app.state
-    return ClassifyContext(ready_predictor(state.holder), state.batcher, state.settings)
+    return ClassifyContext(ready_predictor(state.holder), state.batcher, state.settings, state.review)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -16,7 +16,20 @@ from app.config import Settings, get_settings, settings_store
 from app.fast_path import ClassifyFastPath
 from app.middleware import RequestContext
 from app.model_holder import ModelHolder
-from app.routes import classify, evaluation, health, model_info, playground, rasa, training_jobs, versions
+from app.review import ReviewCapture
+from app.routes import (
+    classify,
+    evaluation,
+    health,
+    model_info,
+    playground,
+    rasa,
+    review,
+    training_jobs,
+    versions,
+)
+from store.model_store import ModelStore
+from store.review import open_review_store
 from training.available import can_train
 from training.dispatcher import JobDispatcher
 
@@ -32,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Where the `train` extra is installed, every worker is also a trainer; elsewhere (the slim
     # image, `pip install intently`) jobs are queued here and left to `intently worker`.
     dispatcher = JobDispatcher(store) if store is not None and can_train() else None
+    capture = _review_capture(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,11 +65,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await holder.start()
         if dispatcher is not None:
             dispatcher.start()
+        if capture is not None:
+            capture.start()
         yield
         if dispatcher is not None:
             await dispatcher.stop()
         await holder.stop()
         await batcher.stop()
+        if capture is not None:
+            await asyncio.to_thread(capture.stop)
         if store is not None:
             store.close()
 
@@ -69,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = holder
     app.state.batcher = batcher
     app.state.dispatcher = dispatcher
+    app.state.review = capture
     errors.install(app)
     # Added first, so innermost: inside CORS and RequestContext, which apply to it as to any route.
     app.add_middleware(ClassifyFastPath, fastapi_app=app)
@@ -84,10 +103,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         larger_bodies={"/v1/training-jobs": settings.max_upload_bytes},
     )
-    for module in (classify, rasa, model_info, evaluation, health, versions, training_jobs, playground):
+    routers = (classify, rasa, model_info, evaluation, health, versions, training_jobs, review, playground)
+    for module in routers:
         app.include_router(module.router)
     _document_bodies_read_by_hand(app)
     return app
+
+
+def _review_capture(settings: Settings, store: ModelStore | None) -> ReviewCapture | None:
+    """The review inbox's capture, with INTENTLY_REVIEW on: in the model store's backend (a server of a
+    fixed model directory keeps it in the store the settings name, as a retraining server would)."""
+    if not settings.review:
+        return None
+    return ReviewCapture(
+        open_review_store(store if store is not None else settings_store(settings)),
+        sample_rate=settings.review_sample_rate,
+        max_queue=settings.review_queue_size,
+        max_items=settings.review_max_items,
+        max_age_seconds=settings.review_max_age_days * 86400,
+    )
 
 
 def _document_bodies_read_by_hand(app: FastAPI) -> None:

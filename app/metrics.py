@@ -55,6 +55,20 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 
+REVIEW_KEPT = Counter(
+    "intently_review_kept_total", "Requests written to the review inbox, by why they were kept", ["reason"]
+)
+REVIEW_DROPPED = Counter(
+    "intently_review_dropped_total",
+    "Requests the review inbox meant to keep but dropped: 'queue_full' or 'store_unavailable'",
+    ["reason", "cause"],
+)
+REVIEW_LABELLED = Counter(
+    "intently_review_labelled_total",
+    "Review items labelled, by why they were kept and as what: 'intent', 'oos' or 'discarded'",
+    ["reason", "as"],
+)
+
 
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -222,6 +222,12 @@ class JobSettings(BaseModel):
         " may only be `auto` or empty over HTTP.",
     )
     tolerance: float = Field(0.01, ge=0, le=1, description="`if_better` accepts an accuracy this much lower.")
+    from_review: bool = Field(
+        False,
+        description="`append` only: add the review inbox's labelled items (not discarded, not yet trained on)"
+        " to the data; they are marked used once the job's version is activated. Also accepted inside"
+        " `options`.",
+    )
 
 
 class TrainingJobCreate(JobSettings):
@@ -240,7 +246,9 @@ class TrainingJobCreate(JobSettings):
     )
 
     examples: list[Example] = Field(
-        min_length=1, description="Labelled utterances; intent `oos` for out of scope."
+        default_factory=list,
+        description="Labelled utterances; intent `oos` for out of scope. At least one, unless `from_review`"
+        " brings labelled items from the review inbox.",
     )
 
 
@@ -305,6 +313,19 @@ class ConfusedPair(BaseModel):
     )
 
 
+class OperatingPoint(BaseModel):
+    boundary: float = Field(description="Out of scope where out_of_scope_score >= this; 0.5: as served.")
+    known_turned_away: float | None = Field(description="Share of known-intent rows turned away.")
+    unknown_caught: float | None = Field(description="Share of unknown (`oos`) rows caught; null without.")
+
+
+class OperatingCurve(BaseModel):
+    known: int = Field(description="Held-out rows of the model's intents.")
+    unknown: int = Field(description="Held-out rows of no intent of the model (`oos`).")
+    points: list[OperatingPoint] = Field(description="The curve, boundary 0 to 1.")
+    current: OperatingPoint = Field(description="The model's own setting (boundary 0.5).")
+
+
 class EvaluationResponse(BaseModel):
     version: str
     evaluated_on: dict[str, Any] = Field(
@@ -323,3 +344,126 @@ class EvaluationResponse(BaseModel):
     confused_pairs: list[ConfusedPair] = Field(description="The most frequent mistakes, most frequent first.")
     examples_included: bool = Field(description="Whether confused pairs carry their example utterances.")
     confusion_png: str = Field(description="Path of the confusion matrix as a PNG picture.")
+    operating_curve: OperatingCurve | None = Field(
+        None,
+        description="What the out-of-scope setting costs and buys on the held-out rows: known requests"
+        " turned away against unknown ones caught, for each boundary on out_of_scope_score, the model's"
+        " own marked; absent from reports made before it existed.",
+    )
+
+
+# --- the review inbox (app/routes/review.py) ---------------------------------------------------
+
+ReviewReason = Literal["out_of_scope", "low_confidence", "ambiguous", "sample"]
+
+
+class ReviewItem(BaseModel):
+    id: str = Field(description="Stable for a text: a hash of its words (case and spacing aside).")
+    text: str = Field(description="The utterance as first seen.")
+    intent: str = Field(description="The top-ranked intent, also when out of scope.", examples=["ask_time"])
+    confidence: float = Field(ge=0, le=1, description="The top-ranked intent's calibrated probability.")
+    out_of_scope: bool
+    reason: ReviewReason = Field(
+        description="Why it was kept: turned away, a low confidence, two intents close, or the random sample"
+        " (which stays `sample` once drawn)."
+    )
+    model_version: str = Field(description="The version that answered it last.")
+    count: int = Field(ge=1, description="Times this text was seen.")
+    first_seen: str = Field(description="ISO 8601, UTC.")
+    last_seen: str = Field(description="ISO 8601, UTC.")
+    label: str | None = Field(description="The label a person gave: an intent, a new intent or `oos`.")
+    ranking: list[RankedIntentOut] = Field(description="The model's top three, as last answered.")
+    discarded: bool = Field(description="Set aside: never exported or trained on.")
+    used_in: str | None = Field(description="The version a `from_review` training job put its label into.")
+
+
+class ReviewList(BaseModel):
+    items: list[ReviewItem]
+    next: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+class ReviewUpdate(BaseModel):
+    """Exactly one of `label` and `discard`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"label": "ask_time"}, {"label": "oos"}, {"discard": True}]},
+    )
+
+    label: str | None = Field(
+        None,
+        description="An intent of the model, a new intent name, or `oos`; null takes the item back to"
+        " unlabelled.",
+    )
+    discard: bool | None = Field(
+        None, description="true: set the item aside (clears its label); false: undo."
+    )
+
+    def change(self) -> tuple[str | None, bool]:
+        """(label, discard), or ValueError when the body does not say exactly one thing."""
+        given = self.model_fields_set & {"label", "discard"}
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'label' and 'discard'")
+        if "discard" in given:
+            if self.discard is None:
+                raise ValueError("discard: must be true or false")
+            return None, self.discard
+        return self.label, False
+
+
+class ReviewBulkChange(ReviewUpdate):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"id": "3f2a9c0d1e2b4a5c", "label": "ask_time"}]}
+    )
+
+    id: str = Field(max_length=64)
+
+
+class ReviewBulk(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"items": [{"id": "3f2a9c0d1e2b4a5c", "label": "ask_time"}, {"id": "9a8b", "discard": True}]}
+            ]
+        },
+    )
+
+    items: list[ReviewBulkChange] = Field(min_length=1, max_length=1000)
+
+
+class ReviewBulkResult(BaseModel):
+    updated: int
+    missing: list[str] = Field(description="Ids with no item (deleted or pruned meanwhile).")
+
+
+class ReviewDeleted(BaseModel):
+    deleted: int
+
+
+class ReviewAccuracy(BaseModel):
+    labelled_sample: int = Field(description="Labelled items of the random sample.")
+    correct: int = Field(description="Of those, the ones the model answered as labelled.")
+    estimate: float | None = Field(description="correct / labelled_sample; null without any.")
+    low: float = Field(description="Wilson score interval, lower end.")
+    high: float = Field(description="Wilson score interval, upper end.")
+    confidence_level: float
+
+
+class LiveOperatingPoint(BaseModel):
+    known: int = Field(description="Labelled random-sample items of a known intent (label not `oos`).")
+    known_turned_away: float | None = Field(description="Share of them the model said out of scope.")
+    unknown: int = Field(description="Labelled random-sample items labelled `oos`.")
+    unknown_caught: float | None = Field(description="Share of them the model said out of scope.")
+
+
+class ReviewStats(BaseModel):
+    total: int
+    statuses: dict[str, int] = Field(
+        description="unlabelled, labelled (not yet trained on), used, discarded."
+    )
+    reasons: dict[str, int] = Field(description="Items not discarded, by why they were kept.")
+    accuracy: ReviewAccuracy = Field(description="Live accuracy estimated from the labelled random sample.")
+    operating_point: LiveOperatingPoint = Field(
+        description="The evaluation's operating point measured live, on the labelled random sample."
+    )

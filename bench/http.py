@@ -1,7 +1,7 @@
 """HTTP throughput and latency of /v1/classify against the bare web stack, under bench/loadgen.py.
 
     .venv/bin/python -m bench.http [--concurrency 1 16 64] [--duration 10] [--workers 1 2]
-                                   [--model DIR] [--env INTENTLY_QUANTIZE=1]
+                                   [--model DIR] [--env INTENTLY_QUANTIZE=1] [--review]
 
 For each worker count, three servers run side by side on loopback ports:
 the real service with micro-batching on (defaults), the real service with
@@ -9,12 +9,18 @@ it off (INTENTLY_BATCH_MAX_SIZE=1), and bench/bare_app.py (same FastAPI +
 uvicorn options, constant answer: the ceiling of the stack). For every
 concurrency the three are loaded back to back, so a compared pair is
 measured seconds apart and background load on a shared machine hits both.
+With --review a fourth server joins them: batching on and the review inbox on
+(INTENTLY_REVIEW=true, its SQLite inbox in a temporary store), loaded right
+after batch-on, so that the cost of capture is read off the same run. With
+--repeat N every server is loaded N times per concurrency, in alternating
+order, and the table gives the medians (every round is in the JSON).
 Results: a table here and bench/results/http.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +31,16 @@ from bench import server_util as su
 from bench.common import table, write_results
 from tests.support.loadgen import utterances
 
-ON, OFF, BARE = "batch-on", "batch-off", "bare"
+ON, OFF, BARE, REVIEW = "batch-on", "batch-off", "bare", "review-on"
 KINDS = (ON, OFF, BARE)
 
 # Targets (1 worker): throughput and p99 at c=64 against bare, batching's gain, its cost at c=1.
 MIN_RPS_VS_BARE = 0.5
 MAX_P99_VS_BARE = 3.0
 MIN_ON_VS_OFF_RPS = 2.0
+# The review inbox's capture (issue 31): at c=64, at least 95% of the throughput and p99 within 10%.
+MIN_REVIEW_VS_ON_RPS = 0.95
+MAX_REVIEW_VS_ON_P99 = 1.10
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +57,13 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for both real servers"
+    )
+    p.add_argument("--review", action="store_true", help="also the service with the review inbox on")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each server per concurrency, in alternating order; the table gives their medians",
     )
     args = p.parse_args()
     if min(args.concurrency) < 1 or min(args.workers) < 1 or args.duration <= 0:
@@ -69,17 +85,22 @@ def wait_all_workers(server: su.Server, workers: int) -> None:
             time.sleep(0.2)
 
 
-def start_servers(model: Path, workers: int, env: dict[str, str], tmp: Path) -> dict[str, su.Server]:
-    """The three servers for one worker count; whatever started is stopped if a later one fails."""
+def start_servers(
+    model: Path, workers: int, env: dict[str, str], tmp: Path, kinds: tuple[str, ...] = KINDS
+) -> dict[str, su.Server]:
+    """The servers for one worker count; whatever started is stopped if a later one fails."""
     servers: dict[str, su.Server] = {}
     try:
-        for kind in KINDS:
+        for kind in kinds:
             if kind == BARE:
                 servers[kind] = su.start_bare(workers, tmp, kind=kind)
                 continue
             extra = dict(env)
             if kind == OFF:
                 extra["INTENTLY_BATCH_MAX_SIZE"] = "1"
+            if kind == REVIEW:  # the inbox beside the served model directory: a store of its own
+                extra["INTENTLY_REVIEW"] = "true"
+                extra["INTENTLY_MODEL_STORE"] = tempfile.mkdtemp(prefix="review-store-", dir=tmp)
             if workers > 1:  # keep the metrics scratch dir inside our temp dir, so it is removed
                 metrics_dir = Path(tempfile.mkdtemp(prefix=f"prom-{kind}-", dir=tmp))
                 extra["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -141,6 +162,18 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[str]:
         )
     else:
         lines.append("c=1 p50 on vs off: n/a (c=1 not run)")
+    review64 = find(rows, workers, 64, REVIEW)
+    if review64 and on64:
+        r = review64["rps"] / on64["rps"]
+        ok = r >= MIN_REVIEW_VS_ON_RPS
+        lines.append(
+            f"c=64 throughput review-on/batch-on = {r:.2f} (>= {MIN_REVIEW_VS_ON_RPS})  {verdict(ok)}"
+        )
+        r = review64["p99_ms"] / on64["p99_ms"]
+        ok = r <= MAX_REVIEW_VS_ON_P99
+        lines.append(f"c=64 p99 review-on/batch-on = {r:.2f} (<= {MAX_REVIEW_VS_ON_P99})  {verdict(ok)}")
+        ok = review64["errors"] == 0
+        lines.append(f"c=64 review-on errors = {review64['errors']} (== 0)  {verdict(ok)}")
     return lines
 
 
@@ -153,23 +186,43 @@ def run_worker_count(
         return loadgen.measure(url, texts, conc, seconds, args.timeout, args.engine, args.wrk_threads)
 
     rows = []
-    servers = start_servers(model, workers, env, tmp)
+    kinds = (ON, REVIEW, OFF, BARE) if args.review else KINDS
+    servers = start_servers(model, workers, env, tmp, kinds)
     try:
         for server in servers.values():
             load(server.url, 16, args.warmup)
         for conc in args.concurrency:
-            for kind in KINDS:
-                res = load(servers[kind].url, conc, args.duration)
-                rows.append({"workers": workers, "concurrency": conc, "server": kind, **res})
-                print(
-                    f"  w={workers} c={conc:<3} {kind:<9} {res['rps']:9.0f} req/s"
-                    f"  p50 {res['p50_ms']:7.2f} ms  p99 {res['p99_ms']:7.2f} ms  errors {res['errors']}",
-                    flush=True,
-                )
+            for rep in range(args.repeat):
+                # Alternating order: a server measured first in one round is measured last in the next.
+                for kind in kinds if rep % 2 == 0 else kinds[::-1]:
+                    res = load(servers[kind].url, conc, args.duration)
+                    row = {"workers": workers, "concurrency": conc, "server": kind, "round": rep}
+                    rows.append({**row, **res})
+                    print(
+                        f"  w={workers} c={conc:<3} {kind:<9} {res['rps']:9.0f} req/s"
+                        f"  p50 {res['p50_ms']:7.2f} ms  p99 {res['p99_ms']:7.2f} ms  errors {res['errors']}",
+                        flush=True,
+                    )
     finally:
         for server in servers.values():
             server.stop()
     return rows
+
+
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server, worker count and concurrency: the median of its rounds (errors summed)."""
+    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["workers"], r["concurrency"], r["server"]), []).append(r)
+    out = []
+    for (workers, conc, kind), runs in groups.items():
+        merged = {**runs[0], "workers": workers, "concurrency": conc, "server": kind, "rounds": len(runs)}
+        for key in ("rps", "p50_ms", "p99_ms"):
+            merged[key] = statistics.median(r[key] for r in runs)
+        merged["errors"] = sum(r["errors"] for r in runs)
+        merged.pop("round", None)
+        out.append(merged)
+    return out
 
 
 def main() -> None:
@@ -190,6 +243,7 @@ def main() -> None:
     finally:
         su.kill_all()
 
+    runs, rows = rows, medians(rows)
     table_rows = []
     for r in rows:
         bare = find(rows, r["workers"], r["concurrency"], BARE)
@@ -225,6 +279,7 @@ def main() -> None:
         "facts": {**facts, "args": vars(args), "texts": texts, "seconds": round(elapsed, 1)},
         "engine": rows[0]["engine"] if rows else None,
         "runs": rows,
+        "rounds": runs,
         "targets": summary,
     }
     path = write_results("http", payload)

@@ -1,4 +1,4 @@
-"""PostgreSQL for the store and the job queue: a connection pool, the schema and its migrations.
+"""PostgreSQL for the store, the job queue and the review inbox: a pool, the schema, its migrations.
 
 The schema is versioned in `intently_schema`; the service migrates it itself on first use,
 under an advisory lock so that replicas starting together migrate once. Every table is
@@ -100,6 +100,27 @@ MIGRATIONS = (
         seen double precision NOT NULL,
         stopped boolean NOT NULL DEFAULT false
     );
+    """,
+    # 3: the review inbox (store/review.py); an item's id is a hash of its text.
+    """
+    CREATE TABLE intently_review (
+        seq bigserial NOT NULL UNIQUE,
+        id text PRIMARY KEY,
+        text text NOT NULL,
+        intent text NOT NULL,
+        confidence double precision NOT NULL,
+        out_of_scope integer NOT NULL,
+        reason text NOT NULL,
+        model_version text NOT NULL,
+        ranking text NOT NULL,
+        count integer NOT NULL,
+        first_seen double precision NOT NULL,
+        last_seen double precision NOT NULL,
+        label text,
+        discarded integer NOT NULL DEFAULT 0,
+        used_in text
+    );
+    CREATE INDEX intently_review_last_seen ON intently_review (last_seen);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

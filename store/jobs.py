@@ -125,6 +125,8 @@ class JobRequest:
     tolerance: float = 0.01
     # Synonyms, regexes, lookup tables and responses of an uploaded file (`NluData.rules()`).
     rules: dict[str, Any] = field(default_factory=dict)
+    # Ids of the review inbox's items among `examples` (`from_review`): marked used once activated.
+    review_items: Sequence[str] = ()
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -135,7 +137,10 @@ class JobRequest:
             raise JobError("no examples given")
 
     def stored_options(self) -> str:
-        return json.dumps({"train": dict(self.options or {}), "tolerance": self.tolerance})
+        stored: dict[str, Any] = {"train": dict(self.options or {}), "tolerance": self.tolerance}
+        if self.review_items:
+            stored["review_items"] = list(self.review_items)
+        return json.dumps(stored)
 
 
 @dataclass
@@ -146,6 +151,7 @@ class JobInput:
     rules: dict[str, Any]
     options: dict[str, Any]
     tolerance: float
+    review_items: builtins.list[str] = field(default_factory=builtins.list)
 
 
 class JobStore(ABC):
@@ -297,6 +303,7 @@ def _input(options: str, examples: bytes, rules: str | None) -> JobInput:
         rules=json.loads(rules) if rules else {},
         options=stored.get("train", {}),
         tolerance=float(stored.get("tolerance", 0.01)),
+        review_items=[str(i) for i in stored.get("review_items", [])],
     )
 
 

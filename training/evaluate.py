@@ -17,6 +17,7 @@ from training.metrics import (
     confused_pairs,
     confusion_matrix,
     entity_scores,
+    operating_curve,
     per_label,
     summary,
 )
@@ -62,6 +63,10 @@ def evaluate(predictor: Predictor, examples: Sequence[Example]) -> dict[str, Any
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels),
         "unknown_intents": unknown,  # in the data, never predictable by this model
         "reliability": reliability,  # per bin of confidence: rows, mean confidence, accuracy
+        # Known intents turned away against unknown ones caught, for each out-of-scope boundary.
+        "operating_curve": operating_curve(
+            [p.out_of_scope_score for p in predictions], [t == OOS or t in unknown for t in y_true]
+        ),
     }
 
 

@@ -27,6 +27,7 @@ from model.artifact import ModelMeta
 from model.predictor import Predictor
 from store.jobs import JobError, JobInput, JobStore, now_text, open_job_store
 from store.model_store import DATABASE_URL_ENV, ModelStore, StoreError, StoreUnavailable, open_store
+from store.review import open_review_store
 from training import threads
 from training.config import TrainConfig
 from training.evaluate import version_report_files
@@ -118,6 +119,7 @@ def run_job(store: ModelStore, job_id: str) -> None:
                 raise _Reaped()
             if activated:
                 store.activate(version)
+                _mark_used(store, queued.review_items, version)
             jobs.update(
                 job_id,
                 only_if_running=True,
@@ -134,6 +136,17 @@ def run_job(store: ModelStore, job_id: str) -> None:
             message = str(exc) if isinstance(exc, ValueError | StoreError) else f"{type(exc).__name__}: {exc}"
             jobs.update(job_id, only_if_running=True, state="failed", finished_at=now_text(), error=message)
             traceback.print_exc()
+
+
+def _mark_used(store: ModelStore, items: Sequence[str], version: str) -> None:
+    """The review inbox's items the job trained on are in the active version now: out of the next
+    `from_review` job. A failure only leaves them to be appended again (the same texts: no harm)."""
+    if not items:
+        return
+    try:
+        open_review_store(store).mark_used(items, version)
+    except StoreError as exc:
+        sys.stderr.write(f"review items not marked used ({exc}); a later from_review job adds them again\n")
 
 
 class _Reaped(Exception):

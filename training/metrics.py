@@ -178,3 +178,31 @@ def calibration(
         "confident_accuracy": sum(sure) / len(sure) if sure else None,
         "reliability": reliability,
     }
+
+
+def operating_curve(scores: Sequence[float], unknown: Sequence[bool], steps: int = 100) -> dict[str, Any]:
+    """What the out-of-scope setting costs and buys, on labelled rows: for each boundary b on the
+    verdict's score (`out_of_scope_score`, which is at least 0.5 exactly where the model says out of
+    scope, so b = 0.5 is the model as it is), the share of known-intent rows turned away (score >= b)
+    against the share of unknown (`oos`) rows caught. Moving b moves every rule's threshold together:
+    the curve a team reads to choose `reject_known`. `unknown_caught` is None without `oos` rows."""
+    known_scores = [s for s, u in zip(scores, unknown, strict=True) if not u]
+    unknown_scores = [s for s, u in zip(scores, unknown, strict=True) if u]
+
+    def point(b: float) -> dict[str, Any]:
+        return {
+            "boundary": round(b, 4),
+            "known_turned_away": sum(s >= b for s in known_scores) / len(known_scores)
+            if known_scores
+            else None,
+            "unknown_caught": sum(s >= b for s in unknown_scores) / len(unknown_scores)
+            if unknown_scores
+            else None,
+        }
+
+    return {
+        "known": len(known_scores),
+        "unknown": len(unknown_scores),
+        "points": [point(i / steps) for i in range(steps + 1)],
+        "current": point(0.5),
+    }

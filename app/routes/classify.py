@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.deps import ClassifyContext, ClassifyContextDep, check_text, check_top_k
 from app.errors import ApiError
 from app.metrics import observe_predictions
+from app.review import RANKED
 from app.schemas import (
     BatchRequest,
     BatchResponse,
@@ -18,6 +19,7 @@ from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
 )
+from model.predictor import Prediction
 
 router = APIRouter(tags=["classify"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -42,9 +44,22 @@ async def classify_one(ctx: ClassifyContext, text: str, top_k: int) -> bytes:
     """One utterance checked, classified and serialised."""
     check_text(text, ctx.settings)
     check_top_k(top_k, ctx.settings)
-    (prediction,) = await ctx.batcher.classify(ctx.predictor, [text], top_k)
+    review = ctx.review
+    if review is None:
+        (prediction,) = await ctx.batcher.classify(ctx.predictor, [text], top_k)
+        observe_predictions([prediction.intent])
+        return orjson.dumps(prediction.to_dict())
+    # The inbox keeps the top three (and judges the margin of the top two) whatever top_k was asked.
+    (prediction,) = await ctx.batcher.classify(ctx.predictor, [text], max(top_k, RANKED))
     observe_predictions([prediction.intent])
-    return orjson.dumps(prediction.to_dict())
+    review.offer([prediction], ctx.predictor.meta.threshold)
+    return orjson.dumps(_answer(prediction, top_k))
+
+
+def _answer(prediction: Prediction, top_k: int) -> dict[str, Any]:
+    answer = prediction.to_dict()
+    answer["ranking"] = answer["ranking"][:top_k]
+    return answer
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
@@ -67,6 +82,11 @@ async def classify_batch(body: BatchRequest, ctx: ClassifyContextDep) -> Respons
     for i, text in enumerate(body.texts):
         check_text(text, settings, field=f"texts.{i}")
     check_top_k(body.top_k, settings)
-    predictions = await ctx.batcher.classify(ctx.predictor, body.texts, body.top_k)
+    review = ctx.review
+    top_k = body.top_k if review is None else max(body.top_k, RANKED)
+    predictions = await ctx.batcher.classify(ctx.predictor, body.texts, top_k)
     observe_predictions([p.intent for p in predictions])
-    return _json({"results": [p.to_dict() for p in predictions]})
+    if review is None:
+        return _json({"results": [p.to_dict() for p in predictions]})
+    review.offer(predictions, ctx.predictor.meta.threshold)
+    return _json({"results": [_answer(p, body.top_k) for p in predictions]})

@@ -52,6 +52,7 @@ async def evaluation(
         "examples_included": with_examples,
         # The path as the client must ask for it: behind a proxy's prefix too.
         "confusion_png": f"{request.scope.get('root_path', '')}/v1/models/{version}/confusion.png",
+        "operating_curve": stored.get("operating_curve"),
     }
 
 

@@ -80,6 +80,8 @@ async def _parse(text: str, ctx: ClassifyContextDep) -> ParseResponse:
     retrieval = any("/" in name for name in predictor.intents)
     (p,) = await ctx.batcher.classify(predictor, [text], len(predictor.intents) if retrieval else RANKING)
     observe_predictions([p.intent])
+    if ctx.review is not None:
+        ctx.review.offer([p], predictor.meta.threshold)
     merged, selector = retrieval_answer(
         [(r.intent, r.confidence) for r in p.ranking], predictor.meta.responses
     )

@@ -69,6 +69,7 @@ _UPLOAD_SCHEMA = {
                         "activate": {"type": "string", "enum": list(POLICIES)},
                         "options": {"type": "string", "description": "training options as a JSON object"},
                         "tolerance": {"type": "number"},
+                        "from_review": {"type": "boolean", "description": "add the review inbox's labels"},
                     },
                 }
             },
@@ -108,7 +109,7 @@ async def _from_upload(request: Request, max_bytes: int) -> tuple[NluData, dict[
     except DataError as exc:
         raise ApiError(422, "invalid_data", str(exc)) from None
     fields: dict[str, Any] = {}
-    for key in ("mode", "activate", "tolerance"):
+    for key in ("mode", "activate", "tolerance", "from_review"):
         if isinstance(form.get(key), str):
             fields[key] = form[key]
     options = form.get("options")
@@ -153,26 +154,32 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         data, fields = await _from_upload(request, settings.max_upload_bytes)
         examples, rules = data.examples, data.rules()
-        body = _validated(JobSettings, fields)
+        body = _validated(JobSettings, _from_review_option(fields))
     else:
         try:
             payload = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
-        created = _validated(TrainingJobCreate, payload)
+        created = _validated(TrainingJobCreate, _from_review_option(payload))
         body, rules = created, {}
         try:
             rows = [e.model_dump(exclude_none=True) for e in created.examples]
             examples = [Example.from_json(row, f"examples.{i}") for i, row in enumerate(rows)]
         except DataError as exc:
             raise ApiError(422, "invalid_data", str(exc)) from None
+    review_items: list[str] = []
+    if body.from_review:
+        extra, review_items = await _review_examples(request, body.mode)
+        examples = [*examples, *extra]
     if len(examples) > settings.max_train_examples:
         raise ApiError(
             413,
             "too_many_examples",
             f"{len(examples)} examples is over the limit of {settings.max_train_examples}",
         )
-    job = JobRequest(examples, body.mode, body.activate, body.options.given(), body.tolerance, rules)
+    job = JobRequest(
+        examples, body.mode, body.activate, body.options.given(), body.tolerance, rules, review_items
+    )
     try:
         job_config(job)
         await _job_store_call(_check_data, store, job.mode, examples)
@@ -182,6 +189,43 @@ async def create_job(request: Request, store: StoreDep, settings: SettingsDep) -
     if request.app.state.dispatcher is not None:  # None: no torch here, a trainer elsewhere polls
         request.app.state.dispatcher.wake()
     return record
+
+
+def _from_review_option(payload: Any) -> Any:
+    """`from_review` is a job setting; given inside `options` (where a training option would be),
+    it is taken out to the top level rather than refused as an unknown training option."""
+    if (
+        isinstance(payload, dict)
+        and isinstance(payload.get("options"), dict)
+        and "from_review" in payload["options"]
+    ):
+        options = dict(payload["options"])
+        payload = {**payload, "options": options}
+        payload.setdefault("from_review", options.pop("from_review"))
+    return payload
+
+
+async def _review_examples(request: Request, mode: str) -> tuple[list[Example], list[str]]:
+    """The review inbox's labelled items not yet trained on, as examples, and their ids."""
+    if mode != "append":
+        raise ApiError(
+            422, "invalid_job", "from_review: needs mode 'append' (the active version's data plus the labels)"
+        )
+    capture = request.app.state.review
+    if capture is None:
+        raise ApiError(
+            409, "review_disabled", "from_review: the review inbox is off; set INTENTLY_REVIEW=true"
+        )
+    items = await asyncio.to_thread(capture.store.labelled, True)
+    if not items:
+        raise ApiError(422, "invalid_job", "from_review: the review inbox has no labelled items to train on")
+    try:
+        examples = [
+            Example.from_json({"text": i["text"], "intent": i["label"]}, "review item") for i in items
+        ]
+    except DataError as exc:
+        raise ApiError(422, "invalid_data", str(exc)) from None
+    return examples, [i["id"] for i in items]
 
 
 @router.get("/v1/training-jobs", response_model=TrainingJobList, responses=_ERRORS)

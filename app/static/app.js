@@ -342,6 +342,8 @@ function renderEvaluation(report) {
     f1.append(row);
   }
   renderEntityScores(m);
+  state.curve = report.version === state.active ? report.operating_curve : null;
+  renderOperatingCurve(report.operating_curve);
   const img = $("confusion");
   img.src = report.confusion_png;
   $("confusion-link").href = report.confusion_png;
@@ -371,6 +373,79 @@ function renderEvaluation(report) {
     ? ""
     : "Example utterances are training data and private on this server: log in as admin to see them.";
   $("eval-body").hidden = false;
+}
+
+// --- the operating point: known requests turned away against unknown ones caught ---
+
+// Drawn into the page's own <svg>, in its namespace.
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS($("operating-curve").namespaceURI, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const PLOT = { left: 46, top: 12, width: 270, height: 190 };
+const plotX = (share) => PLOT.left + share * PLOT.width;
+const plotY = (share) => PLOT.top + (1 - share) * PLOT.height;
+
+function renderOperatingCurve(curve) {
+  const box = $("eval-operating");
+  box.hidden = !curve || !curve.known;
+  if (box.hidden) return;
+  const c = curve.current;
+  const known = `turns away ${pct(c.known_turned_away)} of the requests of known intents (${curve.known} held-out examples)`;
+  const picture = $("operating-curve");
+  if (!curve.unknown) {
+    $("operating-text").textContent = `At its setting the model ${known}; the held-out examples have no ` +
+      "out-of-scope ones, so what it catches is not measured here.";
+    picture.replaceChildren();
+    picture.hidden = true;
+    return;
+  }
+  $("operating-text").textContent = `At its setting the model ${known} and catches ` +
+    `${pct(c.unknown_caught)} of unknown ones (${curve.unknown} held-out examples).`;
+  picture.hidden = false;
+  const axes = [
+    svg("line", { x1: PLOT.left, y1: plotY(0), x2: plotX(1), y2: plotY(0), stroke: "#6b7280" }),
+    svg("line", { x1: PLOT.left, y1: plotY(0), x2: PLOT.left, y2: plotY(1), stroke: "#6b7280" }),
+    svg("text", { x: PLOT.left + PLOT.width / 2, y: 240, "text-anchor": "middle" }, "known intents turned away"),
+    svg("text", { x: 12, y: PLOT.top + PLOT.height / 2, transform: `rotate(-90 12 ${PLOT.top + PLOT.height / 2})`, "text-anchor": "middle" }, "unknown caught"),
+  ];
+  for (const tick of [0, 0.5, 1]) {
+    axes.push(svg("text", { x: plotX(tick), y: plotY(0) + 16, "text-anchor": "middle" }, `${tick * 100}%`));
+    axes.push(svg("text", { x: PLOT.left - 6, y: plotY(tick) + 4, "text-anchor": "end" }, `${tick * 100}%`));
+  }
+  const line = curve.points
+    .filter((p) => p.known_turned_away !== null && p.unknown_caught !== null)
+    .map((p) => `${plotX(p.known_turned_away).toFixed(1)},${plotY(p.unknown_caught).toFixed(1)}`)
+    .join(" ");
+  const here = svg("circle", { cx: plotX(c.known_turned_away), cy: plotY(c.unknown_caught), r: 6, fill: "#1d4ed8", stroke: "#fff", "stroke-width": 2 });
+  here.append(svg("title", {}, `as served: ${pct(c.known_turned_away)} known turned away, ${pct(c.unknown_caught)} unknown caught`));
+  here.id = "operating-current";
+  picture.replaceChildren(...axes, svg("polyline", { points: line, fill: "none", stroke: "#2563eb", "stroke-width": 2 }), here);
+  drawLivePoint();
+}
+
+// The inbox's live estimate of the served version's point, on its curve (only for the active version).
+function drawLivePoint() {
+  const old = $("operating-live");
+  if (old) old.remove();
+  const live = state.livePoint;
+  if (!state.curve || !state.curve.unknown || !live || !live.known || !live.unknown) return;
+  const size = 10;
+  const mark = svg("rect", {
+    x: plotX(live.known_turned_away) - size / 2,
+    y: plotY(live.unknown_caught) - size / 2,
+    width: size,
+    height: size,
+    fill: "#b45309",
+    stroke: "#fff",
+    "stroke-width": 2,
+  });
+  mark.id = "operating-live";
+  mark.append(svg("title", {}, `live: ${pct(live.known_turned_away)} known turned away, ${pct(live.unknown_caught)} unknown caught`));
+  $("operating-curve").append(mark);
 }
 
 // Entity scores are in the report only when the held-out examples have entities.
@@ -432,6 +507,7 @@ function logout() {
 function showAdmin(on) {
   $("admin-panel").hidden = !on;
   $("login-form").hidden = on;
+  if (on) loadInbox();
   const select = $("eval-version");
   if (select.value) loadEvaluation(select.value); // examples of confused pairs depend on the token
 }
@@ -599,10 +675,21 @@ function renderJob(job) {
   $("job").dataset.state = job.state;
 }
 
+// The workers swap to a newly activated version within about a second: until then /v1/model
+// still names the one before.
+async function loadModelOf(version) {
+  for (let i = 0; i < 20; i++) {
+    await loadModel();
+    if (state.model && state.model.version === version) return;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
 async function finishJob(job) {
+  loadInbox(); // a from_review job's items are trained on now
   if (job.state !== "succeeded") return;
   const list = await loadVersions();
-  if (job.activated) await loadModel();
+  if (job.activated) await loadModelOf(job.version);
   const base = list.versions.find((v) => v.version === job.base_version);
   const fresh = (job.metrics && job.metrics.validation) || {};
   const old = (base && base.metrics) || {};
@@ -629,6 +716,218 @@ async function finishJob(job) {
   $("job-result").hidden = false;
 }
 
+// --- the review inbox ------------------------------------------------------------
+
+const REASON_WORDS = {
+  out_of_scope: "out of scope",
+  low_confidence: "low confidence",
+  ambiguous: "two intents close",
+  sample: "random sample",
+};
+const inbox = { items: [], order: [], current: 0, lastLabel: null };
+
+async function loadInbox() {
+  try {
+    const [page, stats] = await Promise.all([
+      api("/v1/review?limit=500", { auth: true }),
+      api("/v1/review/stats", { auth: true }),
+    ]);
+    $("inbox-off").hidden = true;
+    $("inbox-box").hidden = false;
+    const keep = inbox.order[inbox.current];
+    inbox.items = page.items.filter((item) => !item.used_in); // trained on already: out of the way
+    renderInbox(keep);
+    renderInboxStats(stats);
+  } catch (error) {
+    if (error.code === "review_disabled") {
+      $("inbox-off").textContent = error.message;
+      $("inbox-off").hidden = false;
+      $("inbox-box").hidden = true;
+      return;
+    }
+    $("inbox-status").textContent = `Could not read the inbox: ${error.message}`;
+  }
+}
+
+// Groups by the model's intent, largest first; the keyboard walks them in the order shown.
+function renderInbox(keepId) {
+  const groups = new Map();
+  for (const item of inbox.items) {
+    if (!groups.has(item.intent)) groups.set(item.intent, []);
+    groups.get(item.intent).push(item);
+  }
+  const ordered = [...groups.entries()].sort((a, b) => b[1].length - a[1].length || a[0].localeCompare(b[0]));
+  const list = $("inbox-list");
+  list.replaceChildren();
+  inbox.order = [];
+  for (const [intent, items] of ordered) {
+    const heading = el("h4", { id: `inbox-group-${inbox.order.length}`, text: `${intent} (${items.length})` });
+    const group = el("div", { class: "inbox-group", role: "group", "aria-labelledby": heading.id }, heading);
+    for (const item of items) {
+      inbox.order.push(item.id);
+      group.append(inboxRow(item));
+    }
+    list.append(group);
+  }
+  if (!inbox.items.length) list.append(el("p", { class: "hint", text: "Nothing to review." }));
+  const at = inbox.order.indexOf(keepId);
+  select(at >= 0 ? at : Math.min(inbox.current, inbox.order.length - 1));
+  const labelled = inbox.items.filter((i) => i.label !== null && !i.discarded).length;
+  $("inbox-train").disabled = !labelled;
+  $("inbox-train").textContent = `Train with these (${labelled} labelled)`;
+}
+
+function labelTag(item) {
+  if (item.discarded) return el("span", { class: "label-tag discarded", text: "discarded" });
+  if (item.label === null) return el("span", { class: "label-tag none", text: "unlabelled" });
+  return el("span", { class: "label-tag", text: `→ ${item.label}` });
+}
+
+function inboxRow(item) {
+  const top = el("div", { class: "inbox-top" });
+  item.ranking.slice(0, 3).forEach((r, i) => top.append(el("span", { text: `${i + 1} ${r.intent} ${pct(r.confidence)}` })));
+  const times = item.count === 1 ? "seen once" : `seen ${item.count} times`;
+  const verdict = item.out_of_scope ? "out of scope" : `${item.intent} ${pct(item.confidence)}`;
+  const row = el(
+    "div",
+    { class: "inbox-item", role: "option", id: `review-${item.id}`, "aria-selected": "false" },
+    el("div", { class: "inbox-text", text: item.text }),
+    el("div", { class: "inbox-meta", text: `${verdict} · ${REASON_WORDS[item.reason] || item.reason} · ${times} · ` }, labelTag(item)),
+    top,
+  );
+  row.dataset.id = item.id;
+  row.addEventListener("click", () => {
+    select(inbox.order.indexOf(item.id));
+    $("inbox-list").focus({ preventScroll: true });
+  });
+  return row;
+}
+
+function select(index) {
+  const list = $("inbox-list");
+  for (const node of list.querySelectorAll('[aria-selected="true"]')) node.setAttribute("aria-selected", "false");
+  if (index < 0 || !inbox.order.length) {
+    inbox.current = 0;
+    list.removeAttribute("aria-activedescendant");
+    return;
+  }
+  inbox.current = index;
+  const row = $(`review-${inbox.order[index]}`);
+  row.setAttribute("aria-selected", "true");
+  list.setAttribute("aria-activedescendant", row.id);
+  row.scrollIntoView({ block: "nearest" });
+}
+
+function currentItem() {
+  const id = inbox.order[inbox.current];
+  return inbox.items.find((i) => i.id === id);
+}
+
+async function labelCurrent(change) {
+  const item = currentItem();
+  if (!item) return;
+  try {
+    const updated = await api(`/v1/review/${encodeURIComponent(item.id)}`, { method: "PUT", body: change, auth: true });
+    Object.assign(item, updated);
+    if (change.label) inbox.lastLabel = change.label;
+    const words = change.discard ? "set aside" : `labelled ${change.label}`;
+    $("inbox-status").textContent = `“${item.text}” ${words}.`;
+    const next = nextUnlabelled(inbox.current);
+    renderInbox(inbox.order[next]);
+    refreshInboxStats();
+  } catch (error) {
+    $("inbox-status").textContent = `Not labelled: ${error.message}`;
+  }
+}
+
+// The next item still to label after `from`, or the one after it when every item has a label.
+function nextUnlabelled(from) {
+  for (let i = 1; i <= inbox.order.length; i++) {
+    const at = (from + i) % inbox.order.length;
+    const item = inbox.items.find((x) => x.id === inbox.order[at]);
+    if (item && item.label === null && !item.discarded) return at;
+  }
+  return Math.min(from + 1, inbox.order.length - 1);
+}
+
+function onInboxKey(event) {
+  if (event.altKey || event.ctrlKey || event.metaKey) return;
+  const item = currentItem();
+  const key = event.key;
+  let handled = true;
+  if (key === "j" || key === "ArrowDown") select(Math.min(inbox.current + 1, inbox.order.length - 1));
+  else if (key === "k" || key === "ArrowUp") select(Math.max(inbox.current - 1, 0));
+  else if (key === "r") loadInbox();
+  else if (!item) handled = false;
+  else if (["1", "2", "3"].includes(key) && item.ranking[Number(key) - 1]) labelCurrent({ label: item.ranking[Number(key) - 1].intent });
+  else if (key === "o") labelCurrent({ label: "oos" });
+  else if (key === "x") labelCurrent({ discard: true });
+  else if (key === "." && inbox.lastLabel) labelCurrent({ label: inbox.lastLabel });
+  else if (key === "n") $("inbox-label").focus();
+  else handled = false;
+  if (handled) event.preventDefault();
+}
+
+function applyTypedLabel() {
+  const label = $("inbox-label").value.trim();
+  if (!label) return;
+  $("inbox-label").value = "";
+  $("inbox-list").focus({ preventScroll: true });
+  labelCurrent({ label });
+}
+
+async function refreshInboxStats() {
+  try {
+    renderInboxStats(await api("/v1/review/stats", { auth: true }));
+  } catch (_) {
+    /* the list itself says when the inbox cannot be read */
+  }
+}
+
+// Live accuracy from the labelled random sample (the other items were chosen for the model's doubt).
+function renderInboxStats(stats) {
+  state.livePoint = stats.operating_point;
+  drawLivePoint();
+  const a = stats.accuracy;
+  const s = stats.statuses;
+  const counts = `${s.unlabelled} to label, ${s.labelled} labelled, ${s.used} trained on, ${s.discarded} discarded.`;
+  const live = stats.operating_point;
+  const point = live.known && live.unknown
+    ? ` Live, as served: ${pct(live.known_turned_away)} of ${live.known} known requests turned away, ` +
+      `${pct(live.unknown_caught)} of ${live.unknown} unknown ones caught.`
+    : "";
+  $("inbox-accuracy").textContent = a.labelled_sample
+    ? `Estimated live accuracy ${pct(a.estimate)} (95% interval ${pct(a.low)}–${pct(a.high)}), from ` +
+      `${a.labelled_sample} labelled random-sample items.${point} ${counts}`
+    : `Label random-sample items to estimate live accuracy. ${counts}`;
+}
+
+async function trainFromInbox() {
+  const error = $("train-error");
+  showError(error, null);
+  let options = {};
+  const rawOptions = $("train-options").value.trim();
+  if (rawOptions) {
+    try {
+      options = JSON.parse(rawOptions);
+    } catch (_) {
+      showError(error, new Error("Training options: not valid JSON"));
+      return;
+    }
+  }
+  const body = { mode: "append", from_review: true, activate: $("train-activate").value, options };
+  $("inbox-train").disabled = true;
+  try {
+    const job = await api("/v1/training-jobs", { method: "POST", body, auth: true });
+    $("inbox-status").textContent = `Training job ${job.id} started with ${job.examples} labelled items; progress below.`;
+    watchJob(job);
+    $("job").scrollIntoView({ block: "nearest" });
+  } catch (e) {
+    $("inbox-status").textContent = `Not started: ${e.message}`;
+    $("inbox-train").disabled = false;
+  }
+}
+
 // --- start ----------------------------------------------------------------------
 
 function init() {
@@ -641,6 +940,18 @@ function init() {
   $("eval-version").addEventListener("change", (e) => loadEvaluation(e.target.value));
   $("job-activate").addEventListener("click", () => state.lastJob && activateVersion(state.lastJob.version));
   $("job-evaluate").addEventListener("click", () => state.lastJob && showEvaluation(state.lastJob.version));
+  $("inbox-list").addEventListener("keydown", onInboxKey);
+  $("inbox-label").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      applyTypedLabel();
+    } else if (e.key === "Escape") {
+      $("inbox-list").focus();
+    }
+  });
+  $("inbox-label-apply").addEventListener("click", applyTypedLabel);
+  $("inbox-train").addEventListener("click", trainFromInbox);
+  $("inbox-refresh").addEventListener("click", loadInbox);
   loadModel();
   if (token()) {
     loadVersions()

@@ -40,7 +40,13 @@ PUBLIC = {
 
 
 def _url(path: str, version: str) -> str:
-    fill = {"version": version, "intent": "ask_time", "job_id": "0123456789abcdef", "name": "app.js"}
+    fill = {
+        "version": version,
+        "intent": "ask_time",
+        "job_id": "0123456789abcdef",
+        "name": "app.js",
+        "item_id": "0123456789abcdef",
+    }
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: fill[m.group(1)], path)
 
 

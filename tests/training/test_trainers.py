@@ -112,6 +112,6 @@ def test_a_database_of_the_first_schema_is_migrated_with_its_jobs_kept(
         assert record["message"].startswith("waiting for a trainer: none has ever been seen")
         with store.db.connection() as conn:
             row = conn.execute("SELECT max(version) FROM intently_schema").fetchone()
-        assert row is not None and row[0] == len(MIGRATIONS) == 2
+        assert row is not None and row[0] == len(MIGRATIONS) == 3
     finally:
         store.close()
