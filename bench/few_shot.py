@@ -8,6 +8,11 @@ where its package is installed, so the student can be read against it.
 
     .venv/bin/python -m bench.few_shot [--datasets banking77 snips] [--per-intent 5 10 30]
                                        [--draws 3] [--full] [--threads 1] [--set NAME=VALUE ...]
+                                       [--variant NAME=VALUE[,NAME=VALUE...] ...]
+
+Each `--variant` trains the project once more on every draw, with those options over the `--set`
+ones, and adds its columns beside the defaults': a change of default is measured on the same rows,
+in the same run.
 """
 
 from __future__ import annotations
@@ -57,7 +62,11 @@ def score_teacher(cfg: TrainConfig, train_ex: Sequence[Example], test_ex: Sequen
 
 
 def run_draw(
-    train_ex: Sequence[Example], test_ex: Sequence[Example], cfg: TrainConfig, teacher: bool
+    train_ex: Sequence[Example],
+    test_ex: Sequence[Example],
+    cfg: TrainConfig,
+    teacher: bool,
+    variants: dict[str, TrainConfig],
 ) -> dict[str, Any]:
     texts = [e.text for e in test_ex]
     y = [e.intent for e in test_ex]
@@ -74,6 +83,10 @@ def run_draw(
         "tfidf": accuracy(y, list(baseline.predict(texts))),
         "tfidf_seconds": round(baseline_seconds, 1),
     }
+    for name, options in variants.items():
+        other, _, other_seconds = train_project(train_ex, options.model_copy(update={"seed": cfg.seed}))
+        out[f"variant {name}"] = accuracy(y, project_labels(other, texts)[0])
+        out[f"variant {name} seconds"] = round(other_seconds, 1)
     if teacher:
         started = time.perf_counter()
         out["teacher"] = score_teacher(cfg, train_ex, test_ex)
@@ -88,11 +101,19 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also train on the whole training set once")
     parser.add_argument("--no-teacher", action="store_true", help="skip the teacher's own score")
     add_set_flag(parser)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,NAME=VALUE]",
+        help="train again with these options, on the same draws, beside the defaults",
+    )
     args = parser.parse_args()
     if any(n < 2 for n in args.per_intent):
         parser.error("--per-intent values must be at least 2")
     apply_threads(args.threads)
     base = training_options(parser, args.set)
+    variants = {v: training_options(parser, [*args.set, *v.split(",")]) for v in args.variant}
     loaded = load_datasets(args.datasets)
 
     results: dict[str, Any] = {}
@@ -105,7 +126,7 @@ def main() -> None:
             for seed in range(args.seed, args.seed + (args.draws if size else 1)):
                 subset = subsample_per_intent(train_ex, size, seed) if size else list(train_ex)
                 cfg = base.model_copy(update={"seed": seed})
-                draw = run_draw(subset, test_ex, cfg, not args.no_teacher)
+                draw = run_draw(subset, test_ex, cfg, not args.no_teacher, variants)
                 print(f"[{name}] {size or 'full'} per intent, seed {seed}: {draw}", flush=True)
                 draws.append(draw)
             key = str(size or "full")
@@ -119,10 +140,16 @@ def main() -> None:
                     mean_spread([d["tfidf"] for d in draws]),
                     mean_spread([d.get("teacher") for d in draws]),
                     f"{statistics.fmean(d['project_seconds'] for d in draws):.0f}",
+                    *(
+                        f"{mean_spread([d[f'variant {v}'] for d in draws])}"
+                        f" ({statistics.fmean(d[f'variant {v} seconds'] for d in draws):.0f} s)"
+                        for v in variants
+                    ),
                 ]
             )
     print()
-    print(table(["dataset", "per intent", "draws", "intently %", "TF-IDF %", "teacher %", "train s"], rows))
+    headers = ["dataset", "per intent", "draws", "intently %", "TF-IDF %", "teacher %", "train s"]
+    print(table([*headers, *(f"{v} %" for v in variants)], rows))
     print(
         "mean ± half the range over the draws; intently with its out-of-scope threshold (a rejection: wrong)"
     )

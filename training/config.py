@@ -64,7 +64,7 @@ class TrainConfig(BaseModel):
         12, ge=1, le=1000, description="Epochs at least; small data sets get more (min_steps)."
     )
     min_steps: int = Field(
-        1000,
+        500,
         ge=0,
         le=100_000,
         description="Small data sets get enough epochs for at least this many updates.",
