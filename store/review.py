@@ -301,6 +301,13 @@ class ReviewStore(ABC):
             ).fetchall()
         return [_public(r) for r in rows]
 
+    def unlabelled_texts(self, limit: int) -> builtins.list[str]:
+        """The texts of at most `limit` unlabelled items, the most often seen first: a transfer set."""
+        where = _STATUS_WHERE["unlabelled"]
+        query = f"SELECT text FROM intently_review WHERE {where} ORDER BY count DESC, seq DESC LIMIT %s"
+        with self._transaction() as conn:
+            return [str(r[0]) for r in self._run(conn, query, (limit,)).fetchall()]
+
     def mark_used(self, ids: Sequence[str], version: str) -> int:
         """These items went into `version`: out of the next job's data (unless labelled again)."""
         done = 0

@@ -106,8 +106,18 @@ def run_job(store: ModelStore, job_id: str) -> None:
                 with suppress(StoreUnavailable):  # a database restart does not fail the job
                     jobs.update(job_id, epoch=p.epoch, epochs=p.epochs)
 
-            result = train(data.training, config, valid_examples=data.valid, progress=progress, nlu=data.nlu)
+            unlabelled = _review_transfer(store, queued.review_items, config)
+            result = train(
+                data.training,
+                config,
+                valid_examples=data.valid,
+                progress=progress,
+                nlu=data.nlu,
+                unlabelled=unlabelled,
+            )
             result.meta.training["job"] = job_id
+            if unlabelled:
+                result.meta.training["review_unlabelled"] = len(unlabelled)
             result.meta.training["mode"] = job["mode"]
             version = store.add(
                 result.net, result.meta, data.kept, result.valid_examples, version_report_files(result)
@@ -136,6 +146,18 @@ def run_job(store: ModelStore, job_id: str) -> None:
             message = str(exc) if isinstance(exc, ValueError | StoreError) else f"{type(exc).__name__}: {exc}"
             jobs.update(job_id, only_if_running=True, state="failed", finished_at=now_text(), error=message)
             traceback.print_exc()
+
+
+def _review_transfer(store: ModelStore, review_items: Sequence[str], config: TrainConfig) -> list[str]:
+    """A `from_review` job also offers the inbox's unlabelled texts to distillation: real traffic,
+    which the teacher labels for the student where it distils (ignored where it does not)."""
+    if not review_items or not config.transfer_rows:
+        return []
+    try:
+        return open_review_store(store).unlabelled_texts(config.transfer_rows)
+    except StoreError as exc:  # the labelled items are what the job is for: train without these
+        sys.stderr.write(f"the review inbox's unlabelled texts are not used ({exc})\n")
+        return []
 
 
 def _mark_used(store: ModelStore, items: Sequence[str], version: str) -> None:

@@ -75,9 +75,12 @@ def train(
     progress: Callable[[Progress], None] | None = None,
     show_progress: bool = False,
     nlu: NluData | None = None,
+    unlabelled: Sequence[str] = (),
 ) -> TrainResult:
     """`nlu`: the synonyms, regexes, lookup tables and responses the data files held beside
-    `examples` (training/readers.py `read_data`); they go into the artifact."""
+    `examples` (training/readers.py `read_data`); they go into the artifact. `unlabelled`: real
+    messages with no label (a review inbox's), which join the `transfer` file's: where the teacher
+    distils, it labels a sample of them for the student."""
     cfg = config or TrainConfig()
     started = time.monotonic()
     seed_everything(cfg.seed)
@@ -95,7 +98,7 @@ def train(
     label_index = {lab: i for i, lab in enumerate(labels)}
     kinds = sorted({kind_of(e) for ex in data for e in ex.entities}, key=lambda k: tuple(x or "" for x in k))
 
-    fitted = _fit(train_ex, valid_ex, label_index, kinds, cfg, progress, show_progress)
+    fitted = _fit(train_ex, valid_ex, label_index, kinds, cfg, progress, show_progress, unlabelled)
     calibration = _calibrate(fitted.net, fitted.tokenizer, train_ex, valid_ex, labels, cfg)
 
     refit = _should_refit(cfg, summary, fitted, bool(valid_ex), valid_examples is None)
@@ -104,7 +107,7 @@ def train(
         # the first model: the second has no rows left to measure itself on.
         seed_everything(cfg.seed)
         history = fitted.history
-        fitted = _fit(train_ex + valid_ex, [], label_index, kinds, cfg, progress, show_progress)
+        fitted = _fit(train_ex + valid_ex, [], label_index, kinds, cfg, progress, show_progress, unlabelled)
         fitted.history = history + [{**h, "refit": True} for h in fitted.history]
         if calibration.detector is not None:
             _keep_rows(fitted.net, fitted.tokenizer, train_ex + valid_ex, label_index, cfg.seed)
@@ -197,9 +200,10 @@ def _fit(
     cfg: TrainConfig,
     progress: Callable[[Progress], None] | None,
     show_progress: bool,
+    unlabelled: Sequence[str] = (),
 ) -> _Fitted:
     """Vocabulary, network and epochs on `train_ex`; `valid_ex` (may be empty) is only watched."""
-    net, tokenizer, rows, pretrained = _build(train_ex, label_index, kinds, cfg)
+    net, tokenizer, rows, pretrained = _build(train_ex, label_index, kinds, cfg, unlabelled)
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
     history = _epochs(net, rows, x_valid, y_valid, cfg, progress, show_progress)
@@ -207,7 +211,11 @@ def _fit(
 
 
 def _build(
-    train_ex: Sequence[Example], label_index: dict[str, int], kinds: list[Kind], cfg: TrainConfig
+    train_ex: Sequence[Example],
+    label_index: dict[str, int],
+    kinds: list[Kind],
+    cfg: TrainConfig,
+    unlabelled: Sequence[str] = (),
 ) -> tuple[IntentNet, Tokenizer, _Rows, dict[str, Any]]:
     """The vocabulary (with the pretrained source's frequent words), the network, its training rows."""
     tokenizer_cfg = cfg.tokenizer_config()
@@ -253,7 +261,16 @@ def _build(
     )
     if teacher:
         augmented, rows.soft, pretrained["teacher"] = _distillation(
-            cfg, teacher, train_ex, tokens, labels, len(label_index), near_matrix, learned, tokenizer.vocab
+            cfg,
+            teacher,
+            train_ex,
+            tokens,
+            labels,
+            len(label_index),
+            near_matrix,
+            learned,
+            tokenizer.vocab,
+            unlabelled,
         )
         rows.encoded += [tokenizer.encode_tokens(t) for t in augmented]
     return net, tokenizer, rows, pretrained
@@ -306,6 +323,7 @@ def _distillation(
     word_matrix: np.ndarray | None,
     learned: int,
     vocab: list[str],
+    unlabelled: Sequence[str] = (),
 ) -> tuple[list[list[str]], Tensor, dict[str, Any]]:
     """Augmented token lists (and real sentences of a transfer corpus), the teacher's probabilities
     for every row, and the teacher's facts."""
@@ -315,7 +333,7 @@ def _distillation(
     copies = min(cfg.augment_copies, cfg.augment_budget // max(1, len(train_ex)))
     aug = augmented_rows(tokens, near, copies, cfg.seed)
     texts = [e.text for e in train_ex] + [teacher_text(t, encoder.mask_token) for t in aug]
-    real = _transfer_texts(cfg)
+    real = _transfer_texts(cfg, unlabelled)
     aug += [tokenize(t, cfg.tokenizer_config()) for t in real]
     probs = torch.from_numpy(teacher.probabilities(texts + real))
     facts = {"source": encoder.source, "checksum": encoder.checksum, "augmented": len(aug) - len(real)}
@@ -324,11 +342,11 @@ def _distillation(
     return aug, probs, facts
 
 
-def _transfer_texts(cfg: TrainConfig) -> list[str]:
-    """A seeded sample of `transfer_rows` messages from the transfer corpus (none without one)."""
-    if not cfg.transfer or not cfg.transfer_rows:
+def _transfer_texts(cfg: TrainConfig, unlabelled: Sequence[str] = ()) -> list[str]:
+    """A seeded sample of `transfer_rows` messages from the transfer corpus and `unlabelled`."""
+    texts = (read_corpus(cfg.transfer) if cfg.transfer else []) + list(unlabelled)
+    if not texts or not cfg.transfer_rows:
         return []
-    texts = read_corpus(cfg.transfer)
     return random.Random(cfg.seed).sample(texts, min(cfg.transfer_rows, len(texts)))
 
 

@@ -370,3 +370,16 @@ def test_the_evaluation_route_and_the_inbox_give_the_operating_point(small_store
         assert live["known"] == 2 and live["unknown"] == 2
         assert live["known_turned_away"] == sum(a["out_of_scope"] for a in answers[:2]) / 2
         assert live["unknown_caught"] == sum(a["out_of_scope"] for a in answers[2:]) / 2
+
+
+def test_unlabelled_texts_are_the_unlabelled_items_most_seen_first(
+    open_replica: Callable[[str], ModelStore],
+) -> None:
+    """What a from_review job offers distillation (training/jobs.py), on both backends."""
+    store = open_review_store(open_replica("a"))
+    seen = {"seen once": 1, "seen thrice": 3, "labelled": 5, "discarded": 7}
+    store.record([_sighting(text, 100.0, count=n) for text, n in seen.items()])
+    ids = {i["text"]: i["id"] for i in store.list(limit=10)[0]}
+    store.set_labels([(ids["labelled"], "greet", False), (ids["discarded"], None, True)])
+    assert store.unlabelled_texts(10) == ["seen thrice", "seen once"]
+    assert store.unlabelled_texts(1) == ["seen thrice"]

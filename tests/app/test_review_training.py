@@ -18,6 +18,7 @@ from tests.app.test_review import AUTH, NONSENSE, _settings
 from tests.conftest import NEW_INTENT, ROOT, SMALL, ready_client
 
 TIME = ["what time is it", "tell me the time please", "what's the time now", "time please"]
+UNLABELLED = ["can you book me a flight to rome", "is the pharmacy open on sundays"]
 CLI_SMALL = [
     "--embed-dim", "32", "--hidden-dim", "32", "--ngram-buckets", "2000", "--bag-buckets", "5000",
     "--epochs", "3", "--min-steps", "0", "--no-vectors", "--no-encoder", "--no-teacher", "--seed", "0",
@@ -74,7 +75,7 @@ def test_a_from_review_job_appends_the_labels_and_marks_them_used(small_store: P
         r = client.post("/v1/training-jobs", json=job, headers=AUTH)
         assert r.status_code == 422 and "no labelled items" in r.json()["message"]
 
-        _label_all(client, list(labels), labels)
+        _label_all(client, [*labels, *UNLABELLED], labels)
         r = client.post("/v1/training-jobs", json=job, headers=AUTH)
         assert r.status_code == 202, r.text
         assert r.json()["examples"] == len(labels) and "from_review" not in r.json()["options"]
@@ -98,6 +99,8 @@ def test_a_from_review_job_appends_the_labels_and_marks_them_used(small_store: P
     assert store.active() == version != base
     rows = {(r["text"], r["intent"]) for r in store.read_data(version)}
     assert set(labels.items()) <= rows
+    # The inbox's unlabelled texts were offered to distillation (unused here: no teacher at this size).
+    assert Predictor.load(store.path(version)).meta.training["review_unlabelled"] == len(UNLABELLED)
     answers = Predictor.load(store.path(version)).predict_batch(NEW_INTENT)
     assert sum(a.intent == "order_food" for a in answers) >= len(NEW_INTENT) // 2
 
