@@ -587,20 +587,24 @@ function onSourceChange() {
   $("examples-fields").hidden = file;
 }
 
+// The admin's training options (a JSON object, or nothing); null, with the error shown, if not JSON.
+function trainingOptions(error) {
+  const raw = $("train-options").value.trim();
+  if (!raw) return {};
+  try {
+    return JSON.parse(raw);
+  } catch (_) {
+    showError(error, new Error("Training options: not valid JSON"));
+    return null;
+  }
+}
+
 async function startTraining(event) {
   event.preventDefault();
   const error = $("train-error");
   showError(error, null);
-  let options = {};
-  const rawOptions = $("train-options").value.trim();
-  if (rawOptions) {
-    try {
-      options = JSON.parse(rawOptions);
-    } catch (_) {
-      showError(error, new Error("Training options: not valid JSON"));
-      return;
-    }
-  }
+  const options = trainingOptions(error);
+  if (options === null) return;
   const mode = $("train-mode").value;
   const activate = $("train-activate").value;
   let request;
@@ -614,7 +618,7 @@ async function startTraining(event) {
     form.append("file", file);
     form.append("mode", mode);
     form.append("activate", activate);
-    if (rawOptions) form.append("options", JSON.stringify(options));
+    if ($("train-options").value.trim()) form.append("options", JSON.stringify(options));
     request = { method: "POST", form, auth: true };
   } else {
     const intent = $("train-intent").value.trim();
@@ -905,16 +909,8 @@ function renderInboxStats(stats) {
 async function trainFromInbox() {
   const error = $("train-error");
   showError(error, null);
-  let options = {};
-  const rawOptions = $("train-options").value.trim();
-  if (rawOptions) {
-    try {
-      options = JSON.parse(rawOptions);
-    } catch (_) {
-      showError(error, new Error("Training options: not valid JSON"));
-      return;
-    }
-  }
+  const options = trainingOptions(error);
+  if (options === null) return;
   const body = { mode: "append", from_review: true, activate: $("train-activate").value, options };
   $("inbox-train").disabled = true;
   try {
