@@ -164,7 +164,7 @@ class Predictor:
         """`quantize`: the compact serving form, the lookup tables in half precision (half their
         memory; the arithmetic stays fp32, see docs/BENCHMARKS.md for why not int8)."""
         weights, meta, tokenizer = load(model_dir)
-        runtime = Runtime(meta.model, weights, half_tables=quantize)
+        runtime = Runtime(meta.model, weights, int8_tables=quantize)
         del weights  # the runtime keeps its own (folded, reordered) copies
         return cls(runtime, meta, tokenizer)
 

@@ -5,17 +5,20 @@ torch's modules gave them), so every model written by training loads with no con
 The same computation as `training/network.py`'s `IntentNet.forward` in evaluation mode;
 `tests/model/test_runtime.py` holds the two equal on real data.
 
-Vectorised over the batch, and the recurrent layer's input projection over every token
-of every utterance and both directions in one matrix product; only the recurrent
-product h @ W_hh is left to the loop over time steps, for all rows and both directions
-at once.
+Vectorised over the batch: each distinct word of a batch is read from the tables and
+projected into the recurrent layer's gates once (a batch of 256 has some 3,000 tokens and a
+few hundred distinct words), both directions in one matrix product; only the recurrent
+product h @ W_hh is left to the loop over time steps, for all rows and both directions at
+once, and the top layer pools as it runs. Served models keep their lookup tables in int8
+with a scale for each row's part (`Table`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -113,36 +116,84 @@ class Weights:
 
 # Rows gathered at once when summing runs: a bound on the temporary [runs, longest run, width] array.
 _CHUNK_ROWS = 8192
+# Runs summed in one group, each group padded to its own longest run.
+_GROUP_RUNS = 64
 
 
-def _with_padding_row(table: Array, dtype: type[np.floating[Any]]) -> Array:
-    """The table in `dtype` with a row of zeros after its last: what padded lookups read."""
-    out = np.zeros((len(table) + 1, table.shape[1]), dtype=dtype)
-    out[:-1] = table
-    return out
+@dataclass
+class Table:
+    """A lookup table that ends in a row of zeros (what padded reads point at): fp32 rows, or
+    int8 rows with a scale for each row's part (a quarter of the memory, faster to read than fp16).
 
+    Parts are column ranges of different meaning (n-gram vectors beside the wide path's n-gram
+    logits, whose values are some 30x smaller): each keeps its own scale, else the small one
+    would round away."""
 
-def _run_sums(table: Array, ids: Array, counts: Array) -> Array:
-    """[len(counts), width] fp32: the sums of `table`'s rows at consecutive runs of `ids` of the given
-    lengths (an empty run sums to 0). `table` ends in a row of zeros.
+    values: Array  # [rows + 1, width]: float32, or int8 with `scale`
+    scale: Array | None  # [rows + 1, parts] float32: part k of row i is values[i, part k] * scale[i, k]
+    parts: tuple[tuple[int, int], ...]  # the column ranges
 
-    The runs are laid out padded ([runs, longest run], padding reading the zero row) and summed
-    over the run axis: numpy's `add.reduceat` along rows walks each column apart, several times
-    slower than the gather itself. Batches are sorted by length, so padding is little.
-    """
-    if len(counts) == 1:
-        single: Array = table[ids].astype(np.float32, copy=False).sum(axis=0, keepdims=True)
-        return single
-    width = max(int(counts.max()), 1)
-    padded = np.full((len(counts), width), len(table) - 1, dtype=np.int64)
-    padded[np.arange(width) < counts[:, None]] = ids
-    out = np.empty((len(counts), table.shape[1]), dtype=np.float32)
-    step = max(1, _CHUNK_ROWS // width)
-    for start in range(0, len(counts), step):
-        # fp32 before summing: numpy sums half-precision rows through a slow casting loop.
-        rows = table[padded[start : start + step]].astype(np.float32, copy=False)
-        out[start : start + step] = rows.sum(axis=1)
-    return out
+    @classmethod
+    def of(cls, parts: Sequence[Array], int8: bool = False) -> Table:
+        widths = [int(p.shape[1]) for p in parts]
+        edges = np.cumsum([0, *widths]).tolist()
+        ranges = tuple(itertools.pairwise(edges))
+        rows = int(parts[0].shape[0])
+        values = np.zeros((rows + 1, edges[-1]), dtype=np.int8 if int8 else np.float32)
+        scale = np.zeros((rows + 1, len(parts)), dtype=np.float32) if int8 else None
+        for k, ((lo, hi), part) in enumerate(zip(ranges, parts, strict=True)):
+            part = np.asarray(part, dtype=np.float32)
+            if scale is None:
+                values[:-1, lo:hi] = part
+                continue
+            # Symmetric, a scale a row: each row keeps its own range (rare n-grams' rows are small).
+            peak = np.abs(part).max(axis=1)
+            scale[:-1, k] = np.where(peak > 0, peak / 127.0, 1.0)
+            values[:-1, lo:hi] = np.rint(part / scale[:-1, k, None])
+        return cls(values, scale, ranges)
+
+    @property
+    def width(self) -> int:
+        return int(self.values.shape[1])
+
+    def rows(self, ids: Array) -> Array:
+        """[len(ids), width] fp32."""
+        if self.scale is None:
+            picked: Array = self.values[ids]
+            return picked
+        rows: Array = self.values[ids].astype(np.float32)
+        for k, (lo, hi) in enumerate(self.parts):
+            rows[:, lo:hi] *= self.scale[ids, k, None]
+        return rows
+
+    def run_sums(self, ids: Array, counts: Array) -> Array:
+        """[len(counts), width] fp32: the sums of the rows at consecutive runs of `ids` of the given
+        lengths (an empty run sums to 0).
+
+        The runs are laid out padded ([runs, longest run], padding reading the zero row) and
+        summed over the run axis: numpy's `add.reduceat` along rows walks each column apart,
+        several times slower than the gather itself. Runs go in groups of neighbours, each padded
+        to its own longest: callers pass runs of similar lengths side by side, so padding is little.
+        """
+        out = np.empty((len(counts), self.width), dtype=np.float32)
+        ends = np.cumsum(counts)
+        group = min(_GROUP_RUNS, max(1, _CHUNK_ROWS // max(int(counts.max(initial=1)), 1)))
+        for start in range(0, len(counts), group):
+            part = counts[start : start + group]
+            width = max(int(part.max()), 1)
+            padded = np.full((len(part), width), len(self.values) - 1, dtype=np.int64)
+            first = int(ends[start] - counts[start])
+            padded[np.arange(width) < part[:, None]] = ids[first : first + int(part.sum())]
+            if self.scale is None:
+                out[start : start + group] = self.values[padded].sum(axis=1)
+                continue
+            # Each part's scales weigh its int8 rows in one batched product:
+            # [runs, 1, longest run] @ [runs, longest run, part's columns].
+            rows = self.values[padded].astype(np.float32)
+            weights = self.scale[padded]
+            for k, (lo, hi) in enumerate(self.parts):
+                out[start : start + group, lo:hi] = np.matmul(weights[:, None, :, k], rows[..., lo:hi])[:, 0]
+        return out
 
 
 def _per_text(rows: Array, lengths: Array, fill: float) -> Array:
@@ -168,30 +219,29 @@ class _Layer:
 class Runtime:
     """An Intently model's forward pass in numpy: logits, pooled features, tag scores, detector similarity."""
 
-    def __init__(self, cfg: ModelConfig, weights: Mapping[str, Array], half_tables: bool = False):
+    def __init__(self, cfg: ModelConfig, weights: Mapping[str, Array], int8_tables: bool = False):
         self.cfg = cfg
         self.hidden = cfg.hidden_dim
         self.directions = 2 if cfg.bidirectional else 1
         self.step_dim = self.hidden * self.directions
         self.out_dim = self.step_dim * 2 if cfg.pooling == "maxmean" else self.step_dim
         w = {k: np.asarray(v) for k, v in weights.items()}
-        # The lookup tables: read a few rows a request, so half precision halves their memory
-        # at a small cost in precision (converted to fp32 rows on lookup).
-        table_type = np.float16 if half_tables else np.float32
+        # The lookup tables: read a few rows a request, so int8 rows quarter their memory at a
+        # small cost in precision (read back as fp32 rows; the arithmetic stays fp32).
         words = w["embed.words.weight"].astype(np.float32)
         if cfg.vectors_dim:
             # Folded once: the learned projection of every word's frozen vector plus its learned row.
             folded = w["embed.vectors"].astype(np.float32) @ w["embed.project.weight"].astype(np.float32).T
             folded[: cfg.learned_rows] += words
             words = folded
-        self.words = words.astype(table_type, copy=False)
+        self.words = Table.of([words], int8_tables)
         self.dim = cfg.embed_dim
         # The n-gram vectors and the wide path's n-gram weights side by side: one lookup serves both.
-        self.subwords: Array | None = None
+        self.subwords: Table | None = None
         if cfg.ngram_buckets:
             parts = [w["embed.ngrams.weight"]] + ([w["char_bag.weight"]] if cfg.uses_char_bag else [])
-            self.subwords = _with_padding_row(np.concatenate(parts, axis=1), table_type)
-        self.bag = _with_padding_row(w["bag.weight"], table_type) if cfg.bag_buckets else None
+            self.subwords = Table.of(parts, int8_tables)
+        self.bag = Table.of([w["bag.weight"]], int8_tables) if cfg.bag_buckets else None
         self.layers = [self._layer(w, n) for n in range(cfg.num_layers)]
         self.head_w = np.ascontiguousarray(w["head.weight"].astype(np.float32).T)
         self.head_b = w["head.bias"].astype(np.float32)
@@ -290,46 +340,50 @@ class Runtime:
     ) -> tuple[Array, Array, Array | None, Array]:
         """Logits [B, labels], pooled features [B, out_dim], with `steps_too` the top layer's
         state at every token [N, step_dim], and the lengths [B]."""
-        flat = Flat.of(items)
+        # A batch repeats its words (a few hundred distinct among thousands of tokens): each
+        # distinct token's input row and first projection is worked out once.
+        flat = Flat.of(items, distinct=len(items) > 1)
         lengths = flat.lengths
-        x = self.words[flat.words].astype(np.float32, copy=False)
+        x = self.words.rows(flat.words)
         chars = None
         if self.subwords is not None:
             counts = flat.ngram_counts
-            sums = _run_sums(self.subwords, flat.ngrams, counts)
+            sums = self.subwords.run_sums(flat.ngrams, counts)
             x += sums[:, : self.dim] / np.maximum(counts, 1)[:, None]
             if sums.shape[1] > self.dim:
                 chars = sums[:, self.dim :]  # each token's share of the wide path's logits
-        for layer in self.layers:
-            x = self._recurrent(layer, x, lengths)
-        starts = np.cumsum(lengths) - lengths
-        feats = self._pool(x, starts, lengths)
+        # The top layer pools as it runs; its states at every token are kept only for the tagger.
+        projected, rows = x @ self.layers[0].w_in + self.layers[0].b_in, flat.rows
+        for depth, layer in enumerate(self.layers):
+            top = depth == len(self.layers) - 1
+            keep = steps_too or not top
+            steps, pooled = self._recurrent(layer, projected, lengths, rows, keep=keep, pool=top)
+            if not top and steps is not None:
+                next_layer = self.layers[depth + 1]
+                projected, rows = steps @ next_layer.w_in + next_layer.b_in, None
+        if chars is not None and flat.rows is not None:
+            chars = chars[flat.rows]
+        assert pooled is not None
+        feats = pooled
         logits = feats @ self.head_w + self.head_b
         if self.bag is not None:
-            logits += _run_sums(self.bag, flat.bag, flat.bag_counts)
+            logits += self.bag.run_sums(flat.bag, flat.bag_counts)
         if chars is not None:
             logits += _per_text(chars, lengths, 0.0).sum(axis=1)
-        return logits, feats, x if steps_too else None, lengths
+        return logits, feats, steps if steps_too else None, lengths
 
-    def _pool(self, steps: Array, starts: Array, lengths: Array) -> Array:
-        pooling = self.cfg.pooling
-        if pooling == "last":
-            # torch's final state: the forward direction's at the last token, the backward one's at the first.
-            last = steps[starts + lengths - 1, : self.hidden]
-            if self.directions == 1:
-                return last
-            return np.concatenate([last, steps[starts, self.hidden :]], axis=1)
-        padded = _per_text(steps, lengths, 0.0)
-        mean: Array = padded.sum(axis=1) / lengths[:, None].astype(np.float32)
-        if pooling == "mean":
-            return mean
-        if lengths.min() != lengths.max():
-            padded = _per_text(steps, lengths, -np.inf)
-        peak = padded.max(axis=1)
-        return peak if pooling == "max" else np.concatenate([peak, mean], axis=1)
-
-    def _recurrent(self, layer: _Layer, x: Array, lengths: Array) -> Array:
-        """One layer over flat token rows x [N, in] of utterances of `lengths`; states [N, step_dim].
+    def _recurrent(
+        self,
+        layer: _Layer,
+        projected: Array,
+        lengths: Array,
+        rows: Array | None = None,
+        keep: bool = True,
+        pool: bool = False,
+    ) -> tuple[Array | None, Array | None]:
+        """One layer over input projections [R, dirs * gates] of the flat tokens of utterances of
+        `lengths` (token i's row is rows[i], or i without `rows`): with `keep` the states at
+        every token [N tokens, step_dim], with `pool` the pooled features [B, out_dim].
 
         Utterances sorted longest first, so that at step t the rows still running are a prefix
         (as in torch's packed sequences); the backward direction reads each utterance from its
@@ -337,8 +391,8 @@ class Runtime:
         """
         h, dirs = self.hidden, self.directions
         gates = layer.w_rec.shape[2]
-        # Every token's input projection, both directions, in one product: [N, dirs, gates].
-        projected = (x @ layer.w_in + layer.b_in).reshape(len(x), dirs, gates)
+        tokens = int(lengths.sum())
+        projected = projected.reshape(len(projected), dirs, gates)
         order = np.argsort(-lengths, kind="stable")
         sorted_lengths = lengths[order]
         longest = int(sorted_lengths[0])
@@ -348,22 +402,28 @@ class Runtime:
         # The token each running row reads at step t, per direction: [T, dirs, B]. Only the running
         # prefix of each step is read, so the rest may point anywhere.
         at = np.stack([starts + steps, starts + sorted_lengths - 1 - steps][:dirs], axis=1)
+        # Where each read comes from in `projected` (past the end, `at` points at no token: clipped).
+        source = at if rows is None else rows[np.minimum(at, tokens - 1)]
         direction = np.arange(dirs)[:, None]
         state = np.zeros((dirs, len(lengths), h), dtype=np.float32)
         cell = np.zeros_like(state) if self.cfg.arch == "lstm" else None
-        flat = np.empty((len(x), dirs, h), dtype=np.float32)
+        flat = np.empty((tokens, dirs, h), dtype=np.float32) if keep else None
         # All of one length (always so for one utterance): every step's inputs in one gather and
         # the states out in one scatter; else a gather and a scatter a step, of the running rows only.
         uniform = sorted_lengths[0] == sorted_lengths[-1]
-        inputs = projected[at, direction] if uniform else None  # [T, dirs, B, gates]
-        out = np.empty((longest, dirs, len(lengths), h), dtype=np.float32) if uniform else None
+        inputs = projected[source, direction] if uniform else None  # [T, dirs, B, gates]
+        out = np.empty((longest, dirs, len(lengths), h), dtype=np.float32) if uniform and keep else None
+        # Max and mean pooling kept up step by step (each row's states only while it runs), so
+        # the states need not be laid out per utterance afterwards.
+        pooling = self.cfg.pooling if pool else ""
+        peak = np.full_like(state, -np.inf) if pooling in ("max", "maxmean") else None
+        total = np.zeros_like(state) if pooling in ("mean", "maxmean") else None
         arch, w_rec, b_rec = self.cfg.arch, layer.w_rec, layer.b_rec
         for t in range(longest):
             n = active[t]
-            rows = at[t, :, :n]
             prev = state[:, :n]
             # [dirs, n, gates], worked on in place: each step's inputs are read once.
-            g = inputs[t] if inputs is not None else projected[rows, direction]
+            g = inputs[t] if inputs is not None else projected[source[t, :, :n], direction]
             if arch == "lstm" and cell is not None:
                 g += prev @ w_rec
                 np.tanh(g, out=g)
@@ -386,10 +446,26 @@ class Runtime:
             else:
                 g += prev @ w_rec
                 state[:, :n] = np.tanh(g)
+            if peak is not None:
+                np.maximum(peak[:, :n], state[:, :n], out=peak[:, :n])
+            if total is not None:
+                total[:, :n] += state[:, :n]
             if out is not None:
                 out[t] = state
-            else:
-                flat[rows, direction] = state[:, :n]
-        if out is not None:
+            elif flat is not None:
+                flat[at[t, :, :n], direction] = state[:, :n]
+        if out is not None and flat is not None:
             flat[at, direction] = out
-        return flat.reshape(len(x), dirs * h)
+        steps_out = flat.reshape(tokens, dirs * h) if flat is not None else None
+        if not pool:
+            return steps_out, None
+        # "last": torch's final state, the forward direction's at the last token and the
+        # backward one's at the first, which is where each row's state stopped.
+        mean = None if total is None else total / sorted_lengths[:, None].astype(np.float32)
+        kinds: dict[str, list[Array | None]] = {"last": [state], "max": [peak], "mean": [mean]}
+        parts = [peak, mean] if pooling == "maxmean" else kinds[pooling]
+        # Each [dirs, B, h] in length order -> [B, dirs * h], side by side, in input order.
+        pooled = np.concatenate([np.concatenate(list(p), axis=1) for p in parts if p is not None], axis=1)
+        unsorted = np.empty_like(pooled)
+        unsorted[order] = pooled
+        return steps_out, unsorted

@@ -99,28 +99,47 @@ class Flat:
     bag: np.ndarray  # [K] every utterance's sentence-bag buckets
     bag_counts: np.ndarray  # [B] bag buckets of each utterance
     lengths: np.ndarray  # [B] tokens of each utterance
+    # With `distinct`: words, ngrams and ngram_counts hold each distinct token once, and this
+    # maps every token of the utterances, in order, to its row there.
+    rows: np.ndarray | None = None
 
     @classmethod
-    def of(cls, items: Sequence[Encoded]) -> Flat:
+    def of(cls, items: Sequence[Encoded], distinct: bool = False) -> Flat:
         # Flat Python lists, then numpy once: converting element by element is much slower.
         words: list[int] = []
         ngrams: list[int] = []
         ngram_counts: list[int] = []
         bag: list[int] = []
         bag_counts: list[int] = []
+        rows: list[int] = []
+        # A known word's n-grams follow from the word, so its id is its key; an unknown
+        # word is keyed by its n-grams (two unknown words with the same ones read the same).
+        seen: dict[int | tuple[int, ...], int] = {}
         for e in items:
-            words += e.words
-            for g in e.ngrams:
-                ngrams += g
-            ngram_counts += map(len, e.ngrams)
             bag += e.bag
             bag_counts.append(len(e.bag))
+            if not distinct:
+                words += e.words
+                for g in e.ngrams:
+                    ngrams += g
+                ngram_counts += map(len, e.ngrams)
+                continue
+            for word, grams in zip(e.words, e.ngrams, strict=True):
+                key = word if word > UNK_ID else tuple(grams)
+                row = seen.get(key)
+                if row is None:
+                    row = seen[key] = len(words)
+                    words.append(word)
+                    ngrams += grams
+                    ngram_counts.append(len(grams))
+                rows.append(row)
 
         def ids(values: list[int]) -> np.ndarray:
             return np.array(values, dtype=np.int64)
 
         lengths = ids([len(e.words) for e in items])
-        return cls(ids(words), ids(ngrams), ids(ngram_counts), ids(bag), ids(bag_counts), lengths)
+        kept = ids(rows) if distinct else None
+        return cls(ids(words), ids(ngrams), ids(ngram_counts), ids(bag), ids(bag_counts), lengths, kept)
 
 
 class _Token(NamedTuple):

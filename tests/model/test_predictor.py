@@ -87,10 +87,11 @@ def test_the_share_threshold_applies_to_the_discounted_probability(small_predict
     assert rejected.confidence == top.confidence  # the verdict leaves the probabilities alone
 
 
-def test_the_compact_serving_form_halves_the_tables_and_answers_as_fp32(
+def test_the_compact_serving_form_quarters_the_tables_and_answers_as_fp32(
     small_model_dir: Path, small_predictor: Predictor, assistant_test: list[Example]
 ) -> None:
-    """Serving loads the compact form (INTENTLY_QUANTIZE defaults to true): half-precision tables.
+    """Serving loads the compact form (INTENTLY_QUANTIZE defaults to true): int8 tables, a scale
+    for each row's part.
     It must answer as fp32 does: one agreement, one place."""
     from app.config import Settings
     from training.evaluate import evaluate
@@ -99,9 +100,8 @@ def test_the_compact_serving_form_halves_the_tables_and_answers_as_fp32(
     fp32, compact = small_predictor, Predictor.load(small_model_dir, quantize=True)
     runtime = compact.scorer
     assert isinstance(runtime, Runtime)
-    assert runtime.subwords is not None and runtime.subwords.dtype == np.float16
-    assert runtime.bag is not None and runtime.bag.dtype == np.float16
-    assert runtime.words.dtype == np.float16
+    for table in (runtime.words, runtime.subwords, runtime.bag):
+        assert table is not None and table.values.dtype == np.int8 and table.scale is not None
     texts = [e.text for e in assistant_test]
     assert not np.array_equal(fp32.logits(texts), compact.logits(texts))  # compacted for real
     a, b = fp32.predict_batch(texts), compact.predict_batch(texts)

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from model.artifact import WEIGHTS_FILE, save
 from model.config import ModelConfig, TokenizerConfig
 from model.predictor import Prediction, Predictor
-from model.runtime import Runtime, expected_shapes
-from model.tokenizer import Tokenizer
+from model.runtime import Runtime, Table, expected_shapes
+from model.tokenizer import Flat, Tokenizer
 from tests.conftest import ASSISTANT, shared_data, small_config
 from training.network import IntentNet, TorchScorer
 from training.readers import Example, read_file
@@ -133,6 +133,50 @@ def test_runtime_equals_torch_on_every_shape(shape: dict[str, object]) -> None:
     np.testing.assert_allclose(ours.near, theirs.near, atol=1e-5)
     for a, b in zip(ours.tags, theirs.tags, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+    # Without tags the top layer pools as it runs and keeps no states; one text a batch takes
+    # the path for utterances of one length.
+    runtime = Runtime(net.cfg, net.weights())
+    for size, rows in ((64, len(encoded)), (1, 12)):
+        lean = runtime.score(encoded[:rows], in_scope, batch_size=size, features=True)
+        assert lean.features is not None and not lean.tags
+        np.testing.assert_allclose(lean.features, theirs.features[:rows], atol=1e-5)
+        np.testing.assert_allclose(lean.logits, theirs.logits[:rows], atol=1e-4, rtol=1e-4)
+
+
+def test_a_batch_reads_each_distinct_word_once() -> None:
+    """`Flat.of(distinct=True)`: every token maps to a row with its own word and n-grams."""
+    texts = [*[e.text for e in read_file(ASSISTANT / "test.csv")][:40], "zzqx zzqx", "zzqxy"]
+    tokenizer = Tokenizer.build(texts[::3], TokenizerConfig(ngram_buckets=997))
+    encoded = [tokenizer.encode(t) for t in texts]
+    plain, distinct = Flat.of(encoded), Flat.of(encoded, distinct=True)
+    assert distinct.rows is not None and len(distinct.words) < len(plain.words)
+    np.testing.assert_array_equal(distinct.words[distinct.rows], plain.words)
+    grams = [g for e in encoded for g in e.ngrams]
+    starts = np.cumsum(distinct.ngram_counts) - distinct.ngram_counts
+    for token, row in enumerate(distinct.rows):
+        run = distinct.ngrams[starts[row] : starts[row] + distinct.ngram_counts[row]]
+        assert run.tolist() == grams[token]
+    np.testing.assert_array_equal(distinct.bag, plain.bag)  # the sentence bag is per text, unchanged
+
+
+def test_int8_tables_keep_each_parts_precision() -> None:
+    """A scale for each row's part: a part 30x smaller than its neighbour keeps its own precision;
+    the padding row reads as zeros; sums over runs are the sums of the rows."""
+    rng = np.random.default_rng(0)
+    big, small = rng.normal(0, 0.3, (50, 16)), rng.normal(0, 0.01, (50, 4))
+    exact, table = Table.of([big, small]), Table.of([big, small], int8=True)
+    assert table.values.dtype == np.int8 and table.values.nbytes < exact.values.nbytes / 3
+    ids = np.arange(51)
+    got, want = table.rows(ids), exact.rows(ids)
+    assert not got[-1].any() and not want[-1].any()
+    for lo, hi, part in ((0, 16, big), (16, 20, small)):
+        step = np.abs(part).max(axis=1, keepdims=True) / 127
+        assert (np.abs(got[:-1, lo:hi] - want[:-1, lo:hi]) <= step / 2 + 1e-7).all()
+    runs, counts = rng.integers(0, 51, 30), np.array([0, 7, 1, 22])
+    sums = table.run_sums(runs, counts)
+    starts = np.cumsum(counts) - counts
+    for k, (start, count) in enumerate(zip(starts, counts, strict=True)):
+        np.testing.assert_allclose(sums[k], got[runs[start : start + count]].sum(axis=0), atol=1e-5)
 
 
 def test_an_artifact_written_by_torch_loads_and_answers_the_same(
