@@ -1,7 +1,7 @@
 """HTTP throughput and latency of /v1/classify against the bare web stack, under bench/loadgen.py.
 
     .venv/bin/python -m bench.http [--concurrency 1 16 64] [--duration 10] [--workers 1 2]
-                                   [--model DIR] [--env INTENTLY_QUANTIZE=1] [--review]
+                                   [--model DIR] [--env INTENTLY_QUANTIZE=1] [--review] [--torch]
 
 For each worker count, three servers run side by side on loopback ports:
 the real service with micro-batching on (defaults), the real service with
@@ -13,7 +13,10 @@ With --review a fourth server joins them: batching on and the review inbox on
 (INTENTLY_REVIEW=true, its SQLite inbox in a temporary store), loaded right
 after batch-on, so that the cost of capture is read off the same run. With
 --repeat N every server is loaded N times per concurrency, in alternating
-order, and the table gives the medians (every round is in the JSON).
+order, and the table gives the medians (every round is in the JSON). With --torch another
+server joins them: batching on, classifying through torch's int8 network as served before
+the numpy runtime (bench/server_util.py's TORCH_SERVE), so that the runtime's throughput is
+read beside it in the same run (issue 30: at least the torch server's at c=64, 0 errors).
 Results: a table here and bench/results/http.json.
 """
 
@@ -31,7 +34,7 @@ from bench import server_util as su
 from bench.common import table, write_results
 from tests.support.loadgen import utterances
 
-ON, OFF, BARE, REVIEW = "batch-on", "batch-off", "bare", "review-on"
+ON, OFF, BARE, REVIEW, TORCH = "batch-on", "batch-off", "bare", "review-on", "torch-int8"
 KINDS = (ON, OFF, BARE)
 
 # Targets (1 worker): throughput and p99 at c=64 against bare, batching's gain, its cost at c=1.
@@ -41,6 +44,8 @@ MIN_ON_VS_OFF_RPS = 2.0
 # The review inbox's capture (issue 31): at c=64, at least 95% of the throughput and p99 within 10%.
 MIN_REVIEW_VS_ON_RPS = 0.95
 MAX_REVIEW_VS_ON_P99 = 1.10
+# The numpy runtime against torch's int8 network (issue 30): at c=64, at least its throughput.
+MIN_ON_VS_TORCH_RPS = 1.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,6 +64,7 @@ def parse_args() -> argparse.Namespace:
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for both real servers"
     )
     p.add_argument("--review", action="store_true", help="also the service with the review inbox on")
+    p.add_argument("--torch", action="store_true", help="also the service on torch's int8 network")
     p.add_argument(
         "--repeat",
         type=int,
@@ -104,7 +110,7 @@ def start_servers(
             if workers > 1:  # keep the metrics scratch dir inside our temp dir, so it is removed
                 metrics_dir = Path(tempfile.mkdtemp(prefix=f"prom-{kind}-", dir=tmp))
                 extra["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-            servers[kind] = su.start_real(model, workers, tmp, extra, kind=kind)
+            servers[kind] = su.start_real(model, workers, tmp, extra, kind=kind, torch_path=kind == TORCH)
         for server in servers.values():
             wait_all_workers(server, workers)
     except BaseException:
@@ -174,6 +180,15 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[str]:
         lines.append(f"c=64 p99 review-on/batch-on = {r:.2f} (<= {MAX_REVIEW_VS_ON_P99})  {verdict(ok)}")
         ok = review64["errors"] == 0
         lines.append(f"c=64 review-on errors = {review64['errors']} (== 0)  {verdict(ok)}")
+    torch64 = find(rows, workers, 64, TORCH)
+    if torch64 and on64:
+        r = on64["rps"] / torch64["rps"]
+        ok = r >= MIN_ON_VS_TORCH_RPS
+        lines.append(
+            f"c=64 throughput batch-on/torch-int8 = {r:.2f} (>= {MIN_ON_VS_TORCH_RPS})  {verdict(ok)}"
+        )
+        ok = torch64["errors"] == 0
+        lines.append(f"c=64 torch-int8 errors = {torch64['errors']} (== 0)  {verdict(ok)}")
     return lines
 
 
@@ -186,7 +201,7 @@ def run_worker_count(
         return loadgen.measure(url, texts, conc, seconds, args.timeout, args.engine, args.wrk_threads)
 
     rows = []
-    kinds = (ON, REVIEW, OFF, BARE) if args.review else KINDS
+    kinds = (ON, *([REVIEW] if args.review else []), *([TORCH] if args.torch else []), OFF, BARE)
     servers = start_servers(model, workers, env, tmp, kinds)
     try:
         for server in servers.values():

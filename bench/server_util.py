@@ -159,13 +159,40 @@ def _ready(server: Server) -> Server:
     return server
 
 
+# The serving path before the numpy runtime, inside today's server: the holder's Predictor.load
+# is the torch network's, quantized as it was served (int8 recurrent and linear layers, fp16
+# tables). `python -c TORCH_SERVE serve ...` is `intently serve ...` on that path.
+TORCH_SERVE = """
+import sys
+import torch
+from model.predictor import Predictor
+from training.network import TorchScorer, load_net, quantize_dynamic
+
+def torch_load(model_dir, quantize=False):
+    net, meta, tokenizer = load_net(model_dir)
+    net = quantize_dynamic(net, inplace=True)
+    net.half_tables()
+    return Predictor(TorchScorer(net), meta, tokenizer)
+
+Predictor.load = staticmethod(torch_load)
+from app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def start_real(
-    model: Path, workers: int, logdir: Path, env: dict[str, str] | None = None, kind: str = "real"
+    model: Path,
+    workers: int,
+    logdir: Path,
+    env: dict[str, str] | None = None,
+    kind: str = "real",
+    torch_path: bool = False,
 ) -> Server:
-    """`intently serve` exactly as a user starts it; settings only through INTENTLY_* variables."""
+    """`intently serve` exactly as a user starts it; settings only through INTENTLY_* variables.
+    With `torch_path`, the same server classifying through torch's int8 network (TORCH_SERVE)."""
     port = free_port()
-    cmd = [str(VENV_BIN / "intently"), "serve", "--model", str(model), "--port", str(port)]
-    cmd += ["--workers", str(workers)]
+    serve = ["serve", "--model", str(model), "--port", str(port), "--workers", str(workers)]
+    cmd = [sys.executable, "-c", TORCH_SERVE, *serve] if torch_path else [str(VENV_BIN / "intently"), *serve]
     return _ready(Server(kind, cmd, port, env or {}, logdir))
 
 

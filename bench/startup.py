@@ -34,24 +34,6 @@ from bench import server_util as su
 from bench.common import table, write_results
 from tests.support.processes import rss_mb
 
-# The serving path before the runtime, inside today's server: the holder's Predictor.load is the
-# torch network's, quantized as it was served.
-TORCH_SERVE = """
-import sys
-import torch
-from model.predictor import Predictor
-from training.network import TorchScorer, load_net, quantize_dynamic
-
-def torch_load(model_dir, quantize=False):
-    net, meta, tokenizer = load_net(model_dir)
-    net = quantize_dynamic(net, inplace=True)
-    net.half_tables()
-    return Predictor(TorchScorer(net), meta, tokenizer)
-
-Predictor.load = staticmethod(torch_load)
-from app.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 KINDS = ("runtime", "torch int8", "bare")
 
 
@@ -71,7 +53,7 @@ def command(kind: str, model: Path, port: int) -> list[str]:
     serve = ["serve", "--model", str(model), "--port", str(port), "--workers", "1"]
     if kind == "runtime":
         return [sys.executable, "-m", "app.cli", *serve]
-    return [sys.executable, "-c", TORCH_SERVE, *serve]
+    return [sys.executable, "-c", su.TORCH_SERVE, *serve]
 
 
 def start_to_ready(kind: str, model: Path, logdir: Path, timeout: float = 300.0) -> dict[str, Any]:
