@@ -55,10 +55,10 @@ def measure_interleaved(
                 start = time.perf_counter()
                 fn([t])
                 singles[name].append(time.perf_counter() - start)
-            if r % 6 == 0:
-                start = time.perf_counter()
-                fn(batch)
-                batches[name].append(time.perf_counter() - start)
+            # A batch of 256 every round: its median needs as many samples as the noise asks.
+            start = time.perf_counter()
+            fn(batch)
+            batches[name].append(time.perf_counter() - start)
     return {
         name: (statistics.median(singles[name]) * 1e6, len(batch) / statistics.median(batches[name]))
         for name in systems
