@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 # Shorter words are too often one edit from an unrelated word ("the", "thy"); longer ones miss typos.
 MIN_FUZZY_LETTERS = 4
 # Real words are short; a long token (untrusted input) is not expanded into its deletions.
@@ -40,8 +42,11 @@ class WordCoverage:
         long_words = [w for w in self.known if MIN_FUZZY_LETTERS <= len(w) <= MAX_FUZZY_LETTERS]
         self.long_words = set(long_words)
         # A vocabulary word with one letter dropped: SymSpell's trick for edit distance 1
-        # (a dropped, added or changed letter, or two swapped) with set lookups only.
-        self.deleted = set().union(*map(_deletions, long_words)) if long_words else set()
+        # (a dropped, added or changed letter, or two swapped) with lookups only. Kept as the
+        # sorted hashes of those strings: some 120,000 of them cost 10 MB as a set of strings in
+        # every worker, 1 MB so (a 64-bit hash: a false match is one in 10^14 a lookup).
+        deleted = {hash(d) for word in long_words for d in _deletions(word)}
+        self.deleted = np.array(sorted(deleted), dtype=np.int64)
         # Token -> seen word (True), unseen word (False), not a word (None): one dict
         # lookup a token on the request path. Vocabulary tokens are judged up front.
         self._status: dict[str, bool | None] = {t: (True if t in self.known else None) for t in vocab}
@@ -53,8 +58,18 @@ class WordCoverage:
             return True
         if not MIN_FUZZY_LETTERS - 1 <= len(word) <= MAX_FUZZY_LETTERS:
             return False
-        long_words, deleted = self.long_words, self.deleted
-        return word in deleted or any(v in long_words or v in deleted for v in _deletions(word))
+        variants = _deletions(word)
+        if not variants.isdisjoint(self.long_words):
+            return True
+        return self._deleted_any([word, *variants])
+
+    def _deleted_any(self, words: Sequence[str]) -> bool:
+        """Whether any of `words` is a vocabulary word with one letter dropped."""
+        if not len(self.deleted):
+            return False
+        hashes = np.array([hash(w) for w in words], dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.deleted, hashes), len(self.deleted) - 1)
+        return bool((self.deleted[at] == hashes).any())
 
     def share(self, tokens: Sequence[str]) -> float:
         """Seen words / words; 1.0 when the utterance has no words at all (nothing to judge)."""

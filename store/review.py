@@ -22,11 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import sqrt
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from store.directory import DirectoryStore
 from store.model_store import ModelStore, StoreUnavailable
-from store.postgres import PostgresStore
+
+if TYPE_CHECKING:  # psycopg (several MB a process) is imported only where PostgreSQL is used
+    from store.postgres import PostgresStore
 
 DB_FILE = "review.sqlite3"
 Reason = Literal["out_of_scope", "low_confidence", "ambiguous", "sample"]
@@ -461,8 +463,10 @@ class PostgresReviewStore(ReviewStore):
 
 def open_review_store(store: ModelStore) -> ReviewStore:
     """The review inbox kept with `store`."""
-    if isinstance(store, PostgresStore):
-        return PostgresReviewStore(store)
     if isinstance(store, DirectoryStore):
         return SqliteReviewStore(store)
+    from store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return PostgresReviewStore(store)
     raise TypeError(f"no review inbox for {type(store).__name__}")

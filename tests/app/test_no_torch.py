@@ -1,4 +1,5 @@
-"""A serving process never imports torch: it starts, loads a model and classifies with model/runtime.py."""
+"""A serving process never imports torch: it starts, loads a model and classifies with model/runtime.py;
+without PostgreSQL, it never imports psycopg either."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ with TestClient(create_app(settings)) as client:
     batch = client.post("/v1/classify/batch", json={"texts": ["play some jazz", "bake bread?"]}).json()
     parsed = client.post("/model/parse", json={"text": "wake me up at 7"}).status_code
 print(json.dumps({"ready": ready, "single": single, "batch": batch, "parse": parsed,
-                  "torch": sys.modules.get("torch") is not None}))
+                  "torch": sys.modules.get("torch") is not None, "psycopg": "psycopg" in sys.modules}))
 """
 
 
@@ -57,3 +58,4 @@ def test_the_app_serves_without_importing_torch(
     assert len(out["batch"]["results"]) == 2
     assert out["parse"] == 200
     assert out["torch"] is False
+    assert out["psycopg"] is False  # nor the PostgreSQL driver, on a directory or a model store

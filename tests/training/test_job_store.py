@@ -17,11 +17,11 @@ from store.jobs import (
     JobError,
     JobRequest,
     JobStore,
-    PostgresJobStore,
     SqliteJobStore,
     open_job_store,
 )
 from store.model_store import ModelStore
+from store.postgres_jobs import PostgresJobStore
 from tests.conftest import NO_PRETRAINED
 from training.job_request import submit
 from training.jobs import run_job
