@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -63,17 +64,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store = settings_store(settings)
         try:
             if store.active() is None:
-                # Imported here: it may train, with torch, which serving a stored model never loads.
-                if can_train():
-                    from training import threads
-
-                    threads.configure(settings.torch_threads)  # before torch is imported
                 from training.default_model import SEED_ENV, ensure_default
 
-                how = "copying" if os.environ.get(SEED_ENV) else "training"  # a Docker image has a seed
-                if how == "copying" or can_train():  # else ensure_default says in one line what to do
-                    print(f"{how} the built-in default model (first start only) ...", file=sys.stderr)
-                ensure_default(store, show_progress=True)
+                if os.environ.get(SEED_ENV) or not can_train():
+                    # A copy (a Docker image has a seed), or without torch one line saying what to do.
+                    if os.environ.get(SEED_ENV):
+                        print("copying the built-in default model (first start only) ...", file=sys.stderr)
+                    ensure_default(store, show_progress=True)
+                else:
+                    print("training the built-in default model (first start only) ...", file=sys.stderr)
+                    _train_default_model_apart()
         finally:
             store.close()  # the workers open their own connections
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -94,6 +94,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         **UVICORN_OPTIONS,
     )
     return 0
+
+
+def _train_default_model_apart() -> None:
+    """Train the built-in model in a child process: training imports torch (some 200 MB that a
+    process never gives back), which the serving process, here for days, must not carry."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=_train_default_model, name="intently-first-start"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise training_cli.CliError(f"the built-in default model was not trained (status {child.exitcode})")
+
+
+def _train_default_model() -> None:
+    """The child of `_train_default_model_apart`: settings from the environment, as `serve` set it."""
+    from training import threads
+    from training.default_model import ensure_default
+
+    settings = Settings()
+    threads.configure(settings.torch_threads)  # before torch is imported
+    store = settings_store(settings)
+    try:
+        ensure_default(store, show_progress=True)
+    except (ArtifactError, StoreError, OSError) as exc:
+        print(f"intently serve: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        store.close()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -37,6 +37,8 @@ from tests.support.processes import rss_mb
 
 WARMUP = 1000
 MAX_WARM_MB = 400.0
+# Issue 30: a worker without torch, after warm-up and after the traffic (built-in model).
+MAX_WORKER_MB = 150.0
 MAX_GROWTH_PCT = 5.0
 # Traffic runs in slices this long, with the RSS read between them: a plateau and a climb differ.
 SLICE_SECONDS = 5.0
@@ -216,6 +218,10 @@ def main() -> None:
         (
             f"RSS after warm-up {real['rss_warm_mb']:.1f} MB (<= {MAX_WARM_MB:.0f})",
             real["rss_warm_mb"] <= MAX_WARM_MB,
+        ),
+        (
+            f"RSS after the traffic {real['rss_final_mb']:.1f} MB (<= {MAX_WORKER_MB:.0f}, issue 30)",
+            max(real["rss_warm_mb"], real["rss_final_mb"]) <= MAX_WORKER_MB,
         ),
         (f"growth {real['growth_pct']:+.2f}% (< {MAX_GROWTH_PCT:.0f}%)", real["growth_pct"] < MAX_GROWTH_PCT),
         (f"errors {real['errors']} (== 0)", real["errors"] == 0),

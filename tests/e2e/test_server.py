@@ -163,3 +163,27 @@ def test_a_model_with_entities_answers_them_in_both_apis(serve, tagged_model_dir
         ]
         batch = http.post("/v1/classify/batch", json={"texts": ["hello", "alarm at noon please"]}).json()
         assert [[e["value"] for e in r["entities"]] for r in batch["results"]] == [[], ["noon"]]
+
+
+def test_a_first_start_trains_the_built_in_model_in_another_process(serve, tmp_path: Path) -> None:
+    """On an empty store `serve` trains the built-in model in a child process: the process that
+    then serves never loads torch (issue 30: a serving worker's memory, also after a first start).
+    A small stand-in for the built-in data keeps the training short."""
+    data = tmp_path / "built-in.csv"
+    rows = {
+        "ask_time": ["what time is it", "tell me the time", "what's the time now", "time please"],
+        "greet": ["hello", "hi there", "good morning", "hey"],
+        "weather": ["is it raining", "weather today", "will it be sunny", "forecast please"],
+    }
+    data.write_text("text,intent\n" + "".join(f"{t},{i}\n" for i, ts in rows.items() for t in ts))
+    store = tmp_path / "store"
+    server = serve(env={"INTENTLY_MODEL_STORE": str(store), "INTENTLY_DEFAULT_DATA": str(data)})
+    assert DirectoryStore(store).active() is not None
+    answer = httpx.post(f"{server.url}/v1/classify", json={"text": "what time is it now"}).json()
+    assert answer["ranking"][0]["intent"] == "ask_time"
+    maps = Path(f"/proc/{server.proc.pid}/maps")
+    if not maps.exists():
+        pytest.skip("no /proc here to read the server's loaded libraries from")
+    assert "libtorch" not in maps.read_text()
+    assert server.log_path is not None
+    assert "training the built-in default model" in server.log_path.read_text(errors="replace")
