@@ -53,6 +53,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the real server"
     )
+    p.add_argument(
+        "--first-start",
+        action="store_true",
+        help="also a server started on an empty store, which trains the built-in model first (minutes)",
+    )
     args = p.parse_args()
     if args.requests < 1 or args.concurrency < 1:
         p.error("--requests and --concurrency must be positive")
@@ -173,8 +178,15 @@ def main() -> None:
             local = in_process(model, args.distinct, tmp)
             for r in local:
                 print(f"  {r}", flush=True)
-            for kind in ("real", "bare"):
-                server = su.start_real(model, 1, tmp, env) if kind == "real" else su.start_bare(1, tmp)
+            for kind in ("real", "first-start", "bare") if args.first_start else ("real", "bare"):
+                if kind == "bare":
+                    server = su.start_bare(1, tmp)
+                elif kind == "first-start":
+                    print("  first-start: training the built-in model into an empty store ...", flush=True)
+                    empty = {**env, "INTENTLY_MODEL_STORE": str(tmp / "empty-store")}
+                    server = su.start_real(None, 1, tmp, empty, kind=kind)
+                else:
+                    server = su.start_real(model, 1, tmp, env)
                 try:
                     print(f"  {kind}: {WARMUP} warm-up + {args.requests} requests ...", flush=True)
                     results.append(measure_server(server, args.requests, args.concurrency))
@@ -226,6 +238,14 @@ def main() -> None:
         (f"growth {real['growth_pct']:+.2f}% (< {MAX_GROWTH_PCT:.0f}%)", real["growth_pct"] < MAX_GROWTH_PCT),
         (f"errors {real['errors']} (== 0)", real["errors"] == 0),
     ]
+    first = next((r for r in results if r["server"] == "first-start"), None)
+    if first is not None:
+        checks.append(
+            (
+                f"first start: RSS after the traffic {first['rss_final_mb']:.1f} MB (<= {MAX_WORKER_MB:.0f})",
+                max(first["rss_warm_mb"], first["rss_final_mb"]) <= MAX_WORKER_MB,
+            )
+        )
     print(f"\ntargets (real, 1 worker, {args.requests} requests after warm-up):")
     for text, ok in checks:
         print(f"  {text}  {'PASS' if ok else 'FAIL'}")

@@ -149,10 +149,10 @@ class Server:
         kill_group(self.proc)
 
 
-def _ready(server: Server) -> Server:
+def _ready(server: Server, timeout: float = 120.0) -> Server:
     """Wait for the server's /readyz; never leave it running if it does not come up."""
     try:
-        server.wait_ready()
+        server.wait_ready(timeout)
     except BaseException:
         server.stop()
         raise
@@ -181,7 +181,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def start_real(
-    model: Path,
+    model: Path | None,
     workers: int,
     logdir: Path,
     env: dict[str, str] | None = None,
@@ -189,11 +189,20 @@ def start_real(
     torch_path: bool = False,
 ) -> Server:
     """`intently serve` exactly as a user starts it; settings only through INTENTLY_* variables.
-    With `torch_path`, the same server classifying through torch's int8 network (TORCH_SERVE)."""
+    With `torch_path`, the same server classifying through torch's int8 network (TORCH_SERVE).
+    Without a model, it serves its store (INTENTLY_MODEL_STORE in `env`), which an empty store
+    makes a first start: the built-in model trained before it is ready (minutes)."""
     port = free_port()
-    serve = ["serve", "--model", str(model), "--port", str(port), "--workers", str(workers)]
+    serve = [
+        "serve",
+        *(["--model", str(model)] if model else []),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     cmd = [sys.executable, "-c", TORCH_SERVE, *serve] if torch_path else [str(VENV_BIN / "intently"), *serve]
-    return _ready(Server(kind, cmd, port, env or {}, logdir))
+    return _ready(Server(kind, cmd, port, env or {}, logdir), 120.0 if model else 1800.0)
 
 
 def start_bare(workers: int, logdir: Path, kind: str = "bare") -> Server:
