@@ -161,8 +161,8 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | Path, quantize: bool = False) -> Predictor:
-        """`quantize`: the compact serving form, the lookup tables in half precision (half their
-        memory; the arithmetic stays fp32, see docs/BENCHMARKS.md for why not int8)."""
+        """`quantize`: the compact serving form, the lookup tables in int8 with a scale for each
+        row's part (a quarter of their memory; the arithmetic stays fp32: docs/BENCHMARKS.md)."""
         weights, meta, tokenizer = load(model_dir)
         runtime = Runtime(meta.model, weights, int8_tables=quantize)
         del weights  # the runtime keeps its own (folded, reordered) copies
