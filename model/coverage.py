@@ -30,7 +30,7 @@ def _deletions(word: str) -> set[str]:
 
 
 def is_word(token: str) -> bool:
-    return any(ch.isalpha() for ch in token) and not any(ch.isdigit() for ch in token)
+    return any(map(str.isalpha, token)) and not any(map(str.isdigit, token))
 
 
 class WordCoverage:
@@ -45,8 +45,8 @@ class WordCoverage:
         # (a dropped, added or changed letter, or two swapped) with lookups only. Kept as the
         # sorted hashes of those strings: some 120,000 of them cost 10 MB as a set of strings in
         # every worker, 1 MB so (a 64-bit hash: a false match is one in 10^14 a lookup).
-        deleted = {hash(d) for word in long_words for d in _deletions(word)}
-        self.deleted = np.array(sorted(deleted), dtype=np.int64)
+        hashes = (hash(word[:i] + word[i + 1 :]) for word in long_words for i in range(len(word)))
+        self.deleted = np.unique(np.fromiter(hashes, dtype=np.int64))
         # Token -> seen word (True), unseen word (False), not a word (None): one dict
         # lookup a token on the request path. Vocabulary tokens are judged up front.
         self._status: dict[str, bool | None] = {t: (True if t in self.known else None) for t in vocab}

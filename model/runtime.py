@@ -147,9 +147,11 @@ class Table:
                 values[:-1, lo:hi] = part
                 continue
             # Symmetric, a scale a row: each row keeps its own range (rare n-grams' rows are small).
-            peak = np.abs(part).max(axis=1)
+            peak = np.maximum(part.max(axis=1), -part.min(axis=1))
             scale[:-1, k] = np.where(peak > 0, peak / 127.0, 1.0)
-            values[:-1, lo:hi] = np.rint(part / scale[:-1, k, None])
+            part = part / scale[:-1, k, None]  # a copy: the caller's array stays as it was
+            np.rint(part, out=part)
+            values[:-1, lo:hi] = part
         return cls(values, scale, ranges)
 
     @property
