@@ -25,6 +25,29 @@ MIN_FUZZY_LETTERS = 4
 MAX_FUZZY_LETTERS = 32
 
 
+# An odd 64-bit multiplier: strings hash as polynomials in it, modulo 2^64 (numpy's uint64 wraps).
+_BASE = np.uint64(0x100000001B3)
+
+
+def _hashes(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For words of one length L: each word's hash [n], and the hashes of the word with letter i
+    dropped [n, L], all in a few array operations: hash(s) = sum of s[j] * BASE^(len(s)-1-j),
+    so dropping letter i gives prefix(i) * BASE^(L-1-i) + suffix(i+1)."""
+    n, length = len(words), len(words[0])
+    codes = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32).reshape(n, length)
+    codes = codes.astype(np.uint64)
+    powers = np.ones(length + 1, dtype=np.uint64)  # BASE^0 .. BASE^L
+    powers[1:] = np.cumprod(np.full(length, _BASE, dtype=np.uint64))
+    prefix = np.zeros((n, length + 1), dtype=np.uint64)  # prefix[:, i]: the hash of word[:i]
+    suffix = np.zeros((n, length + 1), dtype=np.uint64)  # suffix[:, i]: word[i:]'s terms, as in the word
+    for i in range(length):
+        prefix[:, i + 1] = prefix[:, i] * _BASE + codes[:, i]
+    for i in reversed(range(length)):
+        suffix[:, i] = codes[:, i] * powers[length - 1 - i] + suffix[:, i + 1]
+    dropped = prefix[:, :length] * powers[length - 1 :: -1][None, :length] + suffix[:, 1:]
+    return prefix[:, length], dropped
+
+
 def _deletions(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
@@ -45,8 +68,11 @@ class WordCoverage:
         # (a dropped, added or changed letter, or two swapped) with lookups only. Kept as the
         # sorted hashes of those strings: some 120,000 of them cost 10 MB as a set of strings in
         # every worker, 1 MB so (a 64-bit hash: a false match is one in 10^14 a lookup).
-        hashes = (hash(word[:i] + word[i + 1 :]) for word in long_words for i in range(len(word)))
-        self.deleted = np.unique(np.fromiter(hashes, dtype=np.int64))
+        by_length: dict[int, list[str]] = {}
+        for word in long_words:
+            by_length.setdefault(len(word), []).append(word)
+        parts = [_hashes(group)[1].ravel() for group in by_length.values()]
+        self.deleted = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
         # Token -> seen word (True), unseen word (False), not a word (None): one dict
         # lookup a token on the request path. Vocabulary tokens are judged up front.
         self._status: dict[str, bool | None] = {t: (True if t in self.known else None) for t in vocab}
@@ -58,16 +84,13 @@ class WordCoverage:
             return True
         if not MIN_FUZZY_LETTERS - 1 <= len(word) <= MAX_FUZZY_LETTERS:
             return False
-        variants = _deletions(word)
-        if not variants.isdisjoint(self.long_words):
+        if not _deletions(word).isdisjoint(self.long_words):
             return True
-        return self._deleted_any([word, *variants])
-
-    def _deleted_any(self, words: Sequence[str]) -> bool:
-        """Whether any of `words` is a vocabulary word with one letter dropped."""
         if not len(self.deleted):
             return False
-        hashes = np.array([hash(w) for w in words], dtype=np.int64)
+        # The word itself, or it with a letter dropped, is a vocabulary word with one dropped.
+        whole, dropped = _hashes([word])
+        hashes = np.concatenate([whole, dropped[0]])
         at = np.minimum(np.searchsorted(self.deleted, hashes), len(self.deleted) - 1)
         return bool((self.deleted[at] == hashes).any())
 
