@@ -118,6 +118,8 @@ class Weights:
 _CHUNK_ROWS = 8192
 # Runs summed in one group, each group padded to its own longest run.
 _GROUP_RUNS = 64
+# Rows quantized at once: a block that stays in the cache across its passes.
+_QUANTIZE_ROWS = 2048
 
 
 @dataclass
@@ -147,11 +149,15 @@ class Table:
                 values[:-1, lo:hi] = part
                 continue
             # Symmetric, a scale a row: each row keeps its own range (rare n-grams' rows are small).
-            peak = np.maximum(part.max(axis=1), -part.min(axis=1))
-            scale[:-1, k] = np.where(peak > 0, peak / 127.0, 1.0)
-            part = part / scale[:-1, k, None]  # a copy: the caller's array stays as it was
-            np.rint(part, out=part)
-            values[:-1, lo:hi] = part
+            # In blocks of rows, so that every pass over a block finds it in the cache.
+            for start in range(0, rows, _QUANTIZE_ROWS):
+                block = part[start : start + _QUANTIZE_ROWS]
+                peak = np.maximum(block.max(axis=1), -block.min(axis=1))
+                factor = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+                scale[start : start + len(block), k] = factor
+                scaled = block / factor[:, None]  # a copy: the caller's array stays as it was
+                np.rint(scaled, out=scaled)
+                values[start : start + len(block), lo:hi] = scaled
         return cls(values, scale, ranges)
 
     @property
