@@ -214,6 +214,14 @@ class JobStore(ABC):
     def trainers(self) -> Trainers:
         """How many trainers are alive, and how long ago the last one was heard of."""
 
+    def _record(self, job_id: str, row: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The public record of the job in `row`, with its message; KeyError when there is no row."""
+        if row is None:
+            raise KeyError(job_id)
+        record = _public(row)
+        _with_messages([record], self.trainers)
+        return record
+
 
 def open_job_store(store: ModelStore, timeout: float = 10.0) -> JobStore:
     """The job records kept with `store`; `timeout`: how long to wait for a lock."""
@@ -367,11 +375,7 @@ class SqliteJobStore(JobStore):
     def get(self, job_id: str) -> dict[str, Any]:
         with self.connect() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        record = _public(row)
-        _with_messages([record], self.trainers)
-        return record
+        return self._record(job_id, row)
 
     def input(self, job_id: str) -> JobInput:
         with self.connect() as conn:

@@ -67,11 +67,7 @@ class PostgresJobStore(JobStore):
         with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             query = f"SELECT {_PUBLIC_COLUMNS} FROM intently_jobs WHERE id = %s"
             row = cur.execute(query, (job_id,)).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        record = _public(row)
-        _with_messages([record], self.trainers)
-        return record
+        return self._record(job_id, row)
 
     def input(self, job_id: str) -> JobInput:
         with self.db.connection() as conn:
