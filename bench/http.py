@@ -170,25 +170,26 @@ def targets(rows: list[dict[str, Any]], workers: int) -> list[str]:
         lines.append("c=1 p50 on vs off: n/a (c=1 not run)")
     review64 = find(rows, workers, 64, REVIEW)
     if review64 and on64:
-        r = review64["rps"] / on64["rps"]
-        ok = r >= MIN_REVIEW_VS_ON_RPS
-        lines.append(
-            f"c=64 throughput review-on/batch-on = {r:.2f} (>= {MIN_REVIEW_VS_ON_RPS})  {verdict(ok)}"
-        )
-        r = review64["p99_ms"] / on64["p99_ms"]
-        ok = r <= MAX_REVIEW_VS_ON_P99
-        lines.append(f"c=64 p99 review-on/batch-on = {r:.2f} (<= {MAX_REVIEW_VS_ON_P99})  {verdict(ok)}")
-        ok = review64["errors"] == 0
-        lines.append(f"c=64 review-on errors = {review64['errors']} (== 0)  {verdict(ok)}")
+        lines += compared("review-on", review64, "batch-on", on64, MIN_REVIEW_VS_ON_RPS, MAX_REVIEW_VS_ON_P99)
     torch64 = find(rows, workers, 64, TORCH)
     if torch64 and on64:
-        r = on64["rps"] / torch64["rps"]
-        ok = r >= MIN_ON_VS_TORCH_RPS
-        lines.append(
-            f"c=64 throughput batch-on/torch-int8 = {r:.2f} (>= {MIN_ON_VS_TORCH_RPS})  {verdict(ok)}"
-        )
-        ok = torch64["errors"] == 0
-        lines.append(f"c=64 torch-int8 errors = {torch64['errors']} (== 0)  {verdict(ok)}")
+        lines += compared("batch-on", on64, "torch-int8", torch64, MIN_ON_VS_TORCH_RPS)
+    return lines
+
+
+def compared(
+    name: str, row: dict[str, Any], base_name: str, base: dict[str, Any], min_rps: float, max_p99: float = 0.0
+) -> list[str]:
+    """Target lines at c=64 for `row` against `base`: throughput ratio (and p99's, with `max_p99`),
+    and the errors of the one that is not batch-on (whose errors have a line of their own)."""
+    r = row["rps"] / base["rps"]
+    lines = [f"c=64 throughput {name}/{base_name} = {r:.2f} (>= {min_rps})  {verdict(r >= min_rps)}"]
+    if max_p99:
+        r = row["p99_ms"] / base["p99_ms"]
+        lines.append(f"c=64 p99 {name}/{base_name} = {r:.2f} (<= {max_p99})  {verdict(r <= max_p99)}")
+    for kind, run in ((name, row), (base_name, base)):
+        if kind != ON:
+            lines.append(f"c=64 {kind} errors = {run['errors']} (== 0)  {verdict(run['errors'] == 0)}")
     return lines
 
 
