@@ -21,10 +21,16 @@ turned away, expected calibration error (15 bins), the share of answers given wi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from bench.common import (
     add_set_flag,
@@ -37,20 +43,39 @@ from bench.common import (
     training_options,
     write_results,
 )
+from model.artifact import ModelMeta, save
 from model.predictor import Predictor
+from model.tokenizer import Tokenizer
 from training.config import TrainConfig
 from training.evaluate import evaluate
-from training.readers import OOS, Example, clean
-from training.train import _calibrate, stratified_split, train
+from training.network import IntentNet, load_net, run_network
+from training.readers import OOS, Example, checksum, clean
+from training.train import _calibrate, _keep_rows, stratified_split, train
 
 BEFORE = {"temperature_prior": 0.0, "reject_known": 0.1}
+# Options only calibration reads: networks trained with other values are the same networks.
+CALIBRATION_ONLY = ("temperature_prior", "temperature_spread", "reject_known")
 
 
-def variants(base: TrainConfig, priors: list[float]) -> dict[str, TrainConfig]:
+def variants(base: TrainConfig, priors: list[float], spreads: list[float]) -> dict[str, TrainConfig]:
+    """`before`, then the bound alone (`prior A`), then the log-normal prior alone (`spread S`)."""
     out = {"before": base.model_copy(update=BEFORE)}
     for a in priors:
-        out[f"prior {a:g}"] = base.model_copy(update={"temperature_prior": a, "reject_known": 0.0})
+        update = {"temperature_prior": a, "temperature_spread": 0.0, "reject_known": 0.0}
+        out[f"prior {a:g}"] = base.model_copy(update=update)
+    for s in spreads:
+        update = {"temperature_prior": 0.0, "temperature_spread": s, "reject_known": 0.0}
+        out[f"spread {s:g}"] = base.model_copy(update=update)
     return out
+
+
+def default_variant(base: TrainConfig) -> str:
+    """The name of the variant the defaults give (marked `*`)."""
+    if base.temperature_spread and not base.temperature_prior:
+        return f"spread {base.temperature_spread:g}"
+    if base.temperature_prior and not base.temperature_spread:
+        return f"prior {base.temperature_prior:g}"
+    return ""
 
 
 def score(predictor: Predictor, test_ex: list[Example]) -> dict[str, Any]:
@@ -67,33 +92,85 @@ def score(predictor: Predictor, test_ex: list[Example]) -> dict[str, Any]:
     }
 
 
+def trained(
+    train_ex: list[Example], valid_ex: list[Example], base: TrainConfig, cache: Path | None
+) -> tuple[IntentNet, ModelMeta, Tokenizer, float]:
+    """The network trained on `train_ex`, and its seconds; kept in `cache` (keyed by data and options)
+    so that further calibration methods can be compared on the very same networks."""
+    options = {k: v for k, v in base.model_dump().items() if k not in CALIBRATION_ONLY}
+    key = hashlib.sha256(
+        json.dumps([checksum(train_ex), checksum(valid_ex), options], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    path = None if cache is None else cache / key
+    if path is not None and (path / "model.json").is_file():
+        net, meta, tokenizer = load_net(path)
+        return net, meta, tokenizer, float(meta.training["seconds"])
+    started = time.perf_counter()
+    result = train(train_ex, base, valid_examples=valid_ex)
+    seconds = time.perf_counter() - started
+    if path is not None:
+        save(result.net, result.meta, path)
+    return result.net, result.meta, result.tokenizer, seconds
+
+
+def keep_scores(
+    net: IntentNet,
+    meta: ModelMeta,
+    tokenizer: Tokenizer,
+    train_ex: list[Example],
+    valid_ex: list[Example],
+    test_ex: list[Example],
+    cache: Path,
+    seed: int,
+    tag: str,
+) -> None:
+    """The validation and test rows' logits, for comparing calibration methods without the networks."""
+    labels = meta.labels
+    index = {lab: i for i, lab in enumerate(labels)}
+    in_scope = torch.tensor([lab != OOS for lab in labels])
+    _keep_rows(net, tokenizer, train_ex, index, seed)
+    out = {}
+    for name, rows in (("valid", valid_ex), ("test", test_ex)):
+        scored = run_network(net, [tokenizer.encode(e.text) for e in rows], in_scope)
+        out[f"{name}_logits"] = scored.logits.numpy()
+        out[f"{name}_target"] = np.array([index.get(e.intent, -1) for e in rows])
+    np.savez(cache / f"scores-{tag}.npz", labels=np.array(labels), **out)
+
+
 def run_one(
-    subset: list[Example], test_ex: list[Example], base: TrainConfig, priors: list[float]
+    subset: list[Example],
+    test_ex: list[Example],
+    base: TrainConfig,
+    priors: list[float],
+    spreads: list[float],
+    cache: Path | None = None,
+    tag: str = "",
 ) -> dict[str, Any]:
     """One network, trained as `intently train` trains it, calibrated each way."""
     data, _ = clean(subset)
     # The split train() makes itself; given explicitly, so that every variant sees the same rows.
     train_ex, valid_ex = stratified_split(data, base.valid_fraction, base.seed)
-    started = time.perf_counter()
-    result = train(train_ex, base, valid_examples=valid_ex)
+    net, result_meta, tokenizer, seconds = trained(train_ex, valid_ex, base, cache)
+    if cache is not None:
+        keep_scores(net, result_meta, tokenizer, train_ex, valid_ex, test_ex, cache, base.seed, tag)
     out: dict[str, Any] = {
         "train_examples": len(train_ex),
         "valid_examples": len(valid_ex),
-        "seconds": round(time.perf_counter() - started, 1),
-        "teacher": (result.meta.training.get("teacher") or {}).get("source"),
+        "seconds": round(seconds, 1),
+        "teacher": (result_meta.training.get("teacher") or {}).get("source"),
         "variants": {},
     }
-    for name, cfg in variants(base, priors).items():
-        cal = _calibrate(result.net, result.tokenizer, train_ex, valid_ex, result.meta.labels, cfg)
+    for name, cfg in variants(base, priors, spreads).items():
+        cal = _calibrate(net, tokenizer, train_ex, valid_ex, result_meta.labels, cfg)
         meta = replace(
-            result.meta,
+            result_meta,
             temperature=round(cal.temperature, 5),
             threshold=round(cal.threshold, 4),
             coverage_threshold=round(cal.coverage_threshold, 4),
             detector=cal.detector,
             metrics=cal.metrics,
         )
-        figures = score(Predictor(result.net, meta, result.tokenizer), test_ex)
+        figures = score(Predictor(net, meta, tokenizer), test_ex)
         out["variants"][name] = {"temperature": meta.temperature, **figures}
     return out
 
@@ -108,15 +185,20 @@ def main() -> None:
     parser.add_argument("--per-intent", type=int, nargs="*", default=[5, 10], metavar="N")
     parser.add_argument("--draws", type=int, default=1, help="seeded draws per size (seeds SEED..SEED+D-1)")
     parser.add_argument("--full", action="store_true", help="also train on the whole training set once")
-    parser.add_argument("--priors", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0], metavar="A")
+    parser.add_argument("--priors", type=float, nargs="*", default=[0.0, 1.0, 2.0, 4.0], metavar="A")
+    parser.add_argument("--spreads", type=float, nargs="*", default=[], metavar="S")
     parser.add_argument("--results", default="calibration", help="bench/results/NAME.json")
+    parser.add_argument(
+        "--cache", default=None, help="keep the trained networks here and reuse them on a rerun"
+    )
     add_set_flag(parser)
     parser.set_defaults(datasets=["assistant", "snips", "banking77"])
     args = parser.parse_args()
     apply_threads(args.threads)
     base = training_options(parser, args.set)
-    default_prior = base.temperature_prior
-    priors = sorted(set(args.priors) | {default_prior})
+    priors = sorted(set(args.priors) | ({base.temperature_prior} if not base.temperature_spread else set()))
+    spreads = sorted(set(args.spreads) | ({base.temperature_spread} - {0.0}))
+    default = default_variant(base)
     loaded = load_datasets(args.datasets)
     headers = ["data", "per intent", "variant", "T", "acc %", "known out %", "ECE", ">=0.9 %", "right %"]
     results: dict[str, Any] = {}
@@ -129,13 +211,21 @@ def main() -> None:
             draws = []
             for seed in range(args.seed, args.seed + (args.draws if size else 1)):
                 subset = subsample_per_intent(train_all, size, seed) if size else list(train_all)
-                draw = run_one(subset, test_ex, base.model_copy(update={"seed": seed}), priors)
+                draw = run_one(
+                    subset,
+                    test_ex,
+                    base.model_copy(update={"seed": seed}),
+                    priors,
+                    spreads,
+                    Path(args.cache) if args.cache else None,
+                    f"{name}-{key}-{seed}",
+                )
                 print(f"[{name}] {key} per intent, seed {seed}: {draw}", flush=True)
                 draws.append(draw)
             results[name][key] = draws
             for variant in draws[0]["variants"]:
                 runs = [d["variants"][variant] for d in draws]
-                mark = " *" if variant == f"prior {default_prior:g}" else ""
+                mark = " *" if variant == default else ""
                 rows.append(
                     [
                         name,

@@ -44,35 +44,51 @@ def verdicts(
 
 
 def fit_temperature(
-    logits: Tensor, targets: Tensor, low: float = 0.05, high: float = 20.0, prior: float = 0.0
+    logits: Tensor,
+    targets: Tensor,
+    low: float = 0.05,
+    high: float = 20.0,
+    prior: float = 0.0,
+    spread: float = 0.0,
 ) -> float:
-    """The temperature in [low, high] minimising validation negative log-likelihood, then
-    raised where needed so that the validation rows' mean confidence stays within what they
-    can vouch for.
+    """The temperature in [low, high] that best explains the validation rows, kept from an
+    extreme that a handful of them cannot vouch for.
 
-    `prior`: pseudo-rows of Laplace's rule of succession. A handful of validation rows, all
-    right, make the sharpest temperature look best: the plain fit (`prior` 0) then sits at
-    `low` and every answer comes out at 1.0, wrong ones too. k right rows of n vouch for an
-    accuracy of about (k + a) / (n + 2a) with `prior` a, so the mean top probability on them
-    may not exceed that: with six rows, all right, and a = 1, 7/8. A fit already within the
-    bound is kept as it is. With many rows the bound nears the validation accuracy itself, so
-    it still trims a fit whose mean confidence exceeds the accuracy its rows show (measured
-    both ways in docs/BENCHMARKS.md, section 0d).
+    `spread`: a log-normal prior on the temperature, centred on 1 (the scale the network
+    trained to, label smoothing and the teacher's soft targets included) with this standard
+    deviation of log T; the fit is then the most probable temperature a posteriori: it
+    minimises n x NLL + (log T)^2 / (2 spread^2) over the n validation rows. A handful of
+    rows, all right, make the sharpest temperature look best (the NLL keeps falling towards
+    `low`, where every answer is 1.0, wrong ones too: issue 29); their few nats of evidence
+    cannot pull T far from 1 against the prior. Hundreds of rows outweigh it, and the fit
+    becomes the plain one. 0: no prior (the plain fit by negative log-likelihood).
 
-    The NLL is convex in the inverse temperature, so a golden-section search over it
-    finds the optimum, and cannot diverge: an L-BFGS fit did, to NaN, on the near-uniform
-    logits of an undertrained model.
+    `prior`: pseudo-rows of Laplace's rule of succession, a bound applied after the fit: k
+    right rows of n vouch for an accuracy of about (k + a) / (n + 2a) with `prior` a, so the
+    mean top probability on them may not exceed that (with six rows, all right, and a = 1,
+    7/8). A fit already within the bound is kept as it is. 0: no bound. With many rows the
+    bound nears the validation accuracy, so it also trims fits that the test rows then find
+    under-confident (docs/BENCHMARKS.md, section 0d, where both are measured).
+
+    The NLL is convex in the inverse temperature, and unimodal in log T; a grid over log T
+    then a golden-section search around its best point finds the optimum and cannot
+    diverge: an L-BFGS fit did, to NaN, on the near-uniform logits of an undertrained model.
     """
     if len(targets) == 0:
         return 1.0
     logits = logits.detach().double()
+    n = len(targets)
 
-    def nll(beta: float) -> float:
-        return float(torch.nn.functional.cross_entropy(logits * beta, targets))
+    def objective(log_t: float) -> float:
+        nll = float(torch.nn.functional.cross_entropy(logits / math.exp(log_t), targets))
+        return n * nll + (log_t**2 / (2 * spread**2) if spread > 0 else 0.0)
 
-    beta = _golden_minimum(nll, 1 / high, 1 / low)
+    lo, hi = math.log(low), math.log(high)
+    grid = [lo + (hi - lo) * i / 64 for i in range(65)]
+    best = min(range(len(grid)), key=lambda i: objective(grid[i]))
+    log_t = _golden_minimum(objective, grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])
+    beta = math.exp(-log_t)
     if prior > 0:
-        n = len(targets)
         right = int((logits.argmax(dim=-1) == targets).sum())
         bound = (right + prior) / (n + 2 * prior)
 
@@ -81,16 +97,16 @@ def fit_temperature(
 
         # The mean top probability grows with the inverse temperature: bisect down to the bound.
         if mean_confidence(beta) > bound:
-            lo, hi = 1 / high, beta
+            a, b = 1 / high, beta
             for _ in range(60):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if mean_confidence(mid) <= bound else (lo, mid)
-            beta = lo
+                mid = (a + b) / 2
+                a, b = (mid, b) if mean_confidence(mid) <= bound else (a, mid)
+            beta = a
     return 1 / beta
 
 
 def _golden_minimum(f: Callable[[float], float], a: float, b: float) -> float:
-    """The minimum of a convex function on [a, b], by golden-section search."""
+    """The minimum of a unimodal function on [a, b], by golden-section search."""
     ratio = (5**0.5 - 1) / 2
     c, d = b - ratio * (b - a), a + ratio * (b - a)
     fc, fd = f(c), f(d)

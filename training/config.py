@@ -129,6 +129,14 @@ class TrainConfig(BaseModel):
         " confidence may not exceed (right + A) / (rows + 2A), so that a few rows, all right, cannot make"
         " every answer certain; 0: the plain fit.",
     )
+    temperature_spread: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Standard deviation of log T in a log-normal prior on the temperature, centred on 1:"
+        " the fit is the most probable temperature given the validation rows, so a handful of rows cannot"
+        " move it far and many rows decide it; 0: no prior.",
+    )
 
     # --- pretrained knowledge ---
     vectors: str = Field(
