@@ -54,26 +54,37 @@ from training.train import _calibrate, _keep_rows, stratified_split, train
 
 BEFORE = {"temperature_prior": 0.0, "reject_known": 0.1}
 # Options only calibration reads: networks trained with other values are the same networks.
-CALIBRATION_ONLY = ("temperature_prior", "temperature_spread", "reject_known")
+CALIBRATION_ONLY = ("temperature_prior", "temperature_spread", "temperature_fit", "reject_known")
 
 
-def variants(base: TrainConfig, priors: list[float], spreads: list[float]) -> dict[str, TrainConfig]:
-    """`before`, then the bound alone (`prior A`), then the log-normal prior alone (`spread S`)."""
+def variants(
+    base: TrainConfig, priors: list[float], spreads: list[float], tops: list[float]
+) -> dict[str, TrainConfig]:
+    """`before`, then the bound alone (`prior A`), then the log-normal prior alone on the likelihood
+    (`spread S`) and on the answers' log-loss (`top S`)."""
     out = {"before": base.model_copy(update=BEFORE)}
     for a in priors:
         update = {"temperature_prior": a, "temperature_spread": 0.0, "reject_known": 0.0}
         out[f"prior {a:g}"] = base.model_copy(update=update)
-    for s in spreads:
-        update = {"temperature_prior": 0.0, "temperature_spread": s, "reject_known": 0.0}
-        out[f"spread {s:g}"] = base.model_copy(update=update)
+    for fit, values in (("likelihood", spreads), ("top", tops)):
+        for s in values:
+            update = {
+                "temperature_prior": 0.0,
+                "temperature_spread": s,
+                "temperature_fit": fit,
+                "reject_known": 0.0,
+            }
+            out[f"{'spread' if fit == 'likelihood' else 'top'} {s:g}"] = base.model_copy(update=update)
     return out
 
 
 def default_variant(base: TrainConfig) -> str:
     """The name of the variant the defaults give (marked `*`)."""
+    if base.temperature_fit == "top" and not base.temperature_prior:
+        return f"top {base.temperature_spread:g}"
     if base.temperature_spread and not base.temperature_prior:
         return f"spread {base.temperature_spread:g}"
-    if base.temperature_prior and not base.temperature_spread:
+    if not base.temperature_spread:
         return f"prior {base.temperature_prior:g}"
     return ""
 
@@ -143,6 +154,7 @@ def run_one(
     base: TrainConfig,
     priors: list[float],
     spreads: list[float],
+    tops: list[float],
     cache: Path | None = None,
     tag: str = "",
 ) -> dict[str, Any]:
@@ -160,7 +172,7 @@ def run_one(
         "teacher": (result_meta.training.get("teacher") or {}).get("source"),
         "variants": {},
     }
-    for name, cfg in variants(base, priors, spreads).items():
+    for name, cfg in variants(base, priors, spreads, tops).items():
         cal = _calibrate(net, tokenizer, train_ex, valid_ex, result_meta.labels, cfg)
         meta = replace(
             result_meta,
@@ -187,6 +199,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also train on the whole training set once")
     parser.add_argument("--priors", type=float, nargs="*", default=[0.0, 1.0, 2.0, 4.0], metavar="A")
     parser.add_argument("--spreads", type=float, nargs="*", default=[], metavar="S")
+    parser.add_argument("--tops", type=float, nargs="*", default=[], metavar="S")
     parser.add_argument("--results", default="calibration", help="bench/results/NAME.json")
     parser.add_argument(
         "--cache", default=None, help="keep the trained networks here and reuse them on a rerun"
@@ -196,8 +209,10 @@ def main() -> None:
     args = parser.parse_args()
     apply_threads(args.threads)
     base = training_options(parser, args.set)
+    top = base.temperature_fit == "top"
     priors = sorted(set(args.priors) | ({base.temperature_prior} if not base.temperature_spread else set()))
-    spreads = sorted(set(args.spreads) | ({base.temperature_spread} - {0.0}))
+    spreads = sorted(set(args.spreads) | ({base.temperature_spread} - {0.0} if not top else set()))
+    tops = sorted(set(args.tops) | ({base.temperature_spread} if top else set()))
     default = default_variant(base)
     loaded = load_datasets(args.datasets)
     headers = ["data", "per intent", "variant", "T", "acc %", "known out %", "ECE", ">=0.9 %", "right %"]
@@ -217,6 +232,7 @@ def main() -> None:
                     base.model_copy(update={"seed": seed}),
                     priors,
                     spreads,
+                    tops,
                     Path(args.cache) if args.cache else None,
                     f"{name}-{key}-{seed}",
                 )

@@ -9,7 +9,7 @@ job process an hour later: `embed_dim=10**6` would otherwise only fail after exh
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -128,6 +128,11 @@ class TrainConfig(BaseModel):
         description="Pseudo-rows of Laplace's rule in the temperature's fit: the validation rows' mean"
         " confidence may not exceed (right + A) / (rows + 2A), so that a few rows, all right, cannot make"
         " every answer certain; 0: the plain fit.",
+    )
+    temperature_fit: Literal["likelihood", "top"] = Field(
+        "likelihood",
+        description="What the temperature is fitted to on the validation rows: likelihood (each row's intent"
+        " under the whole distribution) or top (the answer's confidence against whether it is right).",
     )
     temperature_spread: float = Field(
         0.0,
