@@ -5,18 +5,23 @@ floor and every answer came out at 1.0, wrong ones too (issue 29). This trains o
 data set and size (seeded draws of N examples per intent, or the full set), then calibrates
 that same network several ways and scores each on the data set's test rows:
 
-- `before`: the previous defaults, the plain fit (`temperature_prior` 0) and the detector
-  turning away 10% of known requests (`reject_known` 0.1);
-- `prior A`: `temperature_prior` A with `reject_known` 0 (A = 0 isolates the detector's change);
+- `before`: the defaults before issue 29, the plain likelihood fit and the detector turning
+  away 10% of known requests (`reject_known` 0.1);
+- `prior A`: the likelihood fit bounded by Laplace's rule (`temperature_prior` A; 1 was the
+  default from issue 29's first round until the log-normal prior), `reject_known` 0;
+- `spread S`: the likelihood fit with a log-normal prior on T of spread S;
+- `top S`: the answers' log-loss with a log-normal prior on T of spread S;
 - the current defaults are the row marked `*`.
 
 Figures: intent accuracy (a rejection counts as wrong), the share of known-intent test rows
-turned away, expected calibration error (15 bins), the share of answers given with confidence
->= 0.9, and the share of those that are right.
+turned away, expected calibration error (15 bins) beside its floor on these rows, the share of
+answers given with confidence >= 0.9, and the share of those that are right (mean and worst draw).
+Every variant calibrates the same network, so they cost the same training seconds; `--cache DIR`
+keeps the networks (and their logits) so that a rerun only calibrates.
 
     .venv/bin/python -m bench.calibration [--datasets assistant snips banking77] [--per-intent 5 10]
-                                          [--draws 1] [--full] [--priors 0 1 2 4] [--threads 1]
-                                          [--results NAME]
+                                          [--draws 1] [--full] [--priors 0 1 2 4] [--spreads S...]
+                                          [--tops S...] [--threads 1] [--cache DIR] [--results NAME]
 """
 
 from __future__ import annotations
@@ -53,7 +58,12 @@ from training.network import IntentNet, load_net, run_network
 from training.readers import OOS, Example, checksum, clean
 from training.train import _calibrate, _keep_rows, stratified_split, train
 
-BEFORE = {"temperature_prior": 0.0, "reject_known": 0.1}
+BEFORE = {
+    "temperature_prior": 0.0,
+    "temperature_spread": 0.0,
+    "temperature_fit": "likelihood",
+    "reject_known": 0.1,
+}
 # Options only calibration reads: networks trained with other values are the same networks.
 CALIBRATION_ONLY = ("temperature_prior", "temperature_spread", "temperature_fit", "reject_known")
 
@@ -65,7 +75,12 @@ def variants(
     (`spread S`) and on the answers' log-loss (`top S`)."""
     out = {"before": base.model_copy(update=BEFORE)}
     for a in priors:
-        update = {"temperature_prior": a, "temperature_spread": 0.0, "reject_known": 0.0}
+        update = {
+            "temperature_prior": a,
+            "temperature_spread": 0.0,
+            "temperature_fit": "likelihood",
+            "reject_known": 0.0,
+        }
         out[f"prior {a:g}"] = base.model_copy(update=update)
     for fit, values in (("likelihood", spreads), ("top", tops)):
         for s in values:
@@ -85,7 +100,7 @@ def default_variant(base: TrainConfig) -> str:
         return f"top {base.temperature_spread:g}"
     if base.temperature_spread and not base.temperature_prior:
         return f"spread {base.temperature_spread:g}"
-    if not base.temperature_spread:
+    if not base.temperature_spread and base.temperature_fit == "likelihood":
         return f"prior {base.temperature_prior:g}"
     return ""
 
