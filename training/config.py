@@ -122,19 +122,20 @@ class TrainConfig(BaseModel):
         " thresholds do.",
     )
     temperature_prior: float = Field(
-        0.0,
+        1.0,
         ge=0.0,
         le=1000.0,
-        description="Pseudo-rows of Laplace's rule, a bound after the temperature's fit: the validation rows'"
-        " mean confidence may not exceed (right + A) / (rows + 2A); 0: no bound.",
+        description="Pseudo-rows of Laplace's rule, a bound after the temperature's fit: the validation"
+        " rows' mean confidence may not exceed (right + A) / (rows + 2A), so that a few rows, all right,"
+        " cannot make every answer certain; 0: no bound.",
     )
     temperature_fit: Literal["likelihood", "top"] = Field(
-        "top",
-        description="What the temperature is fitted to on the validation rows: top (each answer's confidence"
-        " against whether it is right) or likelihood (each row's intent under the whole distribution).",
+        "likelihood",
+        description="What the temperature is fitted to on the validation rows: likelihood (each row's intent"
+        " under the whole distribution) or top (each answer's confidence against whether it is right).",
     )
     temperature_spread: float = Field(
-        0.3,
+        0.0,
         ge=0.0,
         le=100.0,
         description="Standard deviation of log T in a log-normal prior on the temperature, centred on 1:"

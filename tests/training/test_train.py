@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -155,22 +154,12 @@ def test_the_stored_temperature_is_the_one_that_fits_validation(small_result: Tr
     )
     targets = torch.tensor([meta.labels.index(e.intent) for e in valid])
 
-    in_scope = torch.from_numpy(Predictor(small_result.net, meta, small_result.tokenizer).in_scope)
-    top = logits.masked_fill(~in_scope, -math.inf).argmax(dim=-1)
-    spread = meta.training["options"]["temperature_spread"]
-    assert meta.training["options"]["temperature_fit"] == "top" and spread > 0
-
-    def objective(temperature: float) -> float:
-        """The answers' log-loss over the rows, plus the log-normal prior's penalty."""
-        probs = torch.softmax(logits.double() / temperature, dim=-1)
-        confidence = probs.gather(1, top[:, None])[:, 0]
-        right = top == targets
-        loss = -torch.where(right, confidence.log(), (1 - confidence).log()).sum()
-        return float(loss) + math.log(temperature) ** 2 / (2 * spread**2)
+    def nll(temperature: float) -> float:
+        return float(torch.nn.functional.cross_entropy(logits.double() / temperature, targets))
 
     t = meta.temperature
     assert t != 1.0
-    assert objective(t) <= min(objective(1.0), objective(t * 1.2), objective(t / 1.2))
+    assert nll(t) <= min(nll(1.0), nll(t * 1.2), nll(t / 1.2))
 
 
 def test_the_threshold_rejects_above_chance_and_costs_few_known_rows(small_result: TrainResult) -> None:
