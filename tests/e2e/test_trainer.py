@@ -91,10 +91,8 @@ def test_a_trainer_runs_the_job_a_replica_without_torch_accepted(serve, store_en
         new = done["version"]
         assert new != first
         _until(
-            lambda: (
-                httpx.post(f"{replica.url}/v1/classify", json={"text": "hello"}).json()["model_version"]
-                == new
-            ),
+            lambda: httpx.post(f"{replica.url}/v1/classify", json={"text": "hello"}).json()["model_version"]
+            == new,
             30,
             f"the replica serves {new}",
         )
