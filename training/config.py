@@ -9,7 +9,7 @@ job process an hour later: `embed_dim=10**6` would otherwise only fail after exh
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -125,9 +125,22 @@ class TrainConfig(BaseModel):
         1.0,
         ge=0.0,
         le=1000.0,
-        description="Pseudo-rows of Laplace's rule in the temperature's fit: the validation rows' mean"
-        " confidence may not exceed (right + A) / (rows + 2A), so that a few rows, all right, cannot make"
-        " every answer certain; 0: the plain fit.",
+        description="Pseudo-rows of Laplace's rule, a bound after the temperature's fit: the validation"
+        " rows' mean confidence may not exceed (right + A) / (rows + 2A), so that a few rows, all right,"
+        " cannot make every answer certain; 0: no bound.",
+    )
+    temperature_fit: Literal["likelihood", "top"] = Field(
+        "likelihood",
+        description="What the temperature is fitted to on the validation rows: likelihood (each row's intent"
+        " under the whole distribution) or top (each answer's confidence against whether it is right).",
+    )
+    temperature_spread: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Standard deviation of log T in a log-normal prior on the temperature, centred on 1:"
+        " the fit is the most probable temperature given the validation rows, so a handful of rows cannot"
+        " move it far and many rows decide it; 0: no prior.",
     )
 
     # --- pretrained knowledge ---

@@ -584,7 +584,14 @@ def _calibrate(
         _keep_rows(net, tokenizer, train_ex, label_index, cfg.seed)
     scored = run_network(net, [tokenizer.encode(e.text) for e in valid_ex], in_scope)
     logits, near = scored.logits, scored.near
-    temperature = fit_temperature(logits, y_valid, prior=cfg.temperature_prior)
+    temperature = fit_temperature(
+        logits,
+        y_valid,
+        prior=cfg.temperature_prior,
+        spread=cfg.temperature_spread,
+        fit=cfg.temperature_fit,
+        in_scope=in_scope,
+    )
     probs = torch.softmax(logits / temperature, dim=-1)
     threshold = choose_threshold(probs, y_valid, in_scope, oos_index, cfg.max_oos_drop)
     shares, coverage_threshold = None, 0.0

@@ -112,3 +112,37 @@ def test_the_prior_barely_moves_a_fit_on_many_rows() -> None:
     plain = fit_temperature(true_logits * 3, y)
     # At most the bound's trim of a mean confidence a hair above the accuracy the rows show.
     assert fit_temperature(true_logits * 3, y, prior=1.0) == pytest.approx(plain, rel=0.03)
+
+
+def test_a_log_normal_prior_keeps_a_handful_of_right_rows_near_the_trained_scale() -> None:
+    # The six rows above: the plain fit runs to its floor; with the prior the rows' few nats of
+    # evidence move T only a little below 1, the scale the network trained to, on either loss.
+    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0]] * 6, dtype=torch.float64)
+    y = torch.zeros(6, dtype=torch.long)
+    for fit in ("likelihood", "top"):
+        assert fit_temperature(logits, y, fit=fit) < 0.15
+        t = fit_temperature(logits, y, spread=0.5, fit=fit)
+        assert 0.6 < t < 1.0
+        assert float(torch.softmax(logits[0] / t, dim=-1)[0]) < 0.99
+
+
+def test_many_rows_outweigh_the_prior_and_both_losses_recover_a_known_scale() -> None:
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 5) * 2
+    y = torch.distributions.Categorical(logits=true_logits).sample()
+    for fit in ("likelihood", "top"):
+        plain = fit_temperature(true_logits * 3, y, fit=fit)
+        assert plain == pytest.approx(3.0, rel=0.1)
+        assert fit_temperature(true_logits * 3, y, spread=0.5, fit=fit) == pytest.approx(plain, rel=0.03)
+
+
+def test_the_answers_loss_counts_an_answer_to_an_oos_row_as_wrong() -> None:
+    # Column 0 is `oos`. Two rows answered right with a margin of 2, and an out-of-scope row
+    # answered (the best in-scope intent) with the same margin: no answer may be certain.
+    logits = torch.tensor([[2.0, 3.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    t = fit_temperature(logits, y, fit="top", in_scope=torch.tensor([False, True, True]))
+    answers = torch.softmax(logits / t, dim=-1)[:, 1:].max(dim=-1).values
+    assert float(answers.min()) > 0.5 and float(answers.max()) < 0.8  # about 2 in 3 are right
+    # Without its rows, a handful of right ones would make every answer certain.
+    assert fit_temperature(logits[1:], y[1:], fit="top", in_scope=torch.tensor([False, True, True])) < 0.15
