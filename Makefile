@@ -1,5 +1,5 @@
 # Quick start:  make serve   (installs, then serves the built-in model on :8000)
-#               make check   (the quick tier: ruff, then every test not marked slow; about 80 s)
+#               make check   (the quick tier: ruff, then every test not marked slow; under a minute)
 #               make test    (installs, then lints and runs the whole test suite, as CI does)
 PYTHON ?= python3
 VENV ?= .venv
