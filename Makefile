@@ -1,5 +1,5 @@
 # Quick start:  make serve   (installs, then serves the built-in model on :8000)
-#               make check   (the quick tier: ruff, then every test not marked slow; about 80 s)
+#               make check   (the quick tier: ruff, then every test not marked slow; under a minute)
 #               make test    (installs, then lints and runs the whole test suite, as CI does)
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,14 +33,18 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The tests run in two processes (pytest-xdist; tests/conftest.py keeps together what must share
+# one). One process: `make check PYTEST_WORKERS="-n 0"`, or `.venv/bin/pytest` itself.
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
+
 # The quick tier: no server process, PostgreSQL, browser, load or real-size training
 # (-m "not slow"; the markers are in pyproject.toml); its small models train once per run.
 check: install
 	$(BIN)/ruff check .
-	$(BIN)/pytest -m "not slow" --durations=10
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not slow" --durations=10
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

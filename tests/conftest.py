@@ -25,6 +25,14 @@ from store.directory import DirectoryStore
 from store.model_store import ModelStore, open_store
 from tests.ci import missing_part
 from tests.support.postgres import PostgresServer
+from tests.support.workers import (  # first: sets torch's threads
+    directory_per_run,
+    group_scheduler,
+    once_per_run,
+    taking_turns,
+    worker_id,
+    write_groups,
+)
 from training.readers import Example, NluData, read_data, read_file
 from training.train import TrainConfig, TrainResult, train
 
@@ -73,6 +81,30 @@ SLOW_FIXTURES = {
 }
 
 
+# --- several processes (pytest-xdist: `make check` and `make test` run `-n 2 --dist loadgroup`) ---
+# Tests that share something costly run in one worker: a module's own server, browser or model (a
+# module-scoped fixture) is made once, and the built-in model trains in the worker whose tests use
+# it, which no other then waits for. The session's small models are trained once per run
+# (tests/support/workers.py). In a run of several workers, the slow tier's tests are handed out
+# first, so that the last to finish are short ones.
+DEFAULT_STORE_GROUP = "default-store"
+
+
+def _worker_group(item: pytest.Item) -> str | None:
+    if "default_store_template" in getattr(item, "fixturenames", ()):
+        return DEFAULT_STORE_GROUP
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    if any(defs and defs[-1].scope == "module" for defs in definitions):
+        return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return group_scheduler(config, log) if config.getoption("dist") == "loadgroup" else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
@@ -84,17 +116,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(kind)
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker("slow")
-        if item.get_closest_marker("slow"):
-            _SLOW_IDS.add(item.nodeid)
+    if worker_id() is not None:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow ones first
+        groups = {item.nodeid: group for item in items if (group := _worker_group(item)) is not None}
+        write_groups(config, groups)
+    config.stash[_USED_FIXTURES] = {name for item in items for name in getattr(item, "fixturenames", ())}
 
 
-_SLOW_IDS: set[str] = set()
+@pytest.fixture(autouse=True)
+def _load_tests_run_alone(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under xdist, a `load` test runs with no other test beside it: what it measures of a server
+    (latency, memory once warmed up) must not be the share of the cores another test leaves it."""
+    with taking_turns(tmp_path_factory, alone=request.node.get_closest_marker("load") is not None):
+        yield
+
+
+_USED_FIXTURES = pytest.StashKey[set[str]]()
+# The session's small models, in batches of about equal training time: under xdist, worker k trains
+# batch k as it starts (of those its run uses), instead of the first worker to need a model training
+# it while another waits for it.
+MODEL_BATCHES = (("small_result",), ("tagged_result", "rasa_bot"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _models_trained_side_by_side(request: pytest.FixtureRequest) -> None:
+    worker, count = worker_id(), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or count < 2:
+        return
+    index = int(worker.removeprefix("gw"))
+    used = request.config.stash.get(_USED_FIXTURES, set())
+    for name in MODEL_BATCHES[index] if index < len(MODEL_BATCHES) else ():
+        if name in used:
+            request.getfixturevalue(name)
+
+
 _TIER_SECONDS: dict[str, float] = {}
 _TIER_TESTS: dict[str, set[str]] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    tier = "slow" if report.nodeid in _SLOW_IDS else "quick"
+    # From the report's own markers: under xdist this runs in the controller, which collects nothing.
+    tier = "slow" if "slow" in report.keywords else "quick"
     _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
     _TIER_TESTS.setdefault(tier, set()).add(report.nodeid)
 
@@ -110,6 +174,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for tier in ("quick", "slow")
         if tier in _TIER_SECONDS
     ]
+    workers = terminalreporter.config.getoption("numprocesses", default=None)
+    if workers:  # under xdist, the tests' times added up over the workers, which ran side by side
+        parts.append(f"summed over {workers} workers")
     terminalreporter.write_sep("=", "tiers: " + "; ".join(parts))
 
 
@@ -147,8 +214,8 @@ def assistant_intents(assistant_train: list[Example]) -> list[Example]:
 
 
 @pytest.fixture(scope="session")
-def small_result(assistant_intents: list[Example]) -> TrainResult:
-    return train(assistant_intents, small_config())
+def small_result(assistant_intents: list[Example], tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return once_per_run(tmp_path_factory, "small-result", lambda: train(assistant_intents, small_config()))
 
 
 # A tiny annotated set, made from templates: the details of an alarm and of a weather request.
@@ -171,11 +238,12 @@ def entity_examples(times: list[str], cities: list[str]) -> list[Example]:
 
 
 @pytest.fixture(scope="session")
-def tagged_result() -> TrainResult:
+def tagged_result(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """Trained on the first six times and cities; the last two of each are for testing."""
     # A few hundred small steps: 44 rows are one batch an epoch at the default size.
     cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
-    return train(entity_examples(TIMES[:6], CITIES[:6]), cfg)
+    examples = entity_examples(TIMES[:6], CITIES[:6])
+    return once_per_run(tmp_path_factory, "tagged-result", lambda: train(examples, cfg))
 
 
 def rasa_bot_files(root: Path) -> Path:
@@ -236,7 +304,7 @@ def rasa_bot(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Nlu
     """A model of `rasa_bot_files`, trained as `intently train data/` trains it."""
     data = read_data([rasa_bot_files(tmp_path_factory.mktemp("rasa-bot"))])
     cfg = small_config(min_steps=300, batch_size=16, refit_below=0, unknown_detector=False)
-    return train(data.examples, cfg, nlu=data), data
+    return once_per_run(tmp_path_factory, "rasa-bot", lambda: train(data.examples, cfg, nlu=data)), data
 
 
 @pytest.fixture(scope="session")
@@ -288,12 +356,13 @@ def tagged_store_template(tagged_result: TrainResult, tmp_path_factory: pytest.T
 
 @pytest.fixture(scope="session")
 def default_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store holding the real built-in default model, trained once per session."""
+    """A store holding the real built-in default model, trained once per run; never changed."""
     from training.default_model import ensure_default
 
-    root = tmp_path_factory.mktemp("default-store") / "store"
-    ensure_default(DirectoryStore(root))
-    return root
+    def fill(path: Path) -> None:
+        ensure_default(DirectoryStore(path))
+
+    return directory_per_run(tmp_path_factory, "default-store", fill)
 
 
 def clone_version(store: DirectoryStore, source: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from store.directory import DirectoryStore
 from tests.conftest import private_copy, small_config
+from tests.support.workers import once_per_run
 from training.readers import Example
 from training.train import train
 
@@ -60,7 +61,7 @@ def tiny_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-store") / "store"
     store = DirectoryStore(root)
     config = small_config(embed_dim=16, hidden_dim=16, ngram_buckets=1000, bag_buckets=1000, epochs=3)
-    result = train(tiny_examples(), config)
+    result = once_per_run(tmp_path_factory, "tiny-result", lambda: train(tiny_examples(), config))
     version = store.add(result.net, result.meta, tiny_examples(), result.valid_examples)
     store.activate(version)
     return root
