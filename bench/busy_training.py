@@ -17,7 +17,7 @@ Each is run on the cores as they are, then beside `--busy` processes that spin o
 the team, in no benchmark), drawn with `--seed`.
 
     .venv/bin/python -m bench.busy_training [--intents 12] [--per-intent 8] [--busy 2] [--warm 60]
-                                            [--repeats 1] [--results NAME]
+                                            [--repeats 1] [--results NAME] [--only before|after]
 """
 
 from __future__ import annotations
@@ -82,9 +82,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default="busy_training")
+    parser.add_argument(
+        "--only", choices=["before", "after"], help="one set of defaults (the previous ones are the slow run)"
+    )
     args = parser.parse_args()
     cores = usable_cores()
     variants = {"before": (BEFORE, ["--threads", str(cores)]), "after": (AFTER, [])}
+    if args.only:
+        variants = {args.only: variants[args.only]}
     seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
     loads: dict[str, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
