@@ -13,12 +13,11 @@ from typing import Any
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
+import store.jobs
 from store.jobs import (
     _PUBLIC_COLUMNS,
     HOST,
     INTERRUPTED,
-    STALE_SECONDS,
-    TRAINER_FORGET_SECONDS,
     JobInput,
     JobRequest,
     JobStore,
@@ -155,7 +154,8 @@ class PostgresJobStore(JobStore):
                 (trainer, host, int(pid or 0), kind, now_text(), stopped),
             )
             conn.execute(
-                f"DELETE FROM intently_trainers WHERE seen < {_DB_NOW} - %s", (TRAINER_FORGET_SECONDS,)
+                f"DELETE FROM intently_trainers WHERE seen < {_DB_NOW} - %s",
+                (store.jobs.TRAINER_FORGET_SECONDS,),
             )
 
     def trainers(self) -> Trainers:
@@ -163,7 +163,7 @@ class PostgresJobStore(JobStore):
             row = conn.execute(
                 f"SELECT count(*) FILTER (WHERE NOT stopped AND {_DB_NOW} - seen <= %s),"
                 f" {_DB_NOW} - max(seen) FROM intently_trainers",
-                (STALE_SECONDS,),
+                (store.jobs.STALE_SECONDS,),  # read when called: one value for both backends
             ).fetchone()
         alive, age = row if row is not None else (0, None)
         return Trainers(int(alive), None if age is None else max(0.0, float(age)))

@@ -226,7 +226,7 @@ def test_utterances_are_not_logged_at_info(client: TestClient, caplog: pytest.Lo
     finally:
         logging.getLogger("intently").removeHandler(caplog.handler)
     assert any("/v1/classify" in r.getMessage() for r in caplog.records)
-    assert not any("4111" in r.getMessage() for r in caplog.records)
+    assert not any("4111 1111" in r.getMessage() for r in caplog.records)  # a hex request id may hold "4111"
 
 
 def test_metrics_count_requests(client: TestClient) -> None:
