@@ -90,13 +90,15 @@ def test_own_server_settings(restartable_postgres: PostgresServer) -> None:
             ).fetchall()
         )
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        # Read while the connection holds its backend open: it exits when the connection closes.
+        backend_uid = psutil.Process(backend[0]).uids().effective
     assert settings == {
         "unix_socket_directories": "",
         "listen_addresses": "127.0.0.1",
         "fsync": "off",
         "synchronous_commit": "off",
     }
-    assert backend is not None
     # PostgreSQL will not run as root: root's tests run it as an unprivileged user.
     expected = pwd.getpwnam(UNPRIVILEGED_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
-    assert psutil.Process(backend[0]).uids().effective == expected
+    assert backend_uid == expected
