@@ -69,6 +69,14 @@ class TrainConfig(BaseModel):
         le=100_000,
         description="Small data sets get enough epochs for at least this many updates.",
     )
+    # Twenty augmented copies of each example make an epoch twenty passes over the team's sentences.
+    max_steps: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Large data sets (augmented copies count) get fewer epochs: at most this many updates,"
+        " and at least one epoch; 0: no cap.",
+    )
     patience: int = Field(
         0,
         ge=0,
