@@ -73,6 +73,11 @@ def wordnet() -> Iterator[str]:
 
 
 def assistant_commands(per_intent: int, seed: int) -> Iterator[str]:
+    return (text for _, text in assistant_examples(per_intent, seed))
+
+
+def assistant_examples(per_intent: int, seed: int) -> Iterator[tuple[str, str]]:
+    """(intent, command) pairs: at most `per_intent` commands of each English intent."""
     from hassil.intents import Intents, TextSlotList
     from hassil.sample import sample_intents
 
@@ -95,7 +100,7 @@ def assistant_commands(per_intent: int, seed: int) -> Iterator[str]:
         except Exception as exc:  # a template naming a list we do not fill: skip that intent
             print(f"skipped {intent}: {exc}", file=sys.stderr)
             continue
-        yield from rng.sample(texts, min(per_intent, len(texts)))
+        yield from ((intent, text) for text in rng.sample(texts, min(per_intent, len(texts))))
 
 
 def normal(text: str) -> str:
