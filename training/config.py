@@ -174,6 +174,14 @@ class TrainConfig(BaseModel):
         description="Start the network from a pretrained recurrent encoder (a file from `intently encoder"
         " build`); auto: the one shipped with intently, where the network's shape matches it; empty: none.",
     )
+    # A few hundred labelled rows and their augmented copies can wash the pretraining out.
+    encoder_lr: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="The learning rate of the weights a pretrained encoder started (its word and n-gram"
+        " tables and recurrent layers), as a share of lr; 0: frozen.",
+    )
     teacher: str = Field(
         "auto",
         max_length=4096,

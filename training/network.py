@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -287,19 +288,34 @@ class IntentNet(nn.Module):
         self.detector.fill(features, labels, self.cfg.num_labels)
 
     def configure_optimizers(
-        self, lr: float, weight_decay: float
+        self, lr: float, weight_decay: float, slow: Sequence[nn.Parameter] = (), slow_factor: float = 1.0
     ) -> tuple[list[torch.optim.Optimizer], list[nn.Parameter]]:
-        """AdamW for the dense weights, SparseAdam for the tables built with sparse gradients.
+        """AdamW for the dense weights, SparseAdam for the tables built with sparse gradients;
+        the `slow` ones at `slow_factor` times the learning rate.
 
         Also returns the dense weights: only they are clipped (a sparse gradient has no norm to clip).
         """
         sparse = [p for m in self.modules() if getattr(m, "sparse", False) for p in m.parameters()]
-        sparse_ids = {id(p) for p in sparse}
+        sparse_ids, slow_ids = {id(p) for p in sparse}, {id(p) for p in slow}
         dense = [p for p in self.parameters() if id(p) not in sparse_ids and p.requires_grad]
-        optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)]
+
+        def groups(params: list[nn.Parameter]) -> list[dict[str, Any]]:
+            fast = [p for p in params if id(p) not in slow_ids]
+            low = [p for p in params if id(p) in slow_ids]
+            both = ({"params": fast, "lr": lr}, {"params": low, "lr": lr * slow_factor})
+            return [g for g in both if g["params"]]
+
+        optimizers: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(groups(dense), weight_decay=weight_decay)
+        ]
         if sparse:
-            optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+            optimizers.append(torch.optim.SparseAdam(groups(sparse)))
         return optimizers, dense
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The weights a pretrained encoder starts (training/encoder.py `start_from`)."""
+        tables = [self.embed.words] + ([self.embed.ngrams] if self.embed.ngrams is not None else [])
+        return [p for m in [*tables, self.encoder.rnn] for p in m.parameters()]
 
     def half_tables(self) -> None:
         """The embedding and wide-path tables in half precision: torch's serving form before

@@ -206,7 +206,8 @@ def _fit(
     net, tokenizer, rows, pretrained = _build(train_ex, label_index, kinds, cfg, unlabelled)
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
-    history = _epochs(net, rows, x_valid, y_valid, cfg, progress, show_progress)
+    slow = net.encoder_parameters() if pretrained["encoder"].get("source") else []
+    history = _epochs(net, rows, x_valid, y_valid, cfg, progress, show_progress, slow)
     return _Fitted(net, tokenizer, history, pretrained)
 
 
@@ -398,9 +399,12 @@ def _epochs(
     cfg: TrainConfig,
     progress: Callable[[Progress], None] | None,
     show_progress: bool,
+    pretrained: Sequence[torch.nn.Parameter] = (),
 ) -> list[dict[str, Any]]:
-    """Balanced batches under a warm-up and cosine schedule; validation accuracy after each epoch."""
-    optimizers, dense = net.configure_optimizers(cfg.lr, cfg.weight_decay)
+    """Balanced batches under a warm-up and cosine schedule; validation accuracy after each epoch.
+
+    `pretrained`: the weights a pretrained encoder started, trained at `encoder_lr` times the rate."""
+    optimizers, dense = net.configure_optimizers(cfg.lr, cfg.weight_decay, pretrained, cfg.encoder_lr)
     labelled = len(rows.labels)
     pool = balanced_indices(rows.labels.tolist(), cfg.balance)
     pool = np.concatenate([pool, np.arange(labelled, len(rows.encoded))])
