@@ -71,11 +71,11 @@ class TrainConfig(BaseModel):
     )
     # Twenty augmented copies of each example make an epoch twenty passes over the team's sentences.
     max_steps: int = Field(
-        0,
+        2500,
         ge=0,
         le=1_000_000,
-        description="Large data sets (augmented copies count) get fewer epochs: at most this many updates,"
-        " and at least one epoch; 0: no cap.",
+        description="A distilled training set (its augmented copies and transfer rows) gets fewer epochs"
+        " where it is large: at most this many updates, and at least one epoch; 0: no cap.",
     )
     patience: int = Field(
         0,

@@ -411,7 +411,7 @@ def _epochs(
     steps_per_epoch = math.ceil(len(pool) / cfg.batch_size)
     # Small data sets get more epochs, so that every model sees enough updates.
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-    if cfg.max_steps:
+    if cfg.max_steps and len(rows.encoded) > labelled:
         epochs = min(epochs, max(1, cfg.max_steps // steps_per_epoch))
     schedule = _warmup_cosine(steps_per_epoch, steps_per_epoch * epochs)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]

@@ -183,6 +183,16 @@ def test_distillation_from_the_packaged_teacher() -> None:
     )
 
 
+def test_max_steps_shortens_distilled_training_only() -> None:
+    """Augmented copies make an epoch many passes over the team's sentences: the cap binds there,
+    and a set trained on its own rows keeps its epochs."""
+    distilled = _train(vectors="", teacher="auto", augment_copies=5, batch_size=8, max_steps=20)
+    steps_per_epoch = -(-(len(_examples()) + distilled.meta.training["teacher"]["augmented"]) // 8)
+    assert distilled.meta.training["epochs_run"] == max(1, 20 // steps_per_epoch) < 30
+    alone = _train(vectors="", teacher="", batch_size=8, max_steps=20)
+    assert alone.meta.training["epochs_run"] == 30
+
+
 def test_no_refit_after_distillation() -> None:
     result = train(_examples(), small_config(epochs=5, valid_fraction=0.4, teacher="auto", augment_copies=2))
     assert result.meta.training["teacher"]["source"] == pretrained.DEFAULT_ENCODER
