@@ -203,18 +203,31 @@ def run_one(
         "variants": {},
     }
     for name, cfg in variants(base, priors, spreads, tops).items():
-        cal = _calibrate(net, tokenizer, train_ex, valid_ex, result_meta.labels, cfg)
-        meta = replace(
-            result_meta,
-            temperature=round(cal.temperature, 5),
-            threshold=round(cal.threshold, 4),
-            coverage_threshold=round(cal.coverage_threshold, 4),
-            detector=cal.detector,
-            metrics=cal.metrics,
-        )
-        figures = score(Predictor(net, meta, tokenizer), test_ex)
-        out["variants"][name] = {"temperature": meta.temperature, **figures}
+        predictor = recalibrated(net, result_meta, tokenizer, train_ex, valid_ex, cfg)
+        figures = score(predictor, test_ex)
+        out["variants"][name] = {"temperature": predictor.meta.temperature, **figures}
     return out
+
+
+def recalibrated(
+    net: IntentNet,
+    meta: ModelMeta,
+    tokenizer: Tokenizer,
+    train_ex: list[Example],
+    valid_ex: list[Example],
+    cfg: TrainConfig,
+) -> Predictor:
+    """The same network calibrated as `cfg` says: temperature, thresholds and detector anew."""
+    cal = _calibrate(net, tokenizer, train_ex, valid_ex, meta.labels, cfg)
+    meta = replace(
+        meta,
+        temperature=round(cal.temperature, 5),
+        threshold=round(cal.threshold, 4),
+        coverage_threshold=round(cal.coverage_threshold, 4),
+        detector=cal.detector,
+        metrics=cal.metrics,
+    )
+    return Predictor(net, meta, tokenizer)
 
 
 def pct(values: list[float | None]) -> str:

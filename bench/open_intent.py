@@ -16,6 +16,11 @@ Systems, in one run on the same rows:
 
     .venv/bin/python -m bench.open_intent [--datasets banking77 snips assistant] [--known 0.25 0.5 0.75]
                                           [--seeds 5] [--threads 1] [--set NAME=VALUE ...]
+                                          [--reject-known SHARE ...]
+
+`--reject-known 0.1` adds the same networks with the detector turning away a tenth of the known
+validation rows (the open-intent operating point; the default turns away none beyond the
+thresholds' budget), so that what the default costs unknown intents is read in the same run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.calibration import recalibrated
 from bench.common import (
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
@@ -69,7 +75,11 @@ def with_threshold(labels: Sequence[str], scores: np.ndarray, threshold: float) 
 
 
 def run_split(
-    train_rows: Sequence[Example], test_rows: Sequence[Example], known: set[str], cfg: TrainConfig
+    train_rows: Sequence[Example],
+    test_rows: Sequence[Example],
+    known: set[str],
+    cfg: TrainConfig,
+    shares: Sequence[float] = (),
 ) -> dict[str, dict[str, float]]:
     fit_rows, valid_rows = stratified_split([e for e in train_rows if e.intent in known], 0.1, cfg.seed)
     result = train(fit_rows, cfg, valid_examples=valid_rows)
@@ -79,6 +89,21 @@ def run_split(
     valid_texts = [e.text for e in valid_rows]
 
     verdicts = [p.intent or OOS for p in predictor.predict_batch(texts, top_k=1)]
+    # The same network with the detector set to turn away another share of known requests.
+    others = {
+        f"intently reject_known={share:g}": [
+            p.intent or OOS
+            for p in recalibrated(
+                result.net,
+                result.meta,
+                result.tokenizer,
+                list(fit_rows),
+                list(valid_rows),
+                cfg.model_copy(update={"reject_known": share}),
+            ).predict_batch(texts, top_k=1)
+        ]
+        for share in shares
+    }
     # The share of validation rows the project rejects sets the others' thresholds,
     # so that every system gives up the same share of known-intent requests.
     valid_verdicts = [p.intent for p in predictor.predict_batch(valid_texts, top_k=1)]
@@ -100,7 +125,12 @@ def run_split(
     )
     out = {
         name: open_set(y_true, pred, known)
-        for name, pred in (("intently", verdicts), ("intently MSP", msp_verdicts), ("TF-IDF", base_verdicts))
+        for name, pred in (
+            ("intently", verdicts),
+            *others.items(),
+            ("intently MSP", msp_verdicts),
+            ("TF-IDF", base_verdicts),
+        )
     }
     out["intently"]["valid_rejected"] = share
     return out
@@ -110,6 +140,14 @@ def main() -> None:
     parser = base_parser("Open intent detection: known intents only in training, the rest must be found.")
     parser.add_argument("--known", type=float, nargs="*", default=[0.25, 0.5, 0.75], metavar="SHARE")
     parser.add_argument("--seeds", type=int, default=5, help="random choices of known intents")
+    parser.add_argument(
+        "--reject-known",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="SHARE",
+        help="also score the same networks with the detector turning away this share of known rows",
+    )
     add_set_flag(parser)
     args = parser.parse_args()
     if any(not 0 < r < 1 for r in args.known):
@@ -134,7 +172,8 @@ def main() -> None:
             runs = []
             for seed in range(args.seed, args.seed + args.seeds):
                 known = choose_known(intents, ratio, seed)
-                run = run_split(train_rows, test_rows, known, base.model_copy(update={"seed": seed}))
+                cfg = base.model_copy(update={"seed": seed})
+                run = run_split(train_rows, test_rows, known, cfg, args.reject_known)
                 print(f"[{name}] known {ratio:.0%}, seed {seed}: {run}", flush=True)
                 runs.append(run)
             results[name][str(ratio)] = runs
