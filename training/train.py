@@ -206,7 +206,7 @@ def _fit(
     net, tokenizer, rows, pretrained = _build(train_ex, label_index, kinds, cfg, unlabelled)
     x_valid = [tokenizer.encode(e.text) for e in valid_ex]
     y_valid = torch.tensor([label_index[e.intent] for e in valid_ex], dtype=torch.long)
-    slow = net.encoder_parameters() if pretrained["encoder"].get("source") else []
+    slow = net.encoder_parameters() if pretrained["encoder"].get("source") and cfg.encoder_lr != 1 else []
     history = _epochs(net, rows, x_valid, y_valid, cfg, progress, show_progress, slow)
     return _Fitted(net, tokenizer, history, pretrained)
 
