@@ -218,8 +218,8 @@ class JobStore(ABC):
         """The public record of the job in `row`, with its message; KeyError when there is no row."""
         if row is None:
             raise KeyError(job_id)
-        record = _public(row)
-        _with_messages([record], self.trainers)
+        record = public_record(row)
+        add_messages([record], self.trainers)
         return record
 
 
@@ -235,7 +235,7 @@ def open_job_store(store: ModelStore, timeout: float = 10.0) -> JobStore:
     raise TypeError(f"no job store for {type(store).__name__}")
 
 
-def _dead(host: str | None, pid: int | None, age: float | None) -> bool:
+def process_dead(host: str | None, pid: int | None, age: float | None) -> bool:
     """A running job's process is gone: its heartbeat is stale, or (same host) its pid has exited."""
     if age is None or age > STALE_SECONDS:
         return True
@@ -271,7 +271,11 @@ def trainer_id() -> str:
     return f"{HOST}/{os.getpid()}"
 
 
-def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+# Shaping job rows into records and inputs: both job stores (SQLite here, store/postgres_jobs.py).
+
+
+def public_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A job row as the API shows it."""
     options = json.loads(row["options"])
     return {
         "id": row["id"],
@@ -294,7 +298,7 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _with_messages(records: builtins.list[dict[str, Any]], trainers: Callable[[], Trainers]) -> None:
+def add_messages(records: builtins.list[dict[str, Any]], trainers: Callable[[], Trainers]) -> None:
     """Queued records say what they wait for; `trainers` is asked only when one is queued."""
     queued = [r for r in records if r["state"] == "queued"]
     if queued:
@@ -303,7 +307,8 @@ def _with_messages(records: builtins.list[dict[str, Any]], trainers: Callable[[]
             record["message"] = message
 
 
-def _input(options: str, examples: bytes, rules: str | None) -> JobInput:
+def job_input(options: str, examples: bytes, rules: str | None) -> JobInput:
+    """What a trainer needs from a job's stored columns."""
     stored = json.loads(options)
     return JobInput(
         examples=read_jsonl(examples),
@@ -314,7 +319,8 @@ def _input(options: str, examples: bytes, rules: str | None) -> JobInput:
     )
 
 
-_PUBLIC_COLUMNS = (
+# The columns `public_record` reads.
+PUBLIC_COLUMNS = (
     "id, state, mode, activate, options, examples, created_at, started_at, finished_at, epoch, epochs,"
     " base_version, version, activated, activation_reason, metrics, error"
 )
@@ -384,7 +390,7 @@ class SqliteJobStore(JobStore):
             raise KeyError(job_id)
         folder = self.job_dir(job_id)
         rules = folder / RULES_FILE
-        return _input(
+        return job_input(
             row["options"],
             (folder / EXAMPLES_FILE).read_bytes(),
             rules.read_text("utf-8") if rules.exists() else None,
@@ -393,8 +399,8 @@ class SqliteJobStore(JobStore):
     def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         with self.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
-            records = [_public(r) for r in rows.fetchall()]
-        _with_messages(records, self.trainers)
+            records = [public_record(r) for r in rows.fetchall()]
+        add_messages(records, self.trainers)
         return records
 
     def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
@@ -425,7 +431,7 @@ class SqliteJobStore(JobStore):
             rows = conn.execute(query).fetchall()
             for row in rows:
                 age = None if row["heartbeat"] is None else time.time() - row["heartbeat"]
-                if _dead(row["host"], row["pid"], age):
+                if process_dead(row["host"], row["pid"], age):
                     conn.execute(
                         "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE id = ?",
                         (now_text(), INTERRUPTED, row["id"]),

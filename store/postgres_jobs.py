@@ -15,23 +15,23 @@ from psycopg.rows import dict_row
 
 import store.jobs
 from store.jobs import (
-    _PUBLIC_COLUMNS,
     HOST,
     INTERRUPTED,
+    PUBLIC_COLUMNS,
     JobInput,
     JobRequest,
     JobStore,
     Trainers,
-    _dead,
-    _input,
-    _public,
-    _with_messages,
+    add_messages,
+    job_input,
     now_text,
+    process_dead,
+    public_record,
 )
 from store.model_store import jsonl
 from store.postgres import PostgresStore
 
-_UPDATABLE = {*_PUBLIC_COLUMNS.replace(" ", "").split(","), "pid", "host"} - {"id", "heartbeat"}
+_UPDATABLE = {*PUBLIC_COLUMNS.replace(" ", "").split(","), "pid", "host"} - {"id", "heartbeat"}
 # The database's clock, not the replica's: heartbeats written and judged on one clock.
 _DB_NOW = "extract(epoch from clock_timestamp())"
 
@@ -64,7 +64,7 @@ class PostgresJobStore(JobStore):
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            query = f"SELECT {_PUBLIC_COLUMNS} FROM intently_jobs WHERE id = %s"
+            query = f"SELECT {PUBLIC_COLUMNS} FROM intently_jobs WHERE id = %s"
             row = cur.execute(query, (job_id,)).fetchone()
         return self._record(job_id, row)
 
@@ -75,15 +75,15 @@ class PostgresJobStore(JobStore):
             ).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return _input(row[0], bytes(row[1]), row[2])
+        return job_input(row[0], bytes(row[1]), row[2])
 
     def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                f"SELECT {_PUBLIC_COLUMNS} FROM intently_jobs ORDER BY seq DESC LIMIT %s", (limit,)
+                f"SELECT {PUBLIC_COLUMNS} FROM intently_jobs ORDER BY seq DESC LIMIT %s", (limit,)
             ).fetchall()
-        records = [_public(r) for r in rows]
-        _with_messages(records, self.trainers)
+        records = [public_record(r) for r in rows]
+        add_messages(records, self.trainers)
         return records
 
     def update(self, job_id: str, only_if_running: bool = False, **fields: Any) -> bool:
@@ -116,7 +116,7 @@ class PostgresJobStore(JobStore):
                 f"SELECT id, host, pid, {_DB_NOW} - heartbeat FROM intently_jobs"
                 " WHERE state = 'running' FOR UPDATE SKIP LOCKED"
             ).fetchall()
-            failed = [job_id for job_id, host, pid, age in rows if _dead(host, pid, age)]
+            failed = [job_id for job_id, host, pid, age in rows if process_dead(host, pid, age)]
             if failed:
                 conn.execute(
                     "UPDATE intently_jobs SET state = 'failed', finished_at = %s, error = %s"
