@@ -71,7 +71,7 @@ class TrainConfig(BaseModel):
     )
     # Twenty augmented copies of each example make an epoch twenty passes over the team's sentences.
     max_steps: int = Field(
-        2500,
+        0,
         ge=0,
         le=1_000_000,
         description="A distilled training set (its augmented copies and transfer rows) gets fewer epochs"
