@@ -37,6 +37,7 @@ class JobDispatcher:
         self._wake = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._running: str | None = None
+        self._claim: asyncio.Future[str | None] | None = None
 
     def start(self) -> None:
         self._beat_task = asyncio.create_task(self._beat(), name="intently-trainer-heartbeat")
@@ -64,9 +65,16 @@ class JobDispatcher:
             self._proc.terminate()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._proc.wait(), 10)
-            if running:
-                reason = f"{'trainer' if self.kind == 'worker' else 'server'} shut down during training"
-                await asyncio.to_thread(self.jobs.fail_if_running, running, reason)
+        # A claim cancelled mid-way has still taken its job, which no process will run.
+        claimed = None
+        if self._claim is not None:
+            with contextlib.suppress(Exception):
+                claimed = await self._claim
+        reason = f"{'trainer' if self.kind == 'worker' else 'server'} shut down during training"
+        # Also when the job's process is already gone: a signal to the whole process group reaches
+        # it first, and `_run`, cancelled above, no longer records its exit.
+        for job_id in {j for j in (running, claimed) if j is not None}:
+            await asyncio.to_thread(self.jobs.fail_if_running, job_id, reason)
         if self._beat_task is not None:
             with contextlib.suppress(Exception):  # a store that is gone: the beats simply stop
                 await asyncio.to_thread(self.jobs.trainer_beat, self.trainer, self.kind, True)
@@ -88,7 +96,9 @@ class JobDispatcher:
             try:
                 for reaped in await asyncio.to_thread(self.jobs.reap):
                     log.warning("training job marked failed: its process is gone", extra={"job_id": reaped})
-                job_id = await asyncio.to_thread(self.jobs.claim_next)
+                # Shielded: cancelled while the store claims, the claim still ends and `stop` sees it.
+                self._claim = asyncio.ensure_future(asyncio.to_thread(self.jobs.claim_next))
+                job_id = await asyncio.shield(self._claim)
                 if job_id:
                     await self._run(job_id)
                     continue

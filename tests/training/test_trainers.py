@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +92,38 @@ def test_a_dispatcher_beats_as_a_trainer_and_says_when_it_stops(open_replica: Re
     assert jobs.trainers().alive == 0
     assert jobs.trainers().last_seen_age is not None
     assert trainer_id().endswith(f"/{os.getpid()}")
+
+
+def test_a_dispatcher_stopped_while_it_claims_fails_the_job_it_took(
+    open_replica: Replica, assistant_intents: list[Example]
+) -> None:
+    """SIGTERM can land while the store is claiming a job (in a thread): the claim still commits,
+    and the job, which no process will run, must not stay `running` until a reaper notices."""
+    replica = open_replica("a")
+    jobs = open_job_store(replica)
+    job_id = _queue(replica, assistant_intents[:60])
+
+    async def run() -> None:
+        dispatcher = JobDispatcher(replica, interval=0.05, kind="worker")
+        claiming, claim = threading.Event(), dispatcher.jobs.claim_next
+
+        def slow_claim() -> str | None:
+            claiming.set()
+            time.sleep(0.5)  # the store's transaction, slow enough for the stop to come first
+            return claim()
+
+        dispatcher.jobs.claim_next = slow_claim  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run_until(stop))
+        while not claiming.is_set():
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    record = jobs.get(job_id)
+    assert record["state"] == "failed", record
+    assert record["error"] == "trainer shut down during training"
 
 
 def test_a_database_of_the_first_schema_is_migrated_with_its_jobs_kept(
