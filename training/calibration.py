@@ -92,9 +92,10 @@ def fit_temperature(
         return 1.0
     logits = logits.detach().double()
     n = len(targets)
-    scope = torch.ones(logits.shape[1], dtype=torch.bool) if in_scope is None else in_scope
-    top = logits.masked_fill(~scope, -math.inf).argmax(dim=-1)
-    right = top == targets
+    if fit == "top":  # the answers and whether each is right do not change with T: worked out once
+        scope = torch.ones(logits.shape[1], dtype=torch.bool) if in_scope is None else in_scope
+        top = logits.masked_fill(~scope, -math.inf).argmax(dim=-1)
+        right = top == targets
 
     def loss(log_t: float) -> float:
         """The mean loss over the rows at temperature exp(log_t)."""
